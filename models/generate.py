@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Generates sluice's example model repository (`models/`) and the test fixtures.
+
+Everything here is deterministic (fixed seeds, datasets that ship with scikit-learn), so running it again gives the
+same models. The generated `.onnx` files are committed: running sluice needs no Python ML stack, only this script's
+maintainers do. Pinned tools: `models/requirements.txt`.
+
+    python3 -m venv .venv-gen && .venv-gen/bin/pip install -r models/requirements.txt
+    .venv-gen/bin/python models/generate.py
+
+Outputs:
+- models/iris/{1,2}/model.onnx        iris classifier: v1 logistic regression (skl2onnx's default ZipMap output),
+                                      v2 gradient-boosted trees (plain tensor outputs)
+- models/digits_mlp/1/model.onnx      8x8 digit MLP in FP32
+- models/digits_mlp_int8/1/model.onnx the same MLP, int8 weights (onnxruntime quantize_dynamic)
+- models/tumor_risk/1/model.onnx      several inputs of different dtypes: FP32, INT64 and a string (BYTES)
+- tests/fixtures/models/echo/1        one Identity per ONNX datatype, for round-trip tests
+- tests/fixtures/reference.json       V2 requests and the outputs Python onnxruntime gives for them
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+from onnx import TensorProto, helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
+from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+FIXTURES = ROOT / "tests" / "fixtures"
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+SEED = 7
+
+V2_TYPES = {
+    np.dtype("bool"): "BOOL",
+    np.dtype("uint8"): "UINT8",
+    np.dtype("uint16"): "UINT16",
+    np.dtype("uint32"): "UINT32",
+    np.dtype("uint64"): "UINT64",
+    np.dtype("int8"): "INT8",
+    np.dtype("int16"): "INT16",
+    np.dtype("int32"): "INT32",
+    np.dtype("int64"): "INT64",
+    np.dtype("float16"): "FP16",
+    np.dtype("float32"): "FP32",
+    np.dtype("float64"): "FP64",
+}
+
+
+def save(model: onnx.ModelProto, name: str, version: int, root: Path = MODELS) -> Path:
+    path = root / name / str(version) / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.producer_name = "sluice models/generate.py"
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def v2_tensor(name: str, array: np.ndarray) -> dict:
+    """A V2 JSON tensor (flat data, row-major)."""
+    if array.dtype.kind in ("U", "O", "S"):
+        datatype, data = "BYTES", [str(x) for x in array.ravel()]
+    else:
+        datatype = V2_TYPES[array.dtype]
+        data = array.ravel().tolist()
+    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+
+
+def reference(path: Path, model: str, version: int, inputs: dict) -> dict:
+    """Runs Python onnxruntime on `inputs` and records request and tensor outputs."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs() if o.type.startswith("tensor")]
+    results = session.run(names, inputs)
+    return {
+        "model": model,
+        "version": str(version),
+        "inputs": [v2_tensor(k, v) for k, v in inputs.items()],
+        "outputs": [v2_tensor(n, np.asarray(r)) for n, r in zip(names, results)],
+    }
+
+
+def float_input(width: int) -> list:
+    return [("float_input", FloatTensorType([None, width]))]
+
+
+def iris() -> list:
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    sample = x[[0, 60, 120, 149]]
+    refs = []
+    lr = LogisticRegression(max_iter=500, random_state=SEED).fit(x, y)
+    path = save(to_onnx(lr, initial_types=float_input(4), target_opset=TARGET_OPSET), "iris", 1)
+    refs.append(reference(path, "iris", 1, {"float_input": sample}))
+    gbt = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=SEED).fit(x, y)
+    onx = to_onnx(gbt, initial_types=float_input(4), target_opset=TARGET_OPSET, options={"zipmap": False})
+    path = save(onx, "iris", 2)
+    refs.append(reference(path, "iris", 2, {"float_input": sample}))
+    return refs
+
+
+def digits() -> list:
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.2, random_state=SEED)
+    mlp = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=SEED).fit(x_train, y_train)
+    onx = to_onnx(mlp, initial_types=float_input(64), target_opset=TARGET_OPSET, options={"zipmap": False})
+    fp32 = save(onx, "digits_mlp", 1)
+    int8 = MODELS / "digits_mlp_int8" / "1" / "model.onnx"
+    int8.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    quantized = onnx.load(str(int8))
+    save(quantized, "digits_mlp_int8", 1)
+    sample = x_test[:3]
+    return [
+        reference(fp32, "digits_mlp", 1, {"float_input": sample}),
+        reference(int8, "digits_mlp_int8", 1, {"float_input": sample}),
+    ]
+
+
+def tumor_risk() -> list:
+    """Three inputs of different dtypes: FP32 measurements, an INT64 count and a string category."""
+    data = load_breast_cancer()
+    rng = np.random.default_rng(SEED)
+    frame = pd.DataFrame(
+        {
+            "mean_radius": data.data[:, 0].astype(np.float32),
+            "mean_texture": data.data[:, 1].astype(np.float32),
+            "lymph_nodes": (data.data[:, 20] // 5).astype(np.int64),
+            "clinic": rng.choice(["north", "south", "east", "west"], size=len(data.target)),
+        }
+    )
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["mean_radius", "mean_texture"]),
+            ("count", StandardScaler(), ["lymph_nodes"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["clinic"]),
+        ]
+    )
+    model = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000, random_state=SEED))])
+    model.fit(frame, data.target)
+    types = [
+        ("mean_radius", FloatTensorType([None, 1])),
+        ("mean_texture", FloatTensorType([None, 1])),
+        ("lymph_nodes", Int64TensorType([None, 1])),
+        ("clinic", StringTensorType([None, 1])),
+    ]
+    onx = to_onnx(model, initial_types=types, target_opset=TARGET_OPSET, options={"zipmap": False})
+    path = save(onx, "tumor_risk", 1)
+    rows = frame.iloc[[0, 19, 300]]
+    inputs = {
+        "mean_radius": rows[["mean_radius"]].to_numpy(np.float32),
+        "mean_texture": rows[["mean_texture"]].to_numpy(np.float32),
+        "lymph_nodes": rows[["lymph_nodes"]].to_numpy(np.int64),
+        "clinic": rows[["clinic"]].to_numpy(object),
+    }
+    return [reference(path, "tumor_risk", 1, inputs)]
+
+
+ECHO_TYPES = [
+    ("bool", TensorProto.BOOL, np.array([True, False, True])),
+    ("uint8", TensorProto.UINT8, np.array([0, 7, 255], np.uint8)),
+    ("uint16", TensorProto.UINT16, np.array([0, 7, 65535], np.uint16)),
+    ("uint32", TensorProto.UINT32, np.array([0, 7, 4294967295], np.uint32)),
+    ("uint64", TensorProto.UINT64, np.array([0, 7, 18446744073709551615], np.uint64)),
+    ("int8", TensorProto.INT8, np.array([-128, 0, 127], np.int8)),
+    ("int16", TensorProto.INT16, np.array([-32768, 0, 32767], np.int16)),
+    ("int32", TensorProto.INT32, np.array([-2147483648, 0, 2147483647], np.int32)),
+    ("int64", TensorProto.INT64, np.array([-9223372036854775808, 0, 9223372036854775807], np.int64)),
+    ("fp16", TensorProto.FLOAT16, np.array([-1.5, 0.0, 65504.0], np.float16)),
+    ("fp32", TensorProto.FLOAT, np.array([-1.5, 0.25, 3.4e38], np.float32)),
+    ("fp64", TensorProto.DOUBLE, np.array([-1.5, 0.1, 1.7e308], np.float64)),
+    ("bytes", TensorProto.STRING, np.array(["a", "", "héllo ✓"], object)),
+]
+
+
+def echo() -> list:
+    """Test fixture: for each ONNX datatype, input `in_<t>` of shape [-1, -1] comes back as `out_<t>`."""
+    inputs = [helper.make_tensor_value_info(f"in_{n}", t, ["batch", "n"]) for n, t, _ in ECHO_TYPES]
+    outputs = [helper.make_tensor_value_info(f"out_{n}", t, ["batch", "n"]) for n, t, _ in ECHO_TYPES]
+    nodes = [helper.make_node("Identity", [f"in_{n}"], [f"out_{n}"]) for n, _, _ in ECHO_TYPES]
+    graph = helper.make_graph(nodes, "echo", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = save(model, "echo", 1, FIXTURES / "models")
+    return [reference(path, "echo", 1, {f"in_{n}": values.reshape(1, 3) for n, _, values in ECHO_TYPES})]
+
+
+def main() -> None:
+    for name in ("iris", "digits_mlp", "digits_mlp_int8", "tumor_risk"):
+        for version_dir in (MODELS / name).glob("[0-9]*"):
+            shutil.rmtree(version_dir)
+    refs = iris() + digits() + tumor_risk() + echo()
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    (FIXTURES / "reference.json").write_text(json.dumps(refs, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {len(refs)} reference cases to {FIXTURES / 'reference.json'}")
+
+
+if __name__ == "__main__":
+    main()

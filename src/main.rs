@@ -1,1 +1,81 @@
-fn main() {}
+//! The `sluice` binary: parse flags, load configuration, start logging, serve until SIGTERM or ctrl-c.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice::config::{Overrides, Settings};
+use sluice::server::{Server, StartError};
+
+/// Exit codes from sysexits.h.
+const EX_USAGE: u8 = 64;
+const EX_NOINPUT: u8 = 66;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_SOFTWARE: u8 = 70;
+
+/// sluice: serve ONNX models over the Open Inference Protocol (V2 REST).
+///
+/// Settings come from embedded defaults, then --config FILE, then SLUICE__SECTION__KEY environment variables,
+/// then these flags.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The model repository: <dir>/<model>/<version>/model.onnx.
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Path to libonnxruntime.so (otherwise ORT_DYLIB_PATH, then .ort/, then next to the executable).
+    #[arg(long, value_name = "FILE")]
+    onnxruntime: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        config_file: cli.config,
+        models: cli.models,
+        host: cli.host,
+        port: cli.port,
+        onnxruntime: cli.onnxruntime,
+    };
+    let settings = match Settings::load(&overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    sluice::telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the async runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let result = runtime.block_on(async {
+        let server = Server::bind(settings).await?;
+        server.run(sluice::shutdown::signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "sluice cannot start");
+            eprintln!("sluice: {e}");
+            ExitCode::from(match e {
+                StartError::Runtime(_) | StartError::Bind { .. } => EX_UNAVAILABLE,
+                StartError::Repository(_) => EX_NOINPUT,
+                StartError::Metrics(_) | StartError::Serve(_) => EX_SOFTWARE,
+            })
+        }
+    }
+}

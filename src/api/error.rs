@@ -1,0 +1,68 @@
+//! [`ApiError`]: every error the HTTP API returns, mapped to a status code by one exhaustive `match` and written
+//! in the V2 shape `{"error": "<message>"}`.
+
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::inference::InferenceError;
+use crate::registry::RegistryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("request body rejected: {0}")]
+    Body(#[from] BytesRejection),
+    #[error("invalid path: {0}")]
+    Path(#[from] PathRejection),
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("method {method} is not allowed for {path}")]
+    MethodNotAllowed { method: String, path: String },
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Inference(e) => match e {
+                InferenceError::Registry(r) => registry_status(r),
+                InferenceError::Decode(_) | InferenceError::Validation(_) => StatusCode::BAD_REQUEST,
+                InferenceError::Infer(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Registry(r) => registry_status(r),
+            ApiError::Body(rejection) => rejection.status(),
+            ApiError::Path(_) => StatusCode::BAD_REQUEST,
+            ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+fn registry_status(e: &RegistryError) -> StatusCode {
+    match e {
+        RegistryError::ModelNotFound { .. } | RegistryError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+        RegistryError::NotReady { .. } | RegistryError::ServerNotReady => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The V2 error body.
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request rejected");
+        }
+        (status, Json(ErrorBody { error: self.to_string() })).into_response()
+    }
+}

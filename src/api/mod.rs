@@ -1,0 +1,63 @@
+//! The HTTP API: Open Inference Protocol (V2) REST routes, health, Triton's model configuration and `/metrics`.
+//!
+//! Handlers are thin: extract, call the transport-agnostic service, map the result. Every error, including
+//! unknown routes, wrong methods and rejected bodies or paths, is an [`ApiError`] with a V2 `{"error": …}` body.
+
+mod error;
+mod health;
+mod infer;
+mod metadata;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::{Method, Uri};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use self::error::ApiError;
+use crate::inference::InferenceService;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Shared state of every handler: cheap to clone (all `Arc`s).
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub inference: Arc<InferenceService>,
+}
+
+/// `axum::extract::Path` whose rejection is an [`ApiError`] (so a bad path gets a V2 error body too).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct V2Path<T>(pub T);
+
+/// The router with every route; middleware is added by [`crate::middleware`].
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v2", get(metadata::server))
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .route("/v2/models/{model}", get(metadata::model))
+        .route("/v2/models/{model}/versions/{version}", get(metadata::model_version))
+        .route("/v2/models/{model}/ready", get(health::model_ready))
+        .route("/v2/models/{model}/versions/{version}/ready", get(health::model_version_ready))
+        .route("/v2/models/{model}/config", get(metadata::config))
+        .route("/v2/models/{model}/versions/{version}/config", get(metadata::config_version))
+        .route("/v2/models/{model}/infer", post(infer::infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer_version))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::RouteNotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_owned() }
+}

@@ -1,0 +1,272 @@
+//! Server settings: embedded defaults, then an optional file, then `SLUICE__SECTION__KEY` environment variables,
+//! then the main CLI flags, merged with the `config` crate.
+//!
+//! Owns [`Settings`] and its validation. Every key sluice understands appears in the embedded defaults
+//! (`sluice.default.toml`), so a key that is not there is reported as unknown, with its full dotted name. Knows
+//! nothing about HTTP.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Map, Value, ValueKind};
+use serde::Deserialize;
+
+/// The embedded defaults, also the list of every known key.
+pub const DEFAULTS: &str = include_str!("sluice.default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub models: ModelsSettings,
+    pub runtime: RuntimeSettings,
+    pub limits: Limits,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSettings {
+    pub repository: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Empty means "not configured".
+    pub library: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_tensor_elements: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Values given on the command line; each overrides the same key from every other source.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub models: Option<PathBuf>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub onnxruntime: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown configuration key `{key}` (from {origin})")]
+    UnknownKey { key: String, origin: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid configuration: `{key}`: {message}")]
+    InvalidValue { key: &'static str, message: String },
+}
+
+impl Settings {
+    /// Loads settings from every source, reading environment variables from the process.
+    pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
+        Self::load_with_env(overrides, None)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests) when `env` is `Some`.
+    pub fn load_with_env(
+        overrides: &Overrides,
+        env: Option<Map<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        let defaults = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .build()
+            .map_err(|e| ConfigError::Invalid(format!("embedded defaults: {e}")))?;
+        let known = leaf_keys(&defaults.cache);
+
+        let mut builder = Config::builder().add_source(defaults);
+        if let Some(path) = &overrides.config_file {
+            builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
+        }
+        let mut environment = Environment::with_prefix("SLUICE")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true);
+        if let Some(vars) = env {
+            environment = environment.source(Some(vars));
+        }
+        builder = builder.add_source(environment);
+        builder = apply_overrides(builder, overrides)?;
+        let merged = builder.build().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+
+        if let Some((key, origin)) = first_unknown_key(&merged.cache, &known) {
+            return Err(ConfigError::UnknownKey { key, origin });
+        }
+        let settings: Settings = merged
+            .try_deserialize()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.max_tensor_elements == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "limits.max_tensor_elements",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "server.max_body_bytes",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return Err(ConfigError::InvalidValue {
+                key: "log.level",
+                message: format!("'{}' is not a tracing filter", self.log.level),
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured ONNX Runtime library, if any.
+    pub fn runtime_library(&self) -> Option<&Path> {
+        Some(self.runtime.library.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+}
+
+fn apply_overrides(
+    mut builder: config::ConfigBuilder<config::builder::DefaultState>,
+    o: &Overrides,
+) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
+    let set = |b: config::ConfigBuilder<_>, key: &str, value: Value| {
+        b.set_override(key, value).map_err(|e| ConfigError::Invalid(e.to_string()))
+    };
+    if let Some(models) = &o.models {
+        builder = set(builder, "models.repository", models.to_string_lossy().into_owned().into())?;
+    }
+    if let Some(host) = &o.host {
+        builder = set(builder, "server.host", host.clone().into())?;
+    }
+    if let Some(port) = o.port {
+        builder = set(builder, "server.port", i64::from(port).into())?;
+    }
+    if let Some(lib) = &o.onnxruntime {
+        builder = set(builder, "runtime.library", lib.to_string_lossy().into_owned().into())?;
+    }
+    Ok(builder)
+}
+
+/// Every dotted leaf key of a table, e.g. `server.port`.
+fn leaf_keys(value: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    walk(value, "", &mut |key, _| {
+        out.insert(key.to_owned());
+    });
+    out
+}
+
+fn first_unknown_key(value: &Value, known: &BTreeSet<String>) -> Option<(String, String)> {
+    let mut found = None;
+    walk(value, "", &mut |key, v| {
+        let is_known = known.contains(key);
+        if found.is_none() && !is_known {
+            let origin = v.origin().unwrap_or("the environment").to_owned();
+            found = Some((key.to_owned(), origin));
+        }
+    });
+    found
+}
+
+fn walk(value: &Value, prefix: &str, visit: &mut dyn FnMut(&str, &Value)) {
+    match &value.kind {
+        ValueKind::Table(table) => {
+            for (k, v) in table {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                walk(v, &key, visit);
+            }
+        }
+        _ => visit(prefix, value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<Map<String, String>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let s = Settings::load_with_env(&Overrides::default(), env(&[])).unwrap();
+        assert_eq!(s.server.port, 8000);
+        assert_eq!(s.models.repository, PathBuf::from("models"));
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert!(s.runtime_library().is_none());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "[server]\nport = 9000\nhost = \"127.0.0.1\"\n[log]\nformat = \"json\"\n").unwrap();
+        let mut o = Overrides { config_file: Some(file), ..Default::default() };
+        let s = Settings::load_with_env(&o, env(&[])).unwrap();
+        assert_eq!((s.server.port, s.server.host.as_str(), s.log.format), (9000, "127.0.0.1", LogFormat::Json));
+
+        let vars = env(&[("SLUICE__SERVER__PORT", "9100"), ("SLUICE__LIMITS__MAX_TENSOR_ELEMENTS", "10")]);
+        let s = Settings::load_with_env(&o, vars.clone()).unwrap();
+        assert_eq!((s.server.port, s.limits.max_tensor_elements), (9100, 10));
+
+        o.port = Some(9200);
+        o.models = Some(PathBuf::from("/srv/models"));
+        let s = Settings::load_with_env(&o, vars).unwrap();
+        assert_eq!(s.server.port, 9200);
+        assert_eq!(s.models.repository, PathBuf::from("/srv/models"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__SERVER__PROT", "1")])).unwrap_err();
+        assert!(err.to_string().contains("`server.prot`"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "[limits]\nmax_elements = 3\n").unwrap();
+        let o = Overrides { config_file: Some(file), ..Default::default() };
+        let err = Settings::load_with_env(&o, env(&[])).unwrap_err();
+        assert!(err.to_string().contains("`limits.max_elements`"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__SERVER__PORT", "high")])).unwrap_err();
+        assert!(err.to_string().contains("server.port"), "{err}");
+        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__LOG__FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("log.format") || err.to_string().contains("xml"), "{err}");
+        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__LIMITS__MAX_TENSOR_ELEMENTS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("limits.max_tensor_elements"), "{err}");
+    }
+}

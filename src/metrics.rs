@@ -1,0 +1,127 @@
+//! Prometheus metrics, held in a [`Metrics`] value with its own registry (no process-global state).
+//!
+//! Names follow Prometheus conventions: `sluice_` prefix, base units, counters ending in `_total`, and bounded
+//! labels only (model, version, outcome).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How an inference request ended, as the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    ClientError,
+    ServerError,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ClientError => "client_error",
+            Outcome::ServerError => "server_error",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    inference_duration: HistogramVec,
+    models_loaded: IntGauge,
+    model_ready: IntGaugeVec,
+    load_failures: IntCounterVec,
+    load_duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("sluice_requests_total", "Inference requests by model, version and outcome."),
+            &["model", "version", "outcome"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new("sluice_request_duration_seconds", "Inference request time, decode to encode.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "version"],
+        )?;
+        let inference_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_inference_duration_seconds",
+                "Time in ONNX Runtime, including the wait for a free session.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "version"],
+        )?;
+        let models_loaded = IntGauge::new("sluice_models_loaded", "Model versions loaded and ready to serve.")?;
+        let model_ready = IntGaugeVec::new(
+            Opts::new("sluice_model_ready", "1 when a model version is loaded and ready, 0 when it failed."),
+            &["model", "version"],
+        )?;
+        let load_failures = IntCounterVec::new(
+            Opts::new("sluice_model_load_failures_total", "Model version loads that failed."),
+            &["model"],
+        )?;
+        let load_duration = HistogramVec::new(
+            HistogramOpts::new("sluice_model_load_duration_seconds", "Time to load one model version.")
+                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0]),
+            &["model"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(inference_duration.clone()))?;
+        registry.register(Box::new(models_loaded.clone()))?;
+        registry.register(Box::new(model_ready.clone()))?;
+        registry.register(Box::new(load_failures.clone()))?;
+        registry.register(Box::new(load_duration.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            request_duration,
+            inference_duration,
+            models_loaded,
+            model_ready,
+            load_failures,
+            load_duration,
+        })
+    }
+
+    pub fn observe_request(&self, model: &str, version: &str, outcome: Outcome, seconds: f64) {
+        self.requests.with_label_values(&[model, version, outcome.label()]).inc();
+        self.request_duration.with_label_values(&[model, version]).observe(seconds);
+    }
+
+    pub fn observe_inference(&self, model: &str, version: &str, seconds: f64) {
+        self.inference_duration.with_label_values(&[model, version]).observe(seconds);
+    }
+
+    pub fn model_loaded(&self, model: &str, version: &str, seconds: f64) {
+        self.models_loaded.inc();
+        self.model_ready.with_label_values(&[model, version]).set(1);
+        self.load_duration.with_label_values(&[model]).observe(seconds);
+    }
+
+    pub fn model_load_failed(&self, model: &str, version: &str) {
+        self.load_failures.with_label_values(&[model]).inc();
+        self.model_ready.with_label_values(&[model, version]).set(0);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for the text format except on invalid metric data, which we never create.
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,153 @@
+//! One loaded model version: its [`Signature`] read from the ONNX file and a [`SessionPool`] to run it.
+//!
+//! Owns session creation (per-model settings from `model.toml`) and `infer(&[Tensor]) -> Vec<Tensor>`. Knows
+//! nothing about routing, the registry or HTTP.
+
+mod convert;
+pub mod pool;
+pub mod signature;
+
+use std::path::Path;
+
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{OutputSelector, RunOptions, Session};
+use serde::Deserialize;
+
+pub use self::pool::SessionPool;
+pub use self::signature::{IoKind, IoSpec, Signature};
+use crate::tensor::Tensor;
+
+/// Why an inference failed after validation passed. All are server-side (500).
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("input '{input}' could not be handed to ONNX Runtime: {message}")]
+    Input { input: String, message: String },
+    #[error("ONNX Runtime failed: {0}")]
+    Runtime(String),
+    #[error("output '{output}' {message}")]
+    Output { output: String, message: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Session settings for one model (`model.toml`); unset fields take the server's defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Sessions per version: how many requests to this version run at once.
+    pub pool_size: Option<usize>,
+    pub intra_op_threads: Option<usize>,
+    pub inter_op_threads: Option<usize>,
+    pub optimization_level: Option<OptimizationLevel>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizationLevel {
+    Disable,
+    Basic,
+    Extended,
+    All,
+}
+
+impl SessionSettings {
+    /// Pool size when unset: one session per core (at most 4), each running single-threaded, which gives small
+    /// models the most throughput. Compute-heavy models should set `intra_op_threads` and a smaller pool.
+    pub fn effective_pool_size(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.pool_size.unwrap_or(cores.min(4)).max(1)
+    }
+}
+
+/// A loaded, runnable model version.
+pub struct ModelVersion {
+    pub name: String,
+    pub version: u64,
+    pub signature: Signature,
+    pool: SessionPool,
+}
+
+impl std::fmt::Debug for ModelVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelVersion")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("pool_size", &self.pool.size())
+            .finish()
+    }
+}
+
+impl ModelVersion {
+    /// Loads `path` into a pool of sessions (blocking: call from a blocking thread).
+    pub fn load(
+        env: &Environment,
+        name: &str,
+        version: u64,
+        path: &Path,
+        settings: &SessionSettings,
+    ) -> Result<ModelVersion, String> {
+        let size = settings.effective_pool_size();
+        let sessions = (0..size)
+            .map(|_| build_session(env, path, settings).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = &sessions[0];
+        let signature = Signature {
+            inputs: first.inputs().iter().map(|o| IoSpec::from_onnx(o.name(), o.dtype())).collect(),
+            outputs: first.outputs().iter().map(|o| IoSpec::from_onnx(o.name(), o.dtype())).collect(),
+        };
+        Ok(ModelVersion {
+            name: name.to_owned(),
+            version,
+            signature,
+            pool: SessionPool::new(sessions),
+        })
+    }
+
+    /// Runs validated `inputs`, returning the `outputs` named (in that order).
+    pub async fn infer(&self, inputs: Vec<Tensor>, outputs: Vec<String>) -> Result<Vec<Tensor>, InferError> {
+        self.pool
+            .with_session(move |session| run(session, inputs, &outputs))
+            .await
+    }
+}
+
+fn build_session(env: &Environment, path: &Path, s: &SessionSettings) -> ort::Result<Session> {
+    let mut builder = Session::builder(env)?;
+    builder = builder.with_intra_threads(s.intra_op_threads.unwrap_or(1))?;
+    builder = builder.with_inter_threads(s.inter_op_threads.unwrap_or(1))?;
+    let level = match s.optimization_level.unwrap_or(OptimizationLevel::All) {
+        OptimizationLevel::Disable => GraphOptimizationLevel::Disable,
+        OptimizationLevel::Basic => GraphOptimizationLevel::Level1,
+        OptimizationLevel::Extended => GraphOptimizationLevel::Level2,
+        OptimizationLevel::All => GraphOptimizationLevel::All,
+    };
+    builder = builder.with_optimization_level(level)?;
+    builder.commit_from_file(path)
+}
+
+fn run(session: &mut Session, inputs: Vec<Tensor>, outputs: &[String]) -> Result<Vec<Tensor>, InferError> {
+    let values = inputs
+        .into_iter()
+        .map(convert::to_input)
+        .collect::<Result<Vec<_>, _>>()?;
+    let selector = outputs
+        .iter()
+        .fold(OutputSelector::no_default(), |sel, name| sel.with(name.clone()));
+    let options = RunOptions::new()
+        .map_err(|e| InferError::Runtime(e.to_string()))?
+        .with_outputs(selector);
+    let results = session
+        .run_with_options(values, &options)
+        .map_err(|e| InferError::Runtime(e.to_string()))?;
+    outputs
+        .iter()
+        .map(|name| {
+            let value = results.get(name.as_str()).ok_or_else(|| InferError::Output {
+                output: name.clone(),
+                message: "was not produced by ONNX Runtime".into(),
+            })?;
+            convert::from_output(name, value)
+        })
+        .collect()
+}

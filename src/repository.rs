@@ -1,0 +1,118 @@
+//! The on-disk model repository: `<root>/<model>/<version>/model.onnx` with integer versions (Triton's layout)
+//! and an optional `<root>/<model>/model.toml` of per-model settings.
+//!
+//! Owns scanning and `model.toml` parsing. Knows nothing about sessions: it only says what is on disk.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::SessionSettings;
+
+/// The contents of `model.toml`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Free text shown in model metadata.
+    pub description: Option<String>,
+    #[serde(default)]
+    pub session: SessionSettings,
+}
+
+/// One model directory as found on disk.
+#[derive(Debug)]
+pub struct ModelDir {
+    pub name: String,
+    /// The parsed `model.toml` (default when absent), or why it could not be read.
+    pub config: Result<ModelConfig, String>,
+    /// Integer-named version directories, ascending.
+    pub versions: Vec<VersionDir>,
+}
+
+#[derive(Debug)]
+pub struct VersionDir {
+    pub version: u64,
+    /// `<version>/model.onnx`, which may be missing.
+    pub model_path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    #[error("model repository {path} cannot be read: {message}")]
+    Unreadable { path: PathBuf, message: String },
+}
+
+/// Lists the models under `root`, sorted by name. Entries that are not directories are skipped.
+pub fn scan(root: &Path) -> Result<Vec<ModelDir>, RepositoryError> {
+    let unreadable = |e: std::io::Error| RepositoryError::Unreadable {
+        path: root.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut models = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(unreadable)? {
+        let entry = entry.map_err(unreadable)?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if !path.is_dir() || name.starts_with('.') {
+            continue;
+        }
+        models.push(ModelDir { config: read_config(&path), versions: versions(&path), name });
+    }
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(models)
+}
+
+fn read_config(dir: &Path) -> Result<ModelConfig, String> {
+    let path = dir.join("model.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfig::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn versions(dir: &Path) -> Vec<VersionDir> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<VersionDir> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u64>().ok()?;
+            Some(VersionDir { version, model_path: e.path().join("model.onnx") })
+        })
+        .collect();
+    out.sort_by_key(|v| v.version);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_the_triton_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let make = |p: &str| std::fs::create_dir_all(root.path().join(p)).unwrap();
+        make("b/10");
+        make("b/2");
+        make("b/notes");
+        make("a/1");
+        make(".hidden/1");
+        std::fs::write(root.path().join("README.md"), "x").unwrap();
+        std::fs::write(root.path().join("a/model.toml"), "description = \"A\"\n[session]\npool_size = 3\n").unwrap();
+        std::fs::write(root.path().join("b/model.toml"), "pool = 3\n").unwrap();
+        let models = scan(root.path()).unwrap();
+        let names: Vec<_> = models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let a = models[0].config.as_ref().unwrap();
+        assert_eq!((a.description.as_deref(), a.session.pool_size), (Some("A"), Some(3)));
+        assert!(models[1].config.as_ref().unwrap_err().contains("unknown field `pool`"));
+        let versions: Vec<_> = models[1].versions.iter().map(|v| v.version).collect();
+        assert_eq!(versions, [2, 10]);
+    }
+
+    #[test]
+    fn a_missing_root_is_an_error() {
+        assert!(scan(Path::new("/nonexistent/sluice-models")).is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! The V2 (Open Inference Protocol) JSON codec: request bodies in, response bodies out.
+//!
+//! Each input's `data` is first kept as raw JSON text (`RawValue`, a borrowed slice of the body) until its
+//! `datatype` and `shape` are known, then parsed in one pass straight into the typed buffer, flattening nested
+//! arrays row-major. No `serde_json::Value` tree is built for tensor data. Element kinds are checked while parsing
+//! (a string in FP32, 300 in UINT8, 1.5 in INT32 are errors), and parsing stops at the element count the shape
+//! declares, so a body cannot make the server allocate more than the shape (itself bounded) allows.
+
+use std::fmt;
+
+use half::f16;
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{element_count, DataType, Tensor, TensorData};
+
+/// Why a request body could not be decoded. Every message names the input concerned.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("malformed inference request: {0}")]
+    Json(String),
+    #[error("input '{input}': unknown datatype '{given}'; expected one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES")]
+    UnknownDatatype { input: String, given: String },
+    #[error("input '{input}': shape {shape:?} has a negative dimension")]
+    NegativeDimension { input: String, shape: Vec<i64> },
+    #[error("input '{input}': shape {shape:?} holds more than {limit} elements, the server's limit (limits.max_tensor_elements)")]
+    TooManyElements { input: String, shape: Vec<i64>, limit: usize },
+    #[error("input '{input}': no 'data' given")]
+    MissingData { input: String },
+    #[error("input '{input}': shape {shape:?} needs {expected} elements but 'data' holds {given}")]
+    ElementCount { input: String, shape: Vec<usize>, expected: usize, given: usize },
+    #[error("input '{input}': shape {shape:?} needs {expected} elements but 'data' holds more")]
+    TooMuchData { input: String, shape: Vec<usize>, expected: usize },
+    #[error("input '{input}': {message}")]
+    Data { input: String, message: String },
+}
+
+/// A decoded V2 inference request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferRequest {
+    /// Echoed in the response.
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Output names the client asked for; `None` means all outputs.
+    pub outputs: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct WireRequest<'a> {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(borrow)]
+    inputs: Vec<WireInput<'a>>,
+    #[serde(default)]
+    outputs: Option<Vec<WireOutput>>,
+}
+
+#[derive(Deserialize)]
+struct WireInput<'a> {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireOutput {
+    name: String,
+}
+
+/// Decodes a V2 JSON inference request. `max_elements` bounds each input's element count.
+pub fn decode_request(body: &[u8], max_elements: usize) -> Result<InferRequest, DecodeError> {
+    let wire: WireRequest<'_> =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let inputs = wire
+        .inputs
+        .into_iter()
+        .map(|input| decode_input(input, max_elements))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(InferRequest {
+        id: wire.id,
+        inputs,
+        outputs: wire
+            .outputs
+            .map(|outs| outs.into_iter().map(|o| o.name).collect()),
+    })
+}
+
+fn decode_input(input: WireInput<'_>, max_elements: usize) -> Result<Tensor, DecodeError> {
+    let WireInput { name, shape: raw_shape, datatype, data } = input;
+    let Some(dtype) = DataType::parse(&datatype) else {
+        return Err(DecodeError::UnknownDatatype { input: name, given: datatype });
+    };
+    let Ok(shape) = raw_shape.iter().map(|&d| usize::try_from(d)).collect::<Result<Vec<_>, _>>() else {
+        return Err(DecodeError::NegativeDimension { input: name, shape: raw_shape });
+    };
+    let expected = match element_count(&shape) {
+        Some(n) if n <= max_elements => n,
+        _ => return Err(DecodeError::TooManyElements { input: name, shape: raw_shape, limit: max_elements }),
+    };
+    let Some(raw) = data else {
+        return Err(DecodeError::MissingData { input: name });
+    };
+    let data = parse_data(raw.get(), dtype, expected).map_err(|e| match e {
+        ParseError::TooMany => DecodeError::TooMuchData { input: name.clone(), shape: shape.clone(), expected },
+        ParseError::Json(message) => DecodeError::Data { input: name.clone(), message },
+    })?;
+    if data.len() != expected {
+        return Err(DecodeError::ElementCount { input: name, shape, expected, given: data.len() });
+    }
+    Ok(Tensor { name, shape, data })
+}
+
+enum ParseError {
+    /// More elements than the shape declares (parsing stopped there).
+    TooMany,
+    Json(String),
+}
+
+/// Parses `raw` (a JSON array, possibly nested, or a single scalar) into a buffer of `dtype`.
+fn parse_data(raw: &str, dtype: DataType, expected: usize) -> Result<TensorData, ParseError> {
+    fn typed<T: Element>(raw: &str, expected: usize) -> Result<Vec<T>, ParseError> {
+        // Preallocate what the (already bounded) shape declares, but not absurdly much for tiny bodies.
+        let mut out = Vec::with_capacity(expected.min(raw.len()));
+        let mut overflow = false;
+        let mut de = serde_json::Deserializer::from_str(raw);
+        let seed = Flatten { out: &mut out, limit: expected, overflow: &mut overflow };
+        let result = seed.deserialize(&mut de).and_then(|()| de.end());
+        match result {
+            Ok(()) => Ok(out),
+            Err(_) if overflow => Err(ParseError::TooMany),
+            Err(e) => Err(ParseError::Json(e.to_string())),
+        }
+    }
+    Ok(match dtype {
+        DataType::Bool => TensorData::Bool(typed(raw, expected)?),
+        DataType::Uint8 => TensorData::Uint8(typed(raw, expected)?),
+        DataType::Uint16 => TensorData::Uint16(typed(raw, expected)?),
+        DataType::Uint32 => TensorData::Uint32(typed(raw, expected)?),
+        DataType::Uint64 => TensorData::Uint64(typed(raw, expected)?),
+        DataType::Int8 => TensorData::Int8(typed(raw, expected)?),
+        DataType::Int16 => TensorData::Int16(typed(raw, expected)?),
+        DataType::Int32 => TensorData::Int32(typed(raw, expected)?),
+        DataType::Int64 => TensorData::Int64(typed(raw, expected)?),
+        DataType::Fp16 => TensorData::Fp16(typed(raw, expected)?),
+        DataType::Fp32 => TensorData::Fp32(typed(raw, expected)?),
+        DataType::Fp64 => TensorData::Fp64(typed(raw, expected)?),
+        DataType::Bytes => TensorData::Bytes(typed(raw, expected)?),
+    })
+}
+
+/// One JSON scalar as the parser met it.
+#[derive(Debug, Clone, Copy)]
+enum Scalar<'a> {
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Str(&'a str),
+}
+
+impl fmt::Display for Scalar<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "boolean {b}"),
+            Scalar::Unsigned(n) => write!(f, "number {n}"),
+            Scalar::Signed(n) => write!(f, "number {n}"),
+            Scalar::Float(x) => write!(f, "number {x}"),
+            Scalar::Str(s) => write!(f, "string {s:?}"),
+        }
+    }
+}
+
+/// A tensor element that can be read from one JSON scalar.
+trait Element: Sized {
+    const DATATYPE: DataType;
+    fn from_scalar(s: Scalar<'_>) -> Option<Self>;
+}
+
+/// The largest integer an f64 holds exactly; integral floats beyond it are not trusted as integers.
+const EXACT_F64_INT: f64 = 9_007_199_254_740_992.0;
+
+fn integral(s: Scalar<'_>) -> Option<i128> {
+    match s {
+        Scalar::Unsigned(n) => Some(i128::from(n)),
+        Scalar::Signed(n) => Some(i128::from(n)),
+        Scalar::Float(x) if x.fract() == 0.0 && x.abs() <= EXACT_F64_INT => Some(x as i128),
+        _ => None,
+    }
+}
+
+macro_rules! integer_element {
+    ($($t:ty => $d:ident),*) => {$(
+        impl Element for $t {
+            const DATATYPE: DataType = DataType::$d;
+            fn from_scalar(s: Scalar<'_>) -> Option<Self> {
+                integral(s).and_then(|n| <$t>::try_from(n).ok())
+            }
+        }
+    )*};
+}
+integer_element!(u8 => Uint8, u16 => Uint16, u32 => Uint32, u64 => Uint64,
+    i8 => Int8, i16 => Int16, i32 => Int32, i64 => Int64);
+
+fn number(s: Scalar<'_>) -> Option<f64> {
+    match s {
+        Scalar::Unsigned(n) => Some(n as f64),
+        Scalar::Signed(n) => Some(n as f64),
+        Scalar::Float(x) => Some(x),
+        _ => None,
+    }
+}
+
+impl Element for f64 {
+    const DATATYPE: DataType = DataType::Fp64;
+    fn from_scalar(s: Scalar<'_>) -> Option<Self> {
+        number(s)
+    }
+}
+
+impl Element for f32 {
+    const DATATYPE: DataType = DataType::Fp32;
+    fn from_scalar(s: Scalar<'_>) -> Option<Self> {
+        number(s).map(|x| x as f32).filter(|x| x.is_finite())
+    }
+}
+
+impl Element for f16 {
+    const DATATYPE: DataType = DataType::Fp16;
+    fn from_scalar(s: Scalar<'_>) -> Option<Self> {
+        number(s).map(f16::from_f64).filter(|x| x.is_finite())
+    }
+}
+
+impl Element for bool {
+    const DATATYPE: DataType = DataType::Bool;
+    fn from_scalar(s: Scalar<'_>) -> Option<Self> {
+        match s {
+            Scalar::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl Element for String {
+    const DATATYPE: DataType = DataType::Bytes;
+    fn from_scalar(s: Scalar<'_>) -> Option<Self> {
+        match s {
+            Scalar::Str(text) => Some(text.to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// Walks nested JSON arrays, pushing each scalar into `out` (row-major order).
+struct Flatten<'v, T> {
+    out: &'v mut Vec<T>,
+    limit: usize,
+    /// Set when the data holds more elements than `limit`, so the caller can report counts, not JSON positions.
+    overflow: &'v mut bool,
+}
+
+impl<T: Element> Flatten<'_, T> {
+    fn push<E: de::Error>(self, s: Scalar<'_>) -> Result<(), E> {
+        if self.out.len() >= self.limit {
+            *self.overflow = true;
+            return Err(E::custom("too many elements"));
+        }
+        let value = T::from_scalar(s).ok_or_else(|| {
+            E::custom(format_args!("expected {} element, got {s}", T::DATATYPE))
+        })?;
+        self.out.push(value);
+        Ok(())
+    }
+}
+
+impl<'de, T: Element> DeserializeSeed<'de> for Flatten<'_, T> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} elements or (nested) arrays of them", T::DATATYPE)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            let next = Flatten { out: &mut *self.out, limit: self.limit, overflow: &mut *self.overflow };
+            if seq.next_element_seed(next)?.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Scalar::Bool(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Scalar::Unsigned(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Scalar::Signed(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Scalar::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Scalar::Str(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(E::custom(format_args!("expected {} element, got null", T::DATATYPE)))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
+        Err(de::Error::custom(format_args!("expected {} element, got an object", T::DATATYPE)))
+    }
+}
+
+/// A V2 inference response, serialised straight from the typed output buffers.
+#[derive(Debug, Serialize)]
+pub struct InferResponse<'a> {
+    pub model_name: &'a str,
+    pub model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub outputs: Vec<Tensor>,
+}
+
+impl Serialize for Tensor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Tensor", 4)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("datatype", self.datatype().as_str())?;
+        s.serialize_field("shape", &self.shape)?;
+        s.serialize_field("data", &self.data)?;
+        s.end()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+use super::*;
+
+fn decode(body: &str) -> Result<InferRequest, DecodeError> {
+    decode_request(body.as_bytes(), 1_000)
+}
+
+fn one(datatype: &str, shape: &str, data: &str) -> Result<TensorData, DecodeError> {
+    let body = format!(
+        r#"{{"inputs":[{{"name":"x","datatype":"{datatype}","shape":{shape},"data":{data}}}]}}"#
+    );
+    decode(&body).map(|mut r| r.inputs.remove(0).data)
+}
+
+#[test]
+fn flat_and_nested_data_decode_row_major() {
+    let flat = one("FP32", "[2,2]", "[1,2,3.5,4]").unwrap();
+    let nested = one("FP32", "[2,2]", "[[1,2],[3.5,4]]").unwrap();
+    assert_eq!(flat, TensorData::Fp32(vec![1.0, 2.0, 3.5, 4.0]));
+    assert_eq!(flat, nested);
+}
+
+#[test]
+fn every_datatype_decodes() {
+    assert_eq!(one("BOOL", "[2]", "[true,false]").unwrap(), TensorData::Bool(vec![true, false]));
+    assert_eq!(one("UINT8", "[2]", "[0,255]").unwrap(), TensorData::Uint8(vec![0, 255]));
+    assert_eq!(one("UINT16", "[1]", "[65535]").unwrap(), TensorData::Uint16(vec![65535]));
+    assert_eq!(one("UINT32", "[1]", "[4294967295]").unwrap(), TensorData::Uint32(vec![u32::MAX]));
+    assert_eq!(
+        one("UINT64", "[1]", "[18446744073709551615]").unwrap(),
+        TensorData::Uint64(vec![u64::MAX])
+    );
+    assert_eq!(one("INT8", "[2]", "[-128,127]").unwrap(), TensorData::Int8(vec![-128, 127]));
+    assert_eq!(one("INT16", "[1]", "[-32768]").unwrap(), TensorData::Int16(vec![i16::MIN]));
+    assert_eq!(one("INT32", "[1]", "[2.0]").unwrap(), TensorData::Int32(vec![2]));
+    assert_eq!(
+        one("INT64", "[1]", "[-9223372036854775808]").unwrap(),
+        TensorData::Int64(vec![i64::MIN])
+    );
+    assert_eq!(one("FP16", "[1]", "[1.5]").unwrap(), TensorData::Fp16(vec![f16::from_f32(1.5)]));
+    assert_eq!(one("FP64", "[1]", "[0.1]").unwrap(), TensorData::Fp64(vec![0.1]));
+    assert_eq!(
+        one("BYTES", "[2]", r#"["a","h\u00e9"]"#).unwrap(),
+        TensorData::Bytes(vec!["a".into(), "hé".into()])
+    );
+}
+
+#[test]
+fn wrong_element_kinds_are_named() {
+    let cases = [
+        ("FP32", r#"["abc"]"#, "expected FP32 element, got string \"abc\""),
+        ("UINT8", "[300]", "expected UINT8 element, got number 300"),
+        ("UINT8", "[-1]", "expected UINT8 element, got number -1"),
+        ("INT32", "[1.5]", "expected INT32 element, got number 1.5"),
+        ("BOOL", "[1]", "expected BOOL element, got number 1"),
+        ("BYTES", "[1]", "expected BYTES element, got number 1"),
+        ("FP32", "[null]", "expected FP32 element, got null"),
+        ("FP32", "[1e300]", "expected FP32 element, got number 1e300"),
+        ("INT64", r#"[{"a":1}]"#, "expected INT64 element, got an object"),
+    ];
+    for (dtype, data, want) in cases {
+        let err = one(dtype, "[1]", data).unwrap_err().to_string();
+        assert!(err.starts_with("input 'x': "), "{err}");
+        assert!(err.contains(want), "{dtype} {data}: {err}");
+    }
+}
+
+#[test]
+fn element_count_must_match_shape() {
+    let err = one("FP32", "[2,2]", "[1,2,3]").unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::ElementCount { input: "x".into(), shape: vec![2, 2], expected: 4, given: 3 }
+    );
+    let err = one("FP32", "[2]", "[1,2,3]").unwrap_err();
+    assert_eq!(err, DecodeError::TooMuchData { input: "x".into(), shape: vec![2], expected: 2 });
+}
+
+#[test]
+fn shapes_are_bounded_before_any_allocation() {
+    let err = one("FP32", "[100000,100000]", "[]").unwrap_err();
+    assert!(matches!(err, DecodeError::TooManyElements { limit: 1000, .. }), "{err}");
+    let err = one("FP32", "[4294967296,4294967296,4294967296]", "[]").unwrap_err();
+    assert!(matches!(err, DecodeError::TooManyElements { .. }), "{err}");
+    let err = one("FP32", "[-1]", "[]").unwrap_err();
+    assert!(matches!(err, DecodeError::NegativeDimension { .. }), "{err}");
+}
+
+#[test]
+fn malformed_requests_are_errors() {
+    for body in ["", "{", "[]", r#"{"inputs":{}}"#, r#"{"inputs":[{"name":"x"}]}"#, "null"] {
+        assert!(matches!(decode(body), Err(DecodeError::Json(_))), "{body}");
+    }
+    assert!(matches!(
+        one("FP8", "[1]", "[1]"),
+        Err(DecodeError::UnknownDatatype { .. })
+    ));
+    let missing = decode(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}"#);
+    assert_eq!(missing, Err(DecodeError::MissingData { input: "x".into() }));
+}
+
+#[test]
+fn id_and_requested_outputs_are_kept() {
+    let req = decode(
+        r#"{"id":"r1","inputs":[{"name":"x","datatype":"INT64","shape":[1],"data":[5],"parameters":{}}],
+            "outputs":[{"name":"label"}],"parameters":{"a":1}}"#,
+    )
+    .unwrap();
+    assert_eq!(req.id.as_deref(), Some("r1"));
+    assert_eq!(req.outputs, Some(vec!["label".to_string()]));
+}
+
+#[test]
+fn response_serialises_typed_buffers() {
+    let response = InferResponse {
+        model_name: "m",
+        model_version: "2".into(),
+        id: Some("r1".into()),
+        outputs: vec![
+            Tensor { name: "p".into(), shape: vec![2], data: TensorData::Fp16(vec![f16::from_f32(0.5); 2]) },
+            Tensor { name: "s".into(), shape: vec![1], data: TensorData::Bytes(vec!["ok".into()]) },
+        ],
+    };
+    let json = serde_json::to_string(&response).unwrap();
+    assert_eq!(
+        json,
+        r#"{"model_name":"m","model_version":"2","id":"r1","outputs":[{"name":"p","datatype":"FP16","shape":[2],"data":[0.5,0.5]},{"name":"s","datatype":"BYTES","shape":[1],"data":["ok"]}]}"#
+    );
+}

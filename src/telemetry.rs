@@ -1,5 +1,7 @@
 //! Logging setup: tracing with a human-readable or JSON formatter, filtered by `log.level` (or `RUST_LOG`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -14,7 +16,9 @@ pub fn init(settings: &LogSettings) {
         .unwrap_or_else(|| EnvFilter::new(&settings.level));
     let registry = tracing_subscriber::registry().with(filter);
     match settings.format {
-        LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .init(),
         LogFormat::Json => registry
             .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(false))
             .init(),

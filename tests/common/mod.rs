@@ -1,0 +1,182 @@
+//! Shared helpers for integration tests: the real `sluice` binary on a loopback port, and temporary repositories.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+pub fn models_dir() -> PathBuf {
+    Path::new(ROOT).join("models")
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(ROOT).join("tests/fixtures")
+}
+
+/// A temporary repository holding copies of the named models, looked up in `models/` then the test fixtures.
+pub fn repo_with(models: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in models {
+        let source = [models_dir().join(name), fixtures_dir().join("models").join(name)]
+            .into_iter()
+            .find(|p| p.is_dir())
+            .unwrap_or_else(|| panic!("no model {name}"));
+        copy_dir(&source, &dir.path().join(name));
+    }
+    dir
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The `sluice` binary running on 127.0.0.1 with an OS-chosen port. Killed on drop.
+pub struct TestServer {
+    child: Child,
+    pub base: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub fn sluice_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.env_remove("RUST_LOG");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SLUICE__") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+impl TestServer {
+    pub fn start(models: &Path) -> TestServer {
+        Self::start_with(models, &[], &[])
+    }
+
+    /// Starts the server and waits until it is listening and ready.
+    pub fn start_with(models: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        let mut cmd = sluice_command();
+        cmd.arg("--models").arg(models).args(["--host", "127.0.0.1", "--port", "0"]).args(args);
+        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("sluice starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = Arc::clone(&logs);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(addr) = listening_address(&line) {
+                        let _ = tx.send(addr);
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            panic!("sluice did not start listening; logs:\n{}", logs.lock().unwrap().join("\n"))
+        });
+        let server = TestServer { child, base: format!("http://{addr}"), logs };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = client();
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(self.url("/v2/health/ready")).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sluice did not become ready; logs:\n{}", self.logs().join("\n"));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sluice did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `127.0.0.1:<port>` in the "listening" log line (text or JSON format).
+fn listening_address(line: &str) -> Option<String> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let start = line.find("127.0.0.1:")?;
+    let rest = &line[start + "127.0.0.1:".len()..];
+    let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    (!port.is_empty()).then(|| format!("127.0.0.1:{port}"))
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// POSTs `body` and returns (status, JSON body).
+pub fn post_json(server: &TestServer, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let response = client().post(server.url(path)).json(body).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap())
+}
+
+pub fn get_json(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
+    let response = client().get(server.url(path)).send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap())
+}
+
+/// Runs the binary to completion with `args` and `env`; returns (exit code, stdout + stderr).
+pub fn run_sluice(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = sluice_command().args(args).envs(env.iter().copied()).output().unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code(), text)
+}

@@ -115,7 +115,9 @@ impl Settings {
         }
         builder = builder.add_source(environment);
         builder = apply_overrides(builder, overrides)?;
-        let merged = builder.build().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
 
         if let Some((key, origin)) = first_unknown_key(&merged.cache, &known) {
             return Err(ConfigError::UnknownKey { key, origin });
@@ -140,7 +142,12 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
-        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
             return Err(ConfigError::InvalidValue {
                 key: "log.level",
                 message: format!("'{}' is not a tracing filter", self.log.level),
@@ -160,10 +167,15 @@ fn apply_overrides(
     o: &Overrides,
 ) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
     let set = |b: config::ConfigBuilder<_>, key: &str, value: Value| {
-        b.set_override(key, value).map_err(|e| ConfigError::Invalid(e.to_string()))
+        b.set_override(key, value)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     };
     if let Some(models) = &o.models {
-        builder = set(builder, "models.repository", models.to_string_lossy().into_owned().into())?;
+        builder = set(
+            builder,
+            "models.repository",
+            models.to_string_lossy().into_owned().into(),
+        )?;
     }
     if let Some(host) = &o.host {
         builder = set(builder, "server.host", host.clone().into())?;
@@ -172,7 +184,11 @@ fn apply_overrides(
         builder = set(builder, "server.port", i64::from(port).into())?;
     }
     if let Some(lib) = &o.onnxruntime {
-        builder = set(builder, "runtime.library", lib.to_string_lossy().into_owned().into())?;
+        builder = set(
+            builder,
+            "runtime.library",
+            lib.to_string_lossy().into_owned().into(),
+        )?;
     }
     Ok(builder)
 }
@@ -202,7 +218,11 @@ fn walk(value: &Value, prefix: &str, visit: &mut dyn FnMut(&str, &Value)) {
     match &value.kind {
         ValueKind::Table(table) => {
             for (k, v) in table {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 walk(v, &key, visit);
             }
         }
@@ -215,7 +235,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Option<Map<String, String>> {
-        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -231,12 +256,25 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");
-        std::fs::write(&file, "[server]\nport = 9000\nhost = \"127.0.0.1\"\n[log]\nformat = \"json\"\n").unwrap();
-        let mut o = Overrides { config_file: Some(file), ..Default::default() };
+        std::fs::write(
+            &file,
+            "[server]\nport = 9000\nhost = \"127.0.0.1\"\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let mut o = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
         let s = Settings::load_with_env(&o, env(&[])).unwrap();
-        assert_eq!((s.server.port, s.server.host.as_str(), s.log.format), (9000, "127.0.0.1", LogFormat::Json));
+        assert_eq!(
+            (s.server.port, s.server.host.as_str(), s.log.format),
+            (9000, "127.0.0.1", LogFormat::Json)
+        );
 
-        let vars = env(&[("SLUICE__SERVER__PORT", "9100"), ("SLUICE__LIMITS__MAX_TENSOR_ELEMENTS", "10")]);
+        let vars = env(&[
+            ("SLUICE__SERVER__PORT", "9100"),
+            ("SLUICE__LIMITS__MAX_TENSOR_ELEMENTS", "10"),
+        ]);
         let s = Settings::load_with_env(&o, vars.clone()).unwrap();
         assert_eq!((s.server.port, s.limits.max_tensor_elements), (9100, 10));
 
@@ -249,24 +287,47 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__SERVER__PROT", "1")])).unwrap_err();
+        let err =
+            Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__SERVER__PROT", "1")]))
+                .unwrap_err();
         assert!(err.to_string().contains("`server.prot`"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");
         std::fs::write(&file, "[limits]\nmax_elements = 3\n").unwrap();
-        let o = Overrides { config_file: Some(file), ..Default::default() };
+        let o = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
         let err = Settings::load_with_env(&o, env(&[])).unwrap_err();
         assert!(err.to_string().contains("`limits.max_elements`"), "{err}");
     }
 
     #[test]
     fn invalid_values_are_named() {
-        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__SERVER__PORT", "high")])).unwrap_err();
+        let err = Settings::load_with_env(
+            &Overrides::default(),
+            env(&[("SLUICE__SERVER__PORT", "high")]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("server.port"), "{err}");
-        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__LOG__FORMAT", "xml")])).unwrap_err();
-        assert!(err.to_string().contains("log.format") || err.to_string().contains("xml"), "{err}");
-        let err = Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__LIMITS__MAX_TENSOR_ELEMENTS", "0")])).unwrap_err();
-        assert!(err.to_string().contains("limits.max_tensor_elements"), "{err}");
+        let err = Settings::load_with_env(
+            &Overrides::default(),
+            env(&[("SLUICE__LOG__FORMAT", "xml")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("log.format") || err.to_string().contains("xml"),
+            "{err}"
+        );
+        let err = Settings::load_with_env(
+            &Overrides::default(),
+            env(&[("SLUICE__LIMITS__MAX_TENSOR_ELEMENTS", "0")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("limits.max_tensor_elements"),
+            "{err}"
+        );
     }
 }

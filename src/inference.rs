@@ -29,9 +29,9 @@ pub enum InferenceError {
 impl InferenceError {
     fn outcome(&self) -> Outcome {
         match self {
-            InferenceError::Registry(_) | InferenceError::Decode(_) | InferenceError::Validation(_) => {
-                Outcome::ClientError
-            }
+            InferenceError::Registry(_)
+            | InferenceError::Decode(_)
+            | InferenceError::Validation(_) => Outcome::ClientError,
             InferenceError::Infer(_) => Outcome::ServerError,
         }
     }
@@ -53,11 +53,20 @@ pub struct InferenceService {
 
 impl InferenceService {
     pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, limits: Limits) -> InferenceService {
-        InferenceService { registry, metrics, limits }
+        InferenceService {
+            registry,
+            metrics,
+            limits,
+        }
     }
 
     /// Runs one V2 JSON request body against `model` (and `version`, when the client chose one).
-    pub async fn infer(&self, model: &str, version: Option<&str>, body: &[u8]) -> Result<Inferred, InferenceError> {
+    pub async fn infer(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        body: &[u8],
+    ) -> Result<Inferred, InferenceError> {
         let started = Instant::now();
         let target = self.registry.resolve(model, version)?;
         let version_label = target.version.to_string();
@@ -70,10 +79,18 @@ impl InferenceService {
             Ok(_) => Outcome::Success,
             Err(e) => e.outcome(),
         };
-        self.metrics
-            .observe_request(model, &version_label, outcome, started.elapsed().as_secs_f64());
+        self.metrics.observe_request(
+            model,
+            &version_label,
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
         let (id, outputs) = result?;
-        Ok(Inferred { model: target, id, outputs })
+        Ok(Inferred {
+            model: target,
+            id,
+            outputs,
+        })
     }
 
     async fn run(

@@ -39,7 +39,15 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; every real flag error is a usage error (64).
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let overrides = Overrides {
         config_file: cli.config,
         models: cli.models,
@@ -69,7 +77,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "sluice cannot start");
             eprintln!("sluice: {e}");
             ExitCode::from(match e {
                 StartError::Runtime(_) | StartError::Bind { .. } => EX_UNAVAILABLE,

@@ -4,12 +4,14 @@
 //! labels only (model, version, outcome).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// How an inference request ended, as the `outcome` label.
@@ -45,12 +47,18 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("sluice_requests_total", "Inference requests by model, version and outcome."),
+            Opts::new(
+                "sluice_requests_total",
+                "Inference requests by model, version and outcome.",
+            ),
             &["model", "version", "outcome"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("sluice_request_duration_seconds", "Inference request time, decode to encode.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "sluice_request_duration_seconds",
+                "Inference request time, decode to encode.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "version"],
         )?;
         let inference_duration = HistogramVec::new(
@@ -61,18 +69,30 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "version"],
         )?;
-        let models_loaded = IntGauge::new("sluice_models_loaded", "Model versions loaded and ready to serve.")?;
+        let models_loaded = IntGauge::new(
+            "sluice_models_loaded",
+            "Model versions loaded and ready to serve.",
+        )?;
         let model_ready = IntGaugeVec::new(
-            Opts::new("sluice_model_ready", "1 when a model version is loaded and ready, 0 when it failed."),
+            Opts::new(
+                "sluice_model_ready",
+                "1 when a model version is loaded and ready, 0 when it failed.",
+            ),
             &["model", "version"],
         )?;
         let load_failures = IntCounterVec::new(
-            Opts::new("sluice_model_load_failures_total", "Model version loads that failed."),
+            Opts::new(
+                "sluice_model_load_failures_total",
+                "Model version loads that failed.",
+            ),
             &["model"],
         )?;
         let load_duration = HistogramVec::new(
-            HistogramOpts::new("sluice_model_load_duration_seconds", "Time to load one model version.")
-                .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0]),
+            HistogramOpts::new(
+                "sluice_model_load_duration_seconds",
+                "Time to load one model version.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0]),
             &["model"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -95,18 +115,26 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, model: &str, version: &str, outcome: Outcome, seconds: f64) {
-        self.requests.with_label_values(&[model, version, outcome.label()]).inc();
-        self.request_duration.with_label_values(&[model, version]).observe(seconds);
+        self.requests
+            .with_label_values(&[model, version, outcome.label()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[model, version])
+            .observe(seconds);
     }
 
     pub fn observe_inference(&self, model: &str, version: &str, seconds: f64) {
-        self.inference_duration.with_label_values(&[model, version]).observe(seconds);
+        self.inference_duration
+            .with_label_values(&[model, version])
+            .observe(seconds);
     }
 
     pub fn model_loaded(&self, model: &str, version: &str, seconds: f64) {
         self.models_loaded.inc();
         self.model_ready.with_label_values(&[model, version]).set(1);
-        self.load_duration.with_label_values(&[model]).observe(seconds);
+        self.load_duration
+            .with_label_values(&[model])
+            .observe(seconds);
     }
 
     pub fn model_load_failed(&self, model: &str, version: &str) {

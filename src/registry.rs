@@ -64,7 +64,11 @@ pub enum RegistryError {
     #[error("model '{model}' not found")]
     ModelNotFound { model: String },
     #[error("model '{model}' has no version '{version}'; versions: {available}")]
-    VersionNotFound { model: String, version: String, available: String },
+    VersionNotFound {
+        model: String,
+        version: String,
+        available: String,
+    },
     #[error("model '{model}' is not ready: {reason}")]
     NotReady { model: String, reason: String },
     #[error("the server is still loading models")]
@@ -80,7 +84,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { models: ArcSwap::from_pointee(ModelMap::new()), ready: AtomicBool::new(false) }
+        Registry {
+            models: ArcSwap::from_pointee(ModelMap::new()),
+            ready: AtomicBool::new(false),
+        }
     }
 }
 
@@ -103,22 +110,34 @@ impl Registry {
     }
 
     /// Finds the version a request targets: the one named, or the newest ready one.
-    pub fn resolve(&self, model: &str, version: Option<&str>) -> Result<Arc<ModelVersion>, RegistryError> {
+    pub fn resolve(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<ModelVersion>, RegistryError> {
         let map = self.models.load();
         let Some(entry) = map.get(model) else {
             return Err(if self.is_ready() {
-                RegistryError::ModelNotFound { model: model.to_owned() }
+                RegistryError::ModelNotFound {
+                    model: model.to_owned(),
+                }
             } else {
                 RegistryError::ServerNotReady
             });
         };
         let Some(version) = version else {
-            return entry.newest_ready().cloned().ok_or_else(|| RegistryError::NotReady {
-                model: model.to_owned(),
-                reason: entry.failure_summary(),
-            });
+            return entry
+                .newest_ready()
+                .cloned()
+                .ok_or_else(|| RegistryError::NotReady {
+                    model: model.to_owned(),
+                    reason: entry.failure_summary(),
+                });
         };
-        let state = version.parse::<u64>().ok().and_then(|v| entry.versions.get(&v));
+        let state = version
+            .parse::<u64>()
+            .ok()
+            .and_then(|v| entry.versions.get(&v));
         match state {
             Some(VersionState::Ready(m)) => Ok(Arc::clone(m)),
             Some(VersionState::Failed(reason)) => Err(RegistryError::NotReady {
@@ -128,14 +147,23 @@ impl Registry {
             None => Err(RegistryError::VersionNotFound {
                 model: model.to_owned(),
                 version: version.to_owned(),
-                available: entry.versions.keys().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                available: entry
+                    .versions
+                    .keys()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
 }
 
 /// Loads every version of every model under `root` (blocking). Failures are logged, counted and recorded.
-pub fn load_repository(env: &Environment, root: &Path, metrics: &Metrics) -> Result<ModelMap, RepositoryError> {
+pub fn load_repository(
+    env: &Environment,
+    root: &Path,
+    metrics: &Metrics,
+) -> Result<ModelMap, RepositoryError> {
     let mut map = ModelMap::new();
     for dir in repository::scan(root)? {
         let name = dir.name.clone();
@@ -145,7 +173,11 @@ pub fn load_repository(env: &Environment, root: &Path, metrics: &Metrics) -> Res
 }
 
 fn load_model(env: &Environment, dir: ModelDir, metrics: &Metrics) -> ModelEntry {
-    let ModelDir { name, config, versions } = dir;
+    let ModelDir {
+        name,
+        config,
+        versions,
+    } = dir;
     let mut entry = ModelEntry::default();
     if versions.is_empty() {
         tracing::warn!(model = %name, "model directory has no integer version directories");
@@ -157,7 +189,10 @@ fn load_model(env: &Environment, dir: ModelDir, metrics: &Metrics) -> ModelEntry
             for v in versions {
                 tracing::error!(model = %name, version = v.version, %reason, "invalid model.toml");
                 metrics.model_load_failed(&name, &v.version.to_string());
-                entry.versions.insert(v.version, VersionState::Failed(format!("invalid model.toml: {reason}")));
+                entry.versions.insert(
+                    v.version,
+                    VersionState::Failed(format!("invalid model.toml: {reason}")),
+                );
             }
             return entry;
         }
@@ -176,12 +211,16 @@ fn load_model(env: &Environment, dir: ModelDir, metrics: &Metrics) -> ModelEntry
                 let seconds = started.elapsed().as_secs_f64();
                 tracing::info!(model = %name, version = v.version, seconds, "model version loaded");
                 metrics.model_loaded(&name, &label, seconds);
-                entry.versions.insert(v.version, VersionState::Ready(Arc::new(model)));
+                entry
+                    .versions
+                    .insert(v.version, VersionState::Ready(Arc::new(model)));
             }
             Err(reason) => {
                 tracing::error!(model = %name, version = v.version, %reason, "model version failed to load");
                 metrics.model_load_failed(&name, &label);
-                entry.versions.insert(v.version, VersionState::Failed(reason));
+                entry
+                    .versions
+                    .insert(v.version, VersionState::Failed(reason));
             }
         }
     }

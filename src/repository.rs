@@ -52,11 +52,17 @@ pub fn scan(root: &Path) -> Result<Vec<ModelDir>, RepositoryError> {
     for entry in std::fs::read_dir(root).map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
         let path = entry.path();
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
         if !path.is_dir() || name.starts_with('.') {
             continue;
         }
-        models.push(ModelDir { config: read_config(&path), versions: versions(&path), name });
+        models.push(ModelDir {
+            config: read_config(&path),
+            versions: versions(&path),
+            name,
+        });
     }
     models.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(models)
@@ -65,20 +71,27 @@ pub fn scan(root: &Path) -> Result<Vec<ModelDir>, RepositoryError> {
 fn read_config(dir: &Path) -> Result<ModelConfig, String> {
     let path = dir.join("model.toml");
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message())),
+        Ok(text) => {
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfig::default()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 
 fn versions(dir: &Path) -> Vec<VersionDir> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<VersionDir> = entries
         .filter_map(Result::ok)
         .filter(|e| e.path().is_dir())
         .filter_map(|e| {
             let version = e.file_name().to_str()?.parse::<u64>().ok()?;
-            Some(VersionDir { version, model_path: e.path().join("model.onnx") })
+            Some(VersionDir {
+                version,
+                model_path: e.path().join("model.onnx"),
+            })
         })
         .collect();
     out.sort_by_key(|v| v.version);
@@ -99,14 +112,25 @@ mod tests {
         make("a/1");
         make(".hidden/1");
         std::fs::write(root.path().join("README.md"), "x").unwrap();
-        std::fs::write(root.path().join("a/model.toml"), "description = \"A\"\n[session]\npool_size = 3\n").unwrap();
+        std::fs::write(
+            root.path().join("a/model.toml"),
+            "description = \"A\"\n[session]\npool_size = 3\n",
+        )
+        .unwrap();
         std::fs::write(root.path().join("b/model.toml"), "pool = 3\n").unwrap();
         let models = scan(root.path()).unwrap();
         let names: Vec<_> = models.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         let a = models[0].config.as_ref().unwrap();
-        assert_eq!((a.description.as_deref(), a.session.pool_size), (Some("A"), Some(3)));
-        assert!(models[1].config.as_ref().unwrap_err().contains("unknown field `pool`"));
+        assert_eq!(
+            (a.description.as_deref(), a.session.pool_size),
+            (Some("A"), Some(3))
+        );
+        assert!(models[1]
+            .config
+            .as_ref()
+            .unwrap_err()
+            .contains("unknown field `pool`"));
         let versions: Vec<_> = models[1].versions.iter().map(|v| v.version).collect();
         assert_eq!(versions, [2, 10]);
     }

@@ -18,7 +18,10 @@ pub enum RuntimeError {
     #[error("ONNX Runtime library not found (looked in: {looked}); {FETCH_HINT}")]
     NotFound { looked: String },
     #[error("ONNX Runtime library {path} (from {source_name}) does not exist; {FETCH_HINT}")]
-    Missing { path: PathBuf, source_name: &'static str },
+    Missing {
+        path: PathBuf,
+        source_name: &'static str,
+    },
     #[error("ONNX Runtime library {path} is too old or unusable: {reason}; sluice needs ONNX Runtime >= 1.{MIN_MINOR_VERSION}; {FETCH_HINT}")]
     Unusable { path: PathBuf, reason: String },
     #[error("ONNX Runtime failed to initialise: {0}")]
@@ -26,36 +29,62 @@ pub enum RuntimeError {
 }
 
 /// Where to look for the library, in priority order, each with a name for messages.
-pub fn candidates(configured: Option<&Path>, env_path: Option<PathBuf>) -> Vec<(&'static str, PathBuf, bool)> {
+pub fn candidates(
+    configured: Option<&Path>,
+    env_path: Option<PathBuf>,
+) -> Vec<(&'static str, PathBuf, bool)> {
     let mut list = Vec::new();
     if let Some(path) = configured {
-        list.push(("configuration (runtime.library / --onnxruntime)", path.to_path_buf(), true));
+        list.push((
+            "configuration (runtime.library / --onnxruntime)",
+            path.to_path_buf(),
+            true,
+        ));
     }
     if let Some(path) = env_path {
         list.push(("ORT_DYLIB_PATH", path, true));
     }
-    list.push(("the working directory's .ort/", PathBuf::from(".ort").join(LIBRARY_FILE), false));
     list.push((
-        "the project's .ort/",
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(LIBRARY_FILE),
+        "the working directory's .ort/",
+        PathBuf::from(".ort").join(LIBRARY_FILE),
         false,
     ));
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    list.push((
+        "the project's .ort/",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".ort")
+            .join(LIBRARY_FILE),
+        false,
+    ));
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         list.push(("next to the executable", dir.join(LIBRARY_FILE), false));
-        list.push(("next to the executable", dir.join("libonnxruntime.so"), false));
+        list.push((
+            "next to the executable",
+            dir.join("libonnxruntime.so"),
+            false,
+        ));
     }
     list
 }
 
 /// Picks the first existing candidate; an explicit (configured or env) path must exist.
-pub fn locate(configured: Option<&Path>, env_path: Option<PathBuf>) -> Result<PathBuf, RuntimeError> {
+pub fn locate(
+    configured: Option<&Path>,
+    env_path: Option<PathBuf>,
+) -> Result<PathBuf, RuntimeError> {
     let list = candidates(configured, env_path);
     for (source_name, path, explicit) in &list {
         if path.is_file() {
             return Ok(std::path::absolute(path).unwrap_or_else(|_| path.clone()));
         }
         if *explicit {
-            return Err(RuntimeError::Missing { path: path.clone(), source_name });
+            return Err(RuntimeError::Missing {
+                path: path.clone(),
+                source_name,
+            });
         }
     }
     let looked = list
@@ -79,7 +108,9 @@ pub fn init(path: &Path) -> Result<ort::environment::Environment, RuntimeError> 
 }
 
 /// `locate` then `init`, reading `ORT_DYLIB_PATH` from the environment.
-pub fn load(configured: Option<&Path>) -> Result<(PathBuf, ort::environment::Environment), RuntimeError> {
+pub fn load(
+    configured: Option<&Path>,
+) -> Result<(PathBuf, ort::environment::Environment), RuntimeError> {
     let env_path = std::env::var_os("ORT_DYLIB_PATH")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);

@@ -22,7 +22,10 @@ pub enum StartError {
     #[error("model repository {0} is not a directory")]
     Repository(PathBuf),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server error: {0}")]
@@ -61,8 +64,17 @@ impl Server {
             Arc::clone(&metrics),
             settings.limits,
         ));
-        let state = AppState { registry, metrics, inference };
-        Ok(Server { state, listener, settings, env })
+        let state = AppState {
+            registry,
+            metrics,
+            inference,
+        };
+        Ok(Server {
+            state,
+            listener,
+            settings,
+            env,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -70,17 +82,32 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, loading the repository in the background (ready when done).
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let Server { state, listener, settings, env } = self;
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Server {
+            state,
+            listener,
+            settings,
+            env,
+        } = self;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, "listening");
         }
-        let loader = (Arc::clone(&state.registry), Arc::clone(&state.metrics), settings.models.repository.clone());
+        let loader = (
+            Arc::clone(&state.registry),
+            Arc::clone(&state.metrics),
+            settings.models.repository.clone(),
+        );
         tokio::spawn(async move {
             let (registry, metrics, root) = loader;
             let loaded = {
                 let metrics = Arc::clone(&metrics);
-                tokio::task::spawn_blocking(move || registry::load_repository(&env, &root, &metrics)).await
+                tokio::task::spawn_blocking(move || {
+                    registry::load_repository(&env, &root, &metrics)
+                })
+                .await
             };
             match loaded {
                 Ok(Ok(map)) => {

@@ -5,7 +5,13 @@ mod common;
 use common::{client, get_json, post_json, repo_with, TestServer};
 use serde_json::{json, Value};
 
-const ALL_MODELS: &[&str] = &["iris", "digits_mlp", "digits_mlp_int8", "tumor_risk", "echo"];
+const ALL_MODELS: &[&str] = &[
+    "iris",
+    "digits_mlp",
+    "digits_mlp_int8",
+    "tumor_risk",
+    "echo",
+];
 
 fn server() -> (tempfile::TempDir, TestServer) {
     let repo = repo_with(ALL_MODELS);
@@ -20,8 +26,14 @@ fn iris_request(data: Value, shape: Value) -> Value {
 #[test]
 fn health_and_server_metadata() {
     let (_repo, server) = server();
-    assert_eq!(get_json(&server, "/v2/health/live"), (200, json!({"live": true})));
-    assert_eq!(get_json(&server, "/v2/health/ready"), (200, json!({"ready": true})));
+    assert_eq!(
+        get_json(&server, "/v2/health/live"),
+        (200, json!({"live": true}))
+    );
+    assert_eq!(
+        get_json(&server, "/v2/health/ready"),
+        (200, json!({"ready": true}))
+    );
     let (status, meta) = get_json(&server, "/v2");
     assert_eq!(status, 200);
     assert_eq!(meta["name"], "sluice");
@@ -37,7 +49,10 @@ fn model_metadata_comes_from_the_onnx_files() {
     assert_eq!(meta["name"], "iris");
     assert_eq!(meta["platform"], "onnxruntime_onnx");
     assert_eq!(meta["versions"], json!(["1", "2"]));
-    assert_eq!(meta["inputs"], json!([{"name": "float_input", "datatype": "FP32", "shape": [-1, 4]}]));
+    assert_eq!(
+        meta["inputs"],
+        json!([{"name": "float_input", "datatype": "FP32", "shape": [-1, 4]}])
+    );
     assert_eq!(
         meta["outputs"],
         json!([
@@ -51,12 +66,26 @@ fn model_metadata_comes_from_the_onnx_files() {
     assert_eq!(v1["versions"], json!(["1"]));
     let zipmap = &v1["outputs"][1];
     assert_eq!(zipmap["name"], "output_probability");
-    assert!(zipmap["datatype"].as_str().unwrap().starts_with("Sequence<Map"), "{zipmap}");
+    assert!(
+        zipmap["datatype"]
+            .as_str()
+            .unwrap()
+            .starts_with("Sequence<Map"),
+        "{zipmap}"
+    );
     assert_eq!(zipmap["parameters"]["tensor"], false);
 
     let (_, tumor) = get_json(&server, "/v2/models/tumor_risk");
-    let types: Vec<_> = tumor["inputs"].as_array().unwrap().iter().map(|i| i["datatype"].clone()).collect();
-    assert_eq!(types, [json!("FP32"), json!("FP32"), json!("INT64"), json!("BYTES")]);
+    let types: Vec<_> = tumor["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["datatype"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        [json!("FP32"), json!("FP32"), json!("INT64"), json!("BYTES")]
+    );
 }
 
 #[test]
@@ -65,9 +94,18 @@ fn model_readiness_and_unknown_models() {
     assert_eq!(get_json(&server, "/v2/models/iris/ready").0, 200);
     assert_eq!(get_json(&server, "/v2/models/iris/versions/1/ready").0, 200);
     let (status, body) = get_json(&server, "/v2/models/nope/ready");
-    assert_eq!((status, body), (404, json!({"error": "model 'nope' not found"})));
+    assert_eq!(
+        (status, body),
+        (404, json!({"error": "model 'nope' not found"}))
+    );
     let (status, body) = get_json(&server, "/v2/models/iris/versions/7/ready");
-    assert_eq!((status, body), (404, json!({"error": "model 'iris' has no version '7'; versions: 1, 2"})));
+    assert_eq!(
+        (status, body),
+        (
+            404,
+            json!({"error": "model 'iris' has no version '7'; versions: 1, 2"})
+        )
+    );
     let (status, body) = get_json(&server, "/v2/models/iris/versions/x/ready");
     assert_eq!(status, 404, "{body}");
     assert_eq!(get_json(&server, "/v2/models/nope").0, 404);
@@ -82,10 +120,20 @@ fn triton_model_configuration() {
     assert_eq!(config["name"], "iris");
     assert_eq!(config["platform"], "onnxruntime_onnx");
     assert_eq!(config["max_batch_size"], 0);
-    assert_eq!(config["input"], json!([{"name": "float_input", "data_type": "TYPE_FP32", "dims": [-1, 4]}]));
-    assert_eq!(config["output"][0], json!({"name": "label", "data_type": "TYPE_INT64", "dims": [-1]}));
+    assert_eq!(
+        config["input"],
+        json!([{"name": "float_input", "data_type": "TYPE_FP32", "dims": [-1, 4]}])
+    );
+    assert_eq!(
+        config["output"][0],
+        json!({"name": "label", "data_type": "TYPE_INT64", "dims": [-1]})
+    );
     let (_, v1) = get_json(&server, "/v2/models/iris/versions/1/config");
-    assert_eq!(v1["output"].as_array().unwrap().len(), 1, "the ZipMap output has no Triton type: {v1}");
+    assert_eq!(
+        v1["output"].as_array().unwrap().len(),
+        1,
+        "the ZipMap output has no Triton type: {v1}"
+    );
     let (_, tumor) = get_json(&server, "/v2/models/tumor_risk/config");
     assert_eq!(tumor["input"][3]["data_type"], "TYPE_STRING");
     assert_eq!(get_json(&server, "/v2/models/nope/config").0, 404);
@@ -99,7 +147,11 @@ fn outputs_equal_python_onnxruntime_for_every_example_model_and_datatype() {
     let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
     assert!(cases.len() >= 6);
     for case in cases {
-        let path = format!("/v2/models/{}/versions/{}/infer", case["model"].as_str().unwrap(), case["version"].as_str().unwrap());
+        let path = format!(
+            "/v2/models/{}/versions/{}/infer",
+            case["model"].as_str().unwrap(),
+            case["version"].as_str().unwrap()
+        );
         let (status, body) = post_json(&server, &path, &json!({"inputs": case["inputs"]}));
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(body["model_name"], case["model"]);
@@ -108,7 +160,11 @@ fn outputs_equal_python_onnxruntime_for_every_example_model_and_datatype() {
         let want = case["outputs"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "{path}: {body}");
         for (g, w) in got.iter().zip(want) {
-            assert_eq!((&g["name"], &g["datatype"], &g["shape"]), (&w["name"], &w["datatype"], &w["shape"]), "{path}");
+            assert_eq!(
+                (&g["name"], &g["datatype"], &g["shape"]),
+                (&w["name"], &w["datatype"], &w["shape"]),
+                "{path}"
+            );
             assert_same_data(&g["data"], &w["data"], &format!("{path} {}", w["name"]));
         }
     }
@@ -121,7 +177,10 @@ fn assert_same_data(got: &Value, want: &Value, what: &str) {
         match (g, w) {
             (Value::Number(g), Value::Number(w)) if w.is_f64() || g.is_f64() => {
                 let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
-                assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{what}: {g} != {w}");
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "{what}: {g} != {w}"
+                );
             }
             _ => assert_eq!(g, w, "{what}"),
         }
@@ -138,12 +197,19 @@ fn id_output_selection_nested_data_and_no_content_type() {
         "outputs": [{"name": "label"}]
     });
     // No Content-Type header at all, as some clients send.
-    let response = client().post(server.url("/v2/models/iris/infer")).body(body.to_string()).send().unwrap();
+    let response = client()
+        .post(server.url("/v2/models/iris/infer"))
+        .body(body.to_string())
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 200);
     let out: Value = response.json().unwrap();
     assert_eq!(out["id"], "req-42");
     assert_eq!(out["model_version"], "2");
-    assert_eq!(out["outputs"], json!([{"name": "label", "datatype": "INT64", "shape": [2], "data": [0, 2]}]));
+    assert_eq!(
+        out["outputs"],
+        json!([{"name": "label", "datatype": "INT64", "shape": [2], "data": [0, 2]}])
+    );
 }
 
 #[test]
@@ -151,11 +217,21 @@ fn concurrent_requests_share_the_session_pool() {
     let (_repo, server) = server();
     let text = std::fs::read_to_string(common::fixtures_dir().join("reference.json")).unwrap();
     let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let digits = cases.iter().find(|c| c["model"] == "digits_mlp").unwrap().clone();
+    let digits = cases
+        .iter()
+        .find(|c| c["model"] == "digits_mlp")
+        .unwrap()
+        .clone();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)
             .map(|_| {
-                s.spawn(|| post_json(&server, "/v2/models/digits_mlp/infer", &json!({"inputs": digits["inputs"]})))
+                s.spawn(|| {
+                    post_json(
+                        &server,
+                        "/v2/models/digits_mlp/infer",
+                        &json!({"inputs": digits["inputs"]}),
+                    )
+                })
             })
             .collect();
         for h in handles {
@@ -173,7 +249,11 @@ fn every_validation_error_is_a_clear_400() {
     let fp = |name: &str, shape: Value, data: Value| json!({"name": name, "datatype": "FP32", "shape": shape, "data": data});
     let row = json!([5.1, 3.5, 1.4, 0.2]);
     let cases: Vec<(&str, Value, &[&str])> = vec![
-        ("missing input", json!({"inputs": []}), &["input 'float_input' is missing", "FP32", "[-1, 4]"]),
+        (
+            "missing input",
+            json!({"inputs": []}),
+            &["input 'float_input' is missing", "FP32", "[-1, 4]"],
+        ),
         (
             "duplicate input",
             json!({"inputs": [fp("float_input", json!([1, 4]), row.clone()), fp("float_input", json!([1, 4]), row.clone())]}),
@@ -189,21 +269,55 @@ fn every_validation_error_is_a_clear_400() {
             json!({"inputs": [{"name": "float_input", "datatype": "FP64", "shape": [1, 4], "data": row}]}),
             &["input 'float_input'", "expects datatype FP32", "has FP64"],
         ),
-        ("rank mismatch", iris_request(row.clone(), json!([4])), &["input 'float_input'", "[-1, 4]", "rank 2", "[4]"]),
+        (
+            "rank mismatch",
+            iris_request(row.clone(), json!([4])),
+            &["input 'float_input'", "[-1, 4]", "rank 2", "[4]"],
+        ),
         (
             "fixed dimension mismatch",
             iris_request(json!([1, 2, 3]), json!([1, 3])),
             &["input 'float_input'", "dimension 1 must be 4", "[1, 3]"],
         ),
-        ("too few elements", iris_request(json!([1, 2, 3]), json!([1, 4])), &["input 'float_input'", "needs 4 elements", "holds 3"]),
-        ("too many elements", iris_request(json!([1, 2, 3, 4, 5]), json!([1, 4])), &["input 'float_input'", "needs 4 elements", "holds more"]),
-        ("string in FP32", iris_request(json!(["a", 2, 3, 4]), json!([1, 4])), &["input 'float_input'", "expected FP32 element, got string \"a\""]),
-        ("bool in FP32", iris_request(json!([true, 2, 3, 4]), json!([1, 4])), &["expected FP32 element, got boolean true"]),
-        ("negative dimension", iris_request(json!([]), json!([-1, 4])), &["input 'float_input'", "negative"]),
+        (
+            "too few elements",
+            iris_request(json!([1, 2, 3]), json!([1, 4])),
+            &["input 'float_input'", "needs 4 elements", "holds 3"],
+        ),
+        (
+            "too many elements",
+            iris_request(json!([1, 2, 3, 4, 5]), json!([1, 4])),
+            &["input 'float_input'", "needs 4 elements", "holds more"],
+        ),
+        (
+            "string in FP32",
+            iris_request(json!(["a", 2, 3, 4]), json!([1, 4])),
+            &[
+                "input 'float_input'",
+                "expected FP32 element, got string \"a\"",
+            ],
+        ),
+        (
+            "bool in FP32",
+            iris_request(json!([true, 2, 3, 4]), json!([1, 4])),
+            &["expected FP32 element, got boolean true"],
+        ),
+        (
+            "negative dimension",
+            iris_request(json!([]), json!([-1, 4])),
+            &["input 'float_input'", "negative"],
+        ),
         (
             "shape overflow",
-            iris_request(json!([]), json!([4294967296u64, 4294967296u64, 4294967296u64])),
-            &["input 'float_input'", "holds more than", "limits.max_tensor_elements"],
+            iris_request(
+                json!([]),
+                json!([4294967296u64, 4294967296u64, 4294967296u64]),
+            ),
+            &[
+                "input 'float_input'",
+                "holds more than",
+                "limits.max_tensor_elements",
+            ],
         ),
         (
             "unknown datatype",
@@ -213,16 +327,29 @@ fn every_validation_error_is_a_clear_400() {
         (
             "unknown output",
             json!({"inputs": [fp("float_input", json!([1, 4]), row.clone())], "outputs": [{"name": "nope"}]}),
-            &["output 'nope' is not an output", "'label'", "'probabilities'"],
+            &[
+                "output 'nope' is not an output",
+                "'label'",
+                "'probabilities'",
+            ],
         ),
-        ("inputs not a list", json!({"inputs": {}}), &["malformed inference request"]),
+        (
+            "inputs not a list",
+            json!({"inputs": {}}),
+            &["malformed inference request"],
+        ),
     ];
     for (what, body, needles) in cases {
         let (status, reply) = post_json(&server, "/v2/models/iris/infer", &body);
         assert_eq!(status, 400, "{what}: {reply}");
-        let message = reply["error"].as_str().unwrap_or_else(|| panic!("{what}: no V2 error body: {reply}"));
+        let message = reply["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no V2 error body: {reply}"));
         for needle in needles {
-            assert!(message.contains(needle), "{what}: {message:?} lacks {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{what}: {message:?} lacks {needle:?}"
+            );
         }
     }
 }
@@ -243,19 +370,50 @@ fn element_kinds_are_checked_per_datatype() {
         json!({"inputs": inputs})
     };
     let cases = [
-        ("in_uint8", json!([1, 300, 2]), "expected UINT8 element, got number 300"),
-        ("in_int32", json!([1, 1.5, 2]), "expected INT32 element, got number 1.5"),
-        ("in_int8", json!([1, -129, 2]), "expected INT8 element, got number -129"),
-        ("in_uint64", json!([1, -1, 2]), "expected UINT64 element, got number -1"),
-        ("in_bool", json!([1, 0, 1]), "expected BOOL element, got number 1"),
-        ("in_bytes", json!(["a", 2, "c"]), "expected BYTES element, got number 2"),
-        ("in_fp16", json!([1, 1e6, 2]), "expected FP16 element, got number 1000000"),
+        (
+            "in_uint8",
+            json!([1, 300, 2]),
+            "expected UINT8 element, got number 300",
+        ),
+        (
+            "in_int32",
+            json!([1, 1.5, 2]),
+            "expected INT32 element, got number 1.5",
+        ),
+        (
+            "in_int8",
+            json!([1, -129, 2]),
+            "expected INT8 element, got number -129",
+        ),
+        (
+            "in_uint64",
+            json!([1, -1, 2]),
+            "expected UINT64 element, got number -1",
+        ),
+        (
+            "in_bool",
+            json!([1, 0, 1]),
+            "expected BOOL element, got number 1",
+        ),
+        (
+            "in_bytes",
+            json!(["a", 2, "c"]),
+            "expected BYTES element, got number 2",
+        ),
+        (
+            "in_fp16",
+            json!([1, 1e6, 2]),
+            "expected FP16 element, got number 1000000",
+        ),
     ];
     for (input, data, needle) in cases {
         let (status, reply) = post_json(&server, "/v2/models/echo/infer", &with(input, data));
         assert_eq!(status, 400, "{input}: {reply}");
         let message = reply["error"].as_str().unwrap();
-        assert!(message.starts_with(&format!("input '{input}'")) && message.contains(needle), "{message}");
+        assert!(
+            message.starts_with(&format!("input '{input}'")) && message.contains(needle),
+            "{message}"
+        );
     }
 }
 
@@ -263,37 +421,79 @@ fn element_kinds_are_checked_per_datatype() {
 fn malformed_bodies_and_unknown_targets() {
     let (_repo, server) = server();
     for body in ["{", "", "[1,2]", "not json"] {
-        let response = client().post(server.url("/v2/models/iris/infer")).body(body).send().unwrap();
+        let response = client()
+            .post(server.url("/v2/models/iris/infer"))
+            .body(body)
+            .send()
+            .unwrap();
         assert_eq!(response.status(), 400, "{body:?}");
         let reply: Value = response.json().unwrap();
-        assert!(reply["error"].as_str().unwrap().starts_with("malformed inference request"), "{reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("malformed inference request"),
+            "{reply}"
+        );
     }
     let row = iris_request(json!([1, 2, 3, 4]), json!([1, 4]));
-    assert_eq!(post_json(&server, "/v2/models/nope/infer", &row), (404, json!({"error": "model 'nope' not found"})));
-    assert_eq!(post_json(&server, "/v2/models/iris/versions/9/infer", &row).0, 404);
-    let (status, reply) = post_json(&server, "/v2/models/iris/versions/1/infer", &json!({
-        "inputs": row["inputs"], "outputs": [{"name": "output_probability"}]
-    }));
+    assert_eq!(
+        post_json(&server, "/v2/models/nope/infer", &row),
+        (404, json!({"error": "model 'nope' not found"}))
+    );
+    assert_eq!(
+        post_json(&server, "/v2/models/iris/versions/9/infer", &row).0,
+        404
+    );
+    let (status, reply) = post_json(
+        &server,
+        "/v2/models/iris/versions/1/infer",
+        &json!({
+            "inputs": row["inputs"], "outputs": [{"name": "output_probability"}]
+        }),
+    );
     assert_eq!(status, 400);
-    assert!(reply["error"].as_str().unwrap().contains("not a tensor, so it cannot be returned over V2"), "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a tensor, so it cannot be returned over V2"),
+        "{reply}"
+    );
 }
 
 #[test]
 fn unknown_routes_and_methods_get_v2_errors() {
     let (_repo, server) = server();
-    assert_eq!(get_json(&server, "/v3/nothing"), (404, json!({"error": "no route for /v3/nothing"})));
-    let response = client().delete(server.url("/v2/models/iris")).send().unwrap();
+    assert_eq!(
+        get_json(&server, "/v3/nothing"),
+        (404, json!({"error": "no route for /v3/nothing"}))
+    );
+    let response = client()
+        .delete(server.url("/v2/models/iris"))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 405);
     let reply: Value = response.json().unwrap();
-    assert_eq!(reply, json!({"error": "method DELETE is not allowed for /v2/models/iris"}));
-    let response = client().get(server.url("/v2/models/iris/infer")).send().unwrap();
+    assert_eq!(
+        reply,
+        json!({"error": "method DELETE is not allowed for /v2/models/iris"})
+    );
+    let response = client()
+        .get(server.url("/v2/models/iris/infer"))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 405);
 }
 
 #[test]
 fn a_zero_row_batch_gives_empty_outputs() {
     let (_repo, server) = server();
-    let (status, reply) = post_json(&server, "/v2/models/iris/infer", &iris_request(json!([]), json!([0, 4])));
+    let (status, reply) = post_json(
+        &server,
+        "/v2/models/iris/infer",
+        &iris_request(json!([]), json!([0, 4])),
+    );
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["outputs"][0]["shape"], json!([0]));
 }
@@ -301,9 +501,30 @@ fn a_zero_row_batch_gives_empty_outputs() {
 #[test]
 fn metrics_count_requests_by_model_version_and_outcome() {
     let (_repo, server) = server();
-    assert_eq!(post_json(&server, "/v2/models/iris/infer", &iris_request(json!([1, 2, 3, 4]), json!([1, 4]))).0, 200);
-    assert_eq!(post_json(&server, "/v2/models/iris/infer", &iris_request(json!([1]), json!([1, 4]))).0, 400);
-    let text = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    assert_eq!(
+        post_json(
+            &server,
+            "/v2/models/iris/infer",
+            &iris_request(json!([1, 2, 3, 4]), json!([1, 4]))
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        post_json(
+            &server,
+            "/v2/models/iris/infer",
+            &iris_request(json!([1]), json!([1, 4]))
+        )
+        .0,
+        400
+    );
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     for line in [
         r#"sluice_requests_total{model="iris",outcome="success",version="2"} 1"#,
         r#"sluice_requests_total{model="iris",outcome="client_error",version="2"} 1"#,
@@ -312,6 +533,9 @@ fn metrics_count_requests_by_model_version_and_outcome() {
         r#"sluice_model_ready{model="tumor_risk",version="1"} 1"#,
         "sluice_models_loaded 6",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
 }

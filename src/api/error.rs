@@ -30,7 +30,9 @@ impl ApiError {
         match self {
             ApiError::Inference(e) => match e {
                 InferenceError::Registry(r) => registry_status(r),
-                InferenceError::Decode(_) | InferenceError::Validation(_) => StatusCode::BAD_REQUEST,
+                InferenceError::Decode(_) | InferenceError::Validation(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 InferenceError::Infer(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Registry(r) => registry_status(r),
@@ -44,8 +46,12 @@ impl ApiError {
 
 fn registry_status(e: &RegistryError) -> StatusCode {
     match e {
-        RegistryError::ModelNotFound { .. } | RegistryError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
-        RegistryError::NotReady { .. } | RegistryError::ServerNotReady => StatusCode::SERVICE_UNAVAILABLE,
+        RegistryError::ModelNotFound { .. } | RegistryError::VersionNotFound { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        RegistryError::NotReady { .. } | RegistryError::ServerNotReady => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -63,6 +69,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, "request rejected");
         }
-        (status, Json(ErrorBody { error: self.to_string() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }

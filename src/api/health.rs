@@ -31,7 +31,9 @@ pub async fn model_ready(
     V2Path(model): V2Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let target = state.registry.resolve(&model, None)?;
-    Ok(Json(json!({ "name": target.name, "version": target.version.to_string(), "ready": true })))
+    Ok(Json(
+        json!({ "name": target.name, "version": target.version.to_string(), "ready": true }),
+    ))
 }
 
 pub async fn model_version_ready(
@@ -39,12 +41,17 @@ pub async fn model_version_ready(
     V2Path((model, version)): V2Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let target = state.registry.resolve(&model, Some(&version))?;
-    Ok(Json(json!({ "name": target.name, "version": target.version.to_string(), "ready": true })))
+    Ok(Json(
+        json!({ "name": target.name, "version": target.version.to_string(), "ready": true }),
+    ))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

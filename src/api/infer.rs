@@ -26,7 +26,12 @@ pub async fn infer_version(
 }
 
 /// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none).
-async fn run(state: &AppState, model: &str, version: Option<&str>, body: Bytes) -> Result<Response, ApiError> {
+async fn run(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let done = state.inference.infer(model, version, &body).await?;
     let response = InferResponse {
         model_name: &done.model.name,
@@ -35,7 +40,9 @@ async fn run(state: &AppState, model: &str, version: Option<&str>, body: Bytes) 
         outputs: done.outputs,
     };
     let json = serde_json::to_vec(&response).map_err(|e| {
-        ApiError::Inference(crate::model::InferError::Internal(format!("encoding the response: {e}")).into())
+        ApiError::Inference(
+            crate::model::InferError::Internal(format!("encoding the response: {e}")).into(),
+        )
     })?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }

@@ -31,7 +31,10 @@ struct ModelMetadata<'a> {
     outputs: Vec<TensorMetadata<'a>>,
 }
 
-pub async fn model(State(state): State<AppState>, V2Path(model): V2Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn model(
+    State(state): State<AppState>,
+    V2Path(model): V2Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let target = state.registry.resolve(&model, None)?;
     let map = state.registry.snapshot();
     let versions = map
@@ -61,13 +64,26 @@ fn metadata(target: &ModelVersion, versions: Vec<String>) -> Value {
         name: &target.name,
         versions,
         platform: "onnxruntime_onnx",
-        inputs: target.signature.inputs.iter().map(IoSpec::metadata).collect(),
-        outputs: target.signature.outputs.iter().map(IoSpec::metadata).collect(),
+        inputs: target
+            .signature
+            .inputs
+            .iter()
+            .map(IoSpec::metadata)
+            .collect(),
+        outputs: target
+            .signature
+            .outputs
+            .iter()
+            .map(IoSpec::metadata)
+            .collect(),
     };
     serde_json::to_value(meta).unwrap_or_else(|e| json!({ "error": e.to_string() }))
 }
 
-pub async fn config(State(state): State<AppState>, V2Path(model): V2Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn config(
+    State(state): State<AppState>,
+    V2Path(model): V2Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let target = state.registry.resolve(&model, None)?;
     Ok(Json(triton_config(&target)))
 }

@@ -40,13 +40,25 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
         .route("/v2/models/{model}", get(metadata::model))
-        .route("/v2/models/{model}/versions/{version}", get(metadata::model_version))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(metadata::model_version),
+        )
         .route("/v2/models/{model}/ready", get(health::model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(health::model_version_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(health::model_version_ready),
+        )
         .route("/v2/models/{model}/config", get(metadata::config))
-        .route("/v2/models/{model}/versions/{version}/config", get(metadata::config_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(metadata::config_version),
+        )
         .route("/v2/models/{model}/infer", post(infer::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer_version))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer::infer_version),
+        )
         .route("/metrics", get(health::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -59,5 +71,8 @@ async fn not_found(uri: Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_owned() }
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }

@@ -10,7 +10,10 @@ use crate::tensor::{DataType, Tensor, TensorData};
 /// Moves a tensor's buffer into an ONNX Runtime value (strings are copied, as ONNX Runtime stores its own).
 pub fn to_input(tensor: Tensor) -> Result<(String, SessionInputValue<'static>), InferError> {
     let Tensor { name, shape, data } = tensor;
-    let err = |e: ort::Error| InferError::Input { input: name.clone(), message: e.to_string() };
+    let err = |e: ort::Error| InferError::Input {
+        input: name.clone(),
+        message: e.to_string(),
+    };
     let value: DynValue = match data {
         TensorData::Bool(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
         TensorData::Uint8(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
@@ -24,19 +27,26 @@ pub fn to_input(tensor: Tensor) -> Result<(String, SessionInputValue<'static>), 
         TensorData::Fp16(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
         TensorData::Fp32(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
         TensorData::Fp64(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
-        TensorData::Bytes(v) => OrtTensor::from_string_array((shape, &v[..])).map_err(err)?.into_dyn(),
+        TensorData::Bytes(v) => OrtTensor::from_string_array((shape, &v[..]))
+            .map_err(err)?
+            .into_dyn(),
     };
     Ok((name, SessionInputValue::from(value)))
 }
 
 /// Copies an ONNX Runtime output into a tensor, taking the shape from the actual value.
 pub fn from_output(name: &str, value: &DynValue) -> Result<Tensor, InferError> {
-    let err = |message: String| InferError::Output { output: name.to_owned(), message };
+    let err = |message: String| InferError::Output {
+        output: name.to_owned(),
+        message,
+    };
     let ValueType::Tensor { ty, .. } = value.dtype() else {
         return Err(err(format!("is a {}, not a tensor", value.dtype())));
     };
     let Some(datatype) = datatype_of(*ty) else {
-        return Err(err(format!("has element type {ty}, which V2 has no datatype for")));
+        return Err(err(format!(
+            "has element type {ty}, which V2 has no datatype for"
+        )));
     };
     fn copy<T: ort::value::PrimitiveTensorElementType + Clone>(
         value: &DynValue,
@@ -66,5 +76,9 @@ pub fn from_output(name: &str, value: &DynValue) -> Result<Tensor, InferError> {
         .into_iter()
         .map(|d| usize::try_from(d).map_err(|_| err(format!("has a negative dimension {d}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Tensor { name: name.to_owned(), shape, data })
+    Ok(Tensor {
+        name: name.to_owned(),
+        shape,
+        data,
+    })
 }

@@ -93,8 +93,16 @@ impl ModelVersion {
             .collect::<Result<Vec<_>, _>>()?;
         let first = &sessions[0];
         let signature = Signature {
-            inputs: first.inputs().iter().map(|o| IoSpec::from_onnx(o.name(), o.dtype())).collect(),
-            outputs: first.outputs().iter().map(|o| IoSpec::from_onnx(o.name(), o.dtype())).collect(),
+            inputs: first
+                .inputs()
+                .iter()
+                .map(|o| IoSpec::from_onnx(o.name(), o.dtype()))
+                .collect(),
+            outputs: first
+                .outputs()
+                .iter()
+                .map(|o| IoSpec::from_onnx(o.name(), o.dtype()))
+                .collect(),
         };
         Ok(ModelVersion {
             name: name.to_owned(),
@@ -105,7 +113,11 @@ impl ModelVersion {
     }
 
     /// Runs validated `inputs`, returning the `outputs` named (in that order).
-    pub async fn infer(&self, inputs: Vec<Tensor>, outputs: Vec<String>) -> Result<Vec<Tensor>, InferError> {
+    pub async fn infer(
+        &self,
+        inputs: Vec<Tensor>,
+        outputs: Vec<String>,
+    ) -> Result<Vec<Tensor>, InferError> {
         self.pool
             .with_session(move |session| run(session, inputs, &outputs))
             .await
@@ -126,14 +138,20 @@ fn build_session(env: &Environment, path: &Path, s: &SessionSettings) -> ort::Re
     builder.commit_from_file(path)
 }
 
-fn run(session: &mut Session, inputs: Vec<Tensor>, outputs: &[String]) -> Result<Vec<Tensor>, InferError> {
+fn run(
+    session: &mut Session,
+    inputs: Vec<Tensor>,
+    outputs: &[String],
+) -> Result<Vec<Tensor>, InferError> {
     let values = inputs
         .into_iter()
         .map(convert::to_input)
         .collect::<Result<Vec<_>, _>>()?;
     let selector = outputs
         .iter()
-        .fold(OutputSelector::no_default(), |sel, name| sel.with(name.clone()));
+        .fold(OutputSelector::no_default(), |sel, name| {
+            sel.with(name.clone())
+        });
     let options = RunOptions::new()
         .map_err(|e| InferError::Runtime(e.to_string()))?
         .with_outputs(selector);
@@ -143,10 +161,12 @@ fn run(session: &mut Session, inputs: Vec<Tensor>, outputs: &[String]) -> Result
     outputs
         .iter()
         .map(|name| {
-            let value = results.get(name.as_str()).ok_or_else(|| InferError::Output {
-                output: name.clone(),
-                message: "was not produced by ONNX Runtime".into(),
-            })?;
+            let value = results
+                .get(name.as_str())
+                .ok_or_else(|| InferError::Output {
+                    output: name.clone(),
+                    message: "was not produced by ONNX Runtime".into(),
+                })?;
             convert::from_output(name, value)
         })
         .collect()

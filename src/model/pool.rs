@@ -68,7 +68,10 @@ impl SessionPool {
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .ok_or_else(|| InferError::Internal("no idle session despite a permit".into()))?;
-        let guard = SlotGuard { index, idle: Arc::clone(&self.idle) };
+        let guard = SlotGuard {
+            index,
+            idle: Arc::clone(&self.idle),
+        };
         let slots = Arc::clone(&self.slots);
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -41,12 +41,22 @@ impl IoSpec {
     pub fn from_onnx(name: &str, ty: &ValueType) -> IoSpec {
         let kind = match ty {
             ValueType::Tensor { ty, shape, .. } => match datatype_of(*ty) {
-                Some(datatype) => IoKind::Tensor { datatype, shape: shape.to_vec() },
-                None => IoKind::Other { onnx_type: ty.to_string() },
+                Some(datatype) => IoKind::Tensor {
+                    datatype,
+                    shape: shape.to_vec(),
+                },
+                None => IoKind::Other {
+                    onnx_type: ty.to_string(),
+                },
             },
-            other => IoKind::Other { onnx_type: other.to_string() },
+            other => IoKind::Other {
+                onnx_type: other.to_string(),
+            },
         };
-        IoSpec { name: name.to_owned(), kind }
+        IoSpec {
+            name: name.to_owned(),
+            kind,
+        }
     }
 
     /// The tensor datatype and shape, or `None` for non-tensor values.

@@ -25,13 +25,26 @@ pub enum DecodeError {
     #[error("input '{input}': shape {shape:?} has a negative dimension")]
     NegativeDimension { input: String, shape: Vec<i64> },
     #[error("input '{input}': shape {shape:?} holds more than {limit} elements, the server's limit (limits.max_tensor_elements)")]
-    TooManyElements { input: String, shape: Vec<i64>, limit: usize },
+    TooManyElements {
+        input: String,
+        shape: Vec<i64>,
+        limit: usize,
+    },
     #[error("input '{input}': no 'data' given")]
     MissingData { input: String },
     #[error("input '{input}': shape {shape:?} needs {expected} elements but 'data' holds {given}")]
-    ElementCount { input: String, shape: Vec<usize>, expected: usize, given: usize },
+    ElementCount {
+        input: String,
+        shape: Vec<usize>,
+        expected: usize,
+        given: usize,
+    },
     #[error("input '{input}': shape {shape:?} needs {expected} elements but 'data' holds more")]
-    TooMuchData { input: String, shape: Vec<usize>, expected: usize },
+    TooMuchData {
+        input: String,
+        shape: Vec<usize>,
+        expected: usize,
+    },
     #[error("input '{input}': {message}")]
     Data { input: String, message: String },
 }
@@ -89,26 +102,59 @@ pub fn decode_request(body: &[u8], max_elements: usize) -> Result<InferRequest, 
 }
 
 fn decode_input(input: WireInput<'_>, max_elements: usize) -> Result<Tensor, DecodeError> {
-    let WireInput { name, shape: raw_shape, datatype, data } = input;
+    let WireInput {
+        name,
+        shape: raw_shape,
+        datatype,
+        data,
+    } = input;
     let Some(dtype) = DataType::parse(&datatype) else {
-        return Err(DecodeError::UnknownDatatype { input: name, given: datatype });
+        return Err(DecodeError::UnknownDatatype {
+            input: name,
+            given: datatype,
+        });
     };
-    let Ok(shape) = raw_shape.iter().map(|&d| usize::try_from(d)).collect::<Result<Vec<_>, _>>() else {
-        return Err(DecodeError::NegativeDimension { input: name, shape: raw_shape });
+    let Ok(shape) = raw_shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return Err(DecodeError::NegativeDimension {
+            input: name,
+            shape: raw_shape,
+        });
     };
     let expected = match element_count(&shape) {
         Some(n) if n <= max_elements => n,
-        _ => return Err(DecodeError::TooManyElements { input: name, shape: raw_shape, limit: max_elements }),
+        _ => {
+            return Err(DecodeError::TooManyElements {
+                input: name,
+                shape: raw_shape,
+                limit: max_elements,
+            })
+        }
     };
     let Some(raw) = data else {
         return Err(DecodeError::MissingData { input: name });
     };
     let data = parse_data(raw.get(), dtype, expected).map_err(|e| match e {
-        ParseError::TooMany => DecodeError::TooMuchData { input: name.clone(), shape: shape.clone(), expected },
-        ParseError::Json(message) => DecodeError::Data { input: name.clone(), message },
+        ParseError::TooMany => DecodeError::TooMuchData {
+            input: name.clone(),
+            shape: shape.clone(),
+            expected,
+        },
+        ParseError::Json(message) => DecodeError::Data {
+            input: name.clone(),
+            message,
+        },
     })?;
     if data.len() != expected {
-        return Err(DecodeError::ElementCount { input: name, shape, expected, given: data.len() });
+        return Err(DecodeError::ElementCount {
+            input: name,
+            shape,
+            expected,
+            given: data.len(),
+        });
     }
     Ok(Tensor { name, shape, data })
 }
@@ -126,7 +172,11 @@ fn parse_data(raw: &str, dtype: DataType, expected: usize) -> Result<TensorData,
         let mut out = Vec::with_capacity(expected.min(raw.len()));
         let mut overflow = false;
         let mut de = serde_json::Deserializer::from_str(raw);
-        let seed = Flatten { out: &mut out, limit: expected, overflow: &mut overflow };
+        let seed = Flatten {
+            out: &mut out,
+            limit: expected,
+            overflow: &mut overflow,
+        };
         let result = seed.deserialize(&mut de).and_then(|()| de.end());
         match result {
             Ok(()) => Ok(out),
@@ -167,7 +217,7 @@ impl fmt::Display for Scalar<'_> {
             Scalar::Bool(b) => write!(f, "boolean {b}"),
             Scalar::Unsigned(n) => write!(f, "number {n}"),
             Scalar::Signed(n) => write!(f, "number {n}"),
-            Scalar::Float(x) => write!(f, "number {x}"),
+            Scalar::Float(x) => write!(f, "number {x:?}"),
             Scalar::Str(s) => write!(f, "string {s:?}"),
         }
     }
@@ -268,9 +318,8 @@ impl<T: Element> Flatten<'_, T> {
             *self.overflow = true;
             return Err(E::custom("too many elements"));
         }
-        let value = T::from_scalar(s).ok_or_else(|| {
-            E::custom(format_args!("expected {} element, got {s}", T::DATATYPE))
-        })?;
+        let value = T::from_scalar(s)
+            .ok_or_else(|| E::custom(format_args!("expected {} element, got {s}", T::DATATYPE)))?;
         self.out.push(value);
         Ok(())
     }
@@ -292,7 +341,11 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         loop {
-            let next = Flatten { out: &mut *self.out, limit: self.limit, overflow: &mut *self.overflow };
+            let next = Flatten {
+                out: &mut *self.out,
+                limit: self.limit,
+                overflow: &mut *self.overflow,
+            };
             if seq.next_element_seed(next)?.is_none() {
                 return Ok(());
             }
@@ -315,10 +368,16 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
         self.push(Scalar::Str(v))
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom(format_args!("expected {} element, got null", T::DATATYPE)))
+        Err(E::custom(format_args!(
+            "expected {} element, got null",
+            T::DATATYPE
+        )))
     }
     fn visit_map<A: de::MapAccess<'de>>(self, _map: A) -> Result<(), A::Error> {
-        Err(de::Error::custom(format_args!("expected {} element, got an object", T::DATATYPE)))
+        Err(de::Error::custom(format_args!(
+            "expected {} element, got an object",
+            T::DATATYPE
+        )))
     }
 }
 

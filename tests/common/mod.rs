@@ -21,10 +21,13 @@ pub fn fixtures_dir() -> PathBuf {
 pub fn repo_with(models: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for name in models {
-        let source = [models_dir().join(name), fixtures_dir().join("models").join(name)]
-            .into_iter()
-            .find(|p| p.is_dir())
-            .unwrap_or_else(|| panic!("no model {name}"));
+        let source = [
+            models_dir().join(name),
+            fixtures_dir().join("models").join(name),
+        ]
+        .into_iter()
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("no model {name}"));
         copy_dir(&source, &dir.path().join(name));
     }
     dir
@@ -69,8 +72,13 @@ impl TestServer {
     /// Starts the server and waits until it is listening and ready.
     pub fn start_with(models: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut cmd = sluice_command();
-        cmd.arg("--models").arg(models).args(["--host", "127.0.0.1", "--port", "0"]).args(args);
-        cmd.envs(env.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("--models")
+            .arg(models)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args);
+        cmd.envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("sluice starts");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -89,10 +97,19 @@ impl TestServer {
                 }
             });
         }
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("sluice did not start listening; logs:\n{}", logs.lock().unwrap().join("\n"))
-        });
-        let server = TestServer { child, base: format!("http://{addr}"), logs };
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "sluice did not start listening; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                )
+            });
+        let server = TestServer {
+            child,
+            base: format!("http://{addr}"),
+            logs,
+        };
         server.wait_ready();
         server
     }
@@ -108,7 +125,10 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sluice did not become ready; logs:\n{}", self.logs().join("\n"));
+        panic!(
+            "sluice did not become ready; logs:\n{}",
+            self.logs().join("\n")
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -125,14 +145,25 @@ impl TestServer {
 
     /// Sends SIGTERM and waits (bounded) for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(status.success());
+        self.terminate_wait()
+    }
+
+    /// Waits (bounded) for the process to exit after a signal.
+    pub fn terminate_wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "sluice did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "sluice did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -157,11 +188,18 @@ fn listening_address(line: &str) -> Option<String> {
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 /// POSTs `body` and returns (status, JSON body).
-pub fn post_json(server: &TestServer, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub fn post_json(
+    server: &TestServer,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let response = client().post(server.url(path)).json(body).send().unwrap();
     let status = response.status().as_u16();
     (status, response.json().unwrap())
@@ -175,7 +213,11 @@ pub fn get_json(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
 
 /// Runs the binary to completion with `args` and `env`; returns (exit code, stdout + stderr).
 pub fn run_sluice(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let output = sluice_command().args(args).envs(env.iter().copied()).output().unwrap();
+    let output = sluice_command()
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.code(), text)

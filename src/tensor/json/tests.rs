@@ -21,23 +21,50 @@ fn flat_and_nested_data_decode_row_major() {
 
 #[test]
 fn every_datatype_decodes() {
-    assert_eq!(one("BOOL", "[2]", "[true,false]").unwrap(), TensorData::Bool(vec![true, false]));
-    assert_eq!(one("UINT8", "[2]", "[0,255]").unwrap(), TensorData::Uint8(vec![0, 255]));
-    assert_eq!(one("UINT16", "[1]", "[65535]").unwrap(), TensorData::Uint16(vec![65535]));
-    assert_eq!(one("UINT32", "[1]", "[4294967295]").unwrap(), TensorData::Uint32(vec![u32::MAX]));
+    assert_eq!(
+        one("BOOL", "[2]", "[true,false]").unwrap(),
+        TensorData::Bool(vec![true, false])
+    );
+    assert_eq!(
+        one("UINT8", "[2]", "[0,255]").unwrap(),
+        TensorData::Uint8(vec![0, 255])
+    );
+    assert_eq!(
+        one("UINT16", "[1]", "[65535]").unwrap(),
+        TensorData::Uint16(vec![65535])
+    );
+    assert_eq!(
+        one("UINT32", "[1]", "[4294967295]").unwrap(),
+        TensorData::Uint32(vec![u32::MAX])
+    );
     assert_eq!(
         one("UINT64", "[1]", "[18446744073709551615]").unwrap(),
         TensorData::Uint64(vec![u64::MAX])
     );
-    assert_eq!(one("INT8", "[2]", "[-128,127]").unwrap(), TensorData::Int8(vec![-128, 127]));
-    assert_eq!(one("INT16", "[1]", "[-32768]").unwrap(), TensorData::Int16(vec![i16::MIN]));
-    assert_eq!(one("INT32", "[1]", "[2.0]").unwrap(), TensorData::Int32(vec![2]));
+    assert_eq!(
+        one("INT8", "[2]", "[-128,127]").unwrap(),
+        TensorData::Int8(vec![-128, 127])
+    );
+    assert_eq!(
+        one("INT16", "[1]", "[-32768]").unwrap(),
+        TensorData::Int16(vec![i16::MIN])
+    );
+    assert_eq!(
+        one("INT32", "[1]", "[2.0]").unwrap(),
+        TensorData::Int32(vec![2])
+    );
     assert_eq!(
         one("INT64", "[1]", "[-9223372036854775808]").unwrap(),
         TensorData::Int64(vec![i64::MIN])
     );
-    assert_eq!(one("FP16", "[1]", "[1.5]").unwrap(), TensorData::Fp16(vec![f16::from_f32(1.5)]));
-    assert_eq!(one("FP64", "[1]", "[0.1]").unwrap(), TensorData::Fp64(vec![0.1]));
+    assert_eq!(
+        one("FP16", "[1]", "[1.5]").unwrap(),
+        TensorData::Fp16(vec![f16::from_f32(1.5)])
+    );
+    assert_eq!(
+        one("FP64", "[1]", "[0.1]").unwrap(),
+        TensorData::Fp64(vec![0.1])
+    );
     assert_eq!(
         one("BYTES", "[2]", r#"["a","h\u00e9"]"#).unwrap(),
         TensorData::Bytes(vec!["a".into(), "hé".into()])
@@ -47,7 +74,11 @@ fn every_datatype_decodes() {
 #[test]
 fn wrong_element_kinds_are_named() {
     let cases = [
-        ("FP32", r#"["abc"]"#, "expected FP32 element, got string \"abc\""),
+        (
+            "FP32",
+            r#"["abc"]"#,
+            "expected FP32 element, got string \"abc\"",
+        ),
         ("UINT8", "[300]", "expected UINT8 element, got number 300"),
         ("UINT8", "[-1]", "expected UINT8 element, got number -1"),
         ("INT32", "[1.5]", "expected INT32 element, got number 1.5"),
@@ -55,7 +86,11 @@ fn wrong_element_kinds_are_named() {
         ("BYTES", "[1]", "expected BYTES element, got number 1"),
         ("FP32", "[null]", "expected FP32 element, got null"),
         ("FP32", "[1e300]", "expected FP32 element, got number 1e300"),
-        ("INT64", r#"[{"a":1}]"#, "expected INT64 element, got an object"),
+        (
+            "INT64",
+            r#"[{"a":1}]"#,
+            "expected INT64 element, got an object",
+        ),
     ];
     for (dtype, data, want) in cases {
         let err = one(dtype, "[1]", data).unwrap_err().to_string();
@@ -69,25 +104,50 @@ fn element_count_must_match_shape() {
     let err = one("FP32", "[2,2]", "[1,2,3]").unwrap_err();
     assert_eq!(
         err,
-        DecodeError::ElementCount { input: "x".into(), shape: vec![2, 2], expected: 4, given: 3 }
+        DecodeError::ElementCount {
+            input: "x".into(),
+            shape: vec![2, 2],
+            expected: 4,
+            given: 3
+        }
     );
     let err = one("FP32", "[2]", "[1,2,3]").unwrap_err();
-    assert_eq!(err, DecodeError::TooMuchData { input: "x".into(), shape: vec![2], expected: 2 });
+    assert_eq!(
+        err,
+        DecodeError::TooMuchData {
+            input: "x".into(),
+            shape: vec![2],
+            expected: 2
+        }
+    );
 }
 
 #[test]
 fn shapes_are_bounded_before_any_allocation() {
     let err = one("FP32", "[100000,100000]", "[]").unwrap_err();
-    assert!(matches!(err, DecodeError::TooManyElements { limit: 1000, .. }), "{err}");
+    assert!(
+        matches!(err, DecodeError::TooManyElements { limit: 1000, .. }),
+        "{err}"
+    );
     let err = one("FP32", "[4294967296,4294967296,4294967296]", "[]").unwrap_err();
     assert!(matches!(err, DecodeError::TooManyElements { .. }), "{err}");
     let err = one("FP32", "[-1]", "[]").unwrap_err();
-    assert!(matches!(err, DecodeError::NegativeDimension { .. }), "{err}");
+    assert!(
+        matches!(err, DecodeError::NegativeDimension { .. }),
+        "{err}"
+    );
 }
 
 #[test]
 fn malformed_requests_are_errors() {
-    for body in ["", "{", "[]", r#"{"inputs":{}}"#, r#"{"inputs":[{"name":"x"}]}"#, "null"] {
+    for body in [
+        "",
+        "{",
+        "[]",
+        r#"{"inputs":{}}"#,
+        r#"{"inputs":[{"name":"x"}]}"#,
+        "null",
+    ] {
         assert!(matches!(decode(body), Err(DecodeError::Json(_))), "{body}");
     }
     assert!(matches!(
@@ -116,8 +176,16 @@ fn response_serialises_typed_buffers() {
         model_version: "2".into(),
         id: Some("r1".into()),
         outputs: vec![
-            Tensor { name: "p".into(), shape: vec![2], data: TensorData::Fp16(vec![f16::from_f32(0.5); 2]) },
-            Tensor { name: "s".into(), shape: vec![1], data: TensorData::Bytes(vec!["ok".into()]) },
+            Tensor {
+                name: "p".into(),
+                shape: vec![2],
+                data: TensorData::Fp16(vec![f16::from_f32(0.5); 2]),
+            },
+            Tensor {
+                name: "s".into(),
+                shape: vec![1],
+                data: TensorData::Bytes(vec!["ok".into()]),
+            },
         ],
     };
     let json = serde_json::to_string(&response).unwrap();

@@ -1,0 +1,327 @@
+//! Start-up, configuration, ONNX Runtime discovery, failure isolation, logging and shutdown of the real binary.
+
+mod common;
+
+use common::{get_json, post_json, repo_with, run_sluice, TestServer};
+use serde_json::{json, Value};
+
+fn models_arg() -> String {
+    common::models_dir().display().to_string()
+}
+
+#[test]
+fn unknown_configuration_keys_exit_64_naming_the_key() {
+    let models = models_arg();
+    let (code, out) = run_sluice(&["--models", &models], &[("SLUICE__SERVER__PROT", "9000")]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(
+        out.contains("unknown configuration key `server.prot`"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "[limits]\nmax_elements = 5\n").unwrap();
+    let (code, out) = run_sluice(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("`limits.max_elements`"), "{out}");
+}
+
+#[test]
+fn invalid_configuration_values_exit_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "[server]\nport = \"high\"\n").unwrap();
+    let (code, out) = run_sluice(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("server.port"), "{out}");
+
+    let (code, out) = run_sluice(&[], &[("SLUICE__LOG__FORMAT", "xml")]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("log.format"), "{out}");
+
+    let (code, out) = run_sluice(&["--port", "99999"], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("--port"), "{out}");
+
+    let (code, out) = run_sluice(&["--config", "/nonexistent/sluice.toml"], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("/nonexistent/sluice.toml"), "{out}");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let (code, out) = run_sluice(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    for flag in ["--config", "--models", "--host", "--port", "--onnxruntime"] {
+        assert!(out.contains(flag), "{flag} missing from help:\n{out}");
+    }
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_one_clear_message() {
+    let models = models_arg();
+    let (code, out) = run_sluice(
+        &[
+            "--models",
+            &models,
+            "--onnxruntime",
+            "/nonexistent/libonnxruntime.so",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(69), "{out}");
+    assert!(out.contains("/nonexistent/libonnxruntime.so"), "{out}");
+    assert!(out.contains("scripts/fetch-onnxruntime.sh"), "{out}");
+    assert!(
+        !out.contains("panicked") && !out.contains("backtrace"),
+        "{out}"
+    );
+
+    let (code, out) = run_sluice(
+        &["--models", &models],
+        &[("ORT_DYLIB_PATH", "/nonexistent/ort.so")],
+    );
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains("ORT_DYLIB_PATH") && out.contains("scripts/fetch-onnxruntime.sh"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_onnx_runtime_is_one_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libonnxruntime.so");
+    std::fs::write(&fake, b"this is not a shared library").unwrap();
+    let (code, out) = run_sluice(
+        &[
+            "--models",
+            &models_arg(),
+            "--onnxruntime",
+            fake.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains("too old or unusable") && out.contains("scripts/fetch-onnxruntime.sh"),
+        "{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+/// `scripts/test.sh` fetches an older ONNX Runtime (1.20) and passes its path in `SLUICE_TEST_OLD_ORT`.
+#[test]
+fn a_too_old_onnx_runtime_is_refused() {
+    let Ok(old) = std::env::var("SLUICE_TEST_OLD_ORT") else {
+        eprintln!("SLUICE_TEST_OLD_ORT not set (scripts/test.sh sets it): not checked in this run");
+        return;
+    };
+    let (code, out) = run_sluice(&["--models", &models_arg(), "--onnxruntime", &old], &[]);
+    assert_eq!(code, Some(69), "{out}");
+    assert!(out.contains("too old") && out.contains("1.20"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn a_missing_repository_exits_66() {
+    let (code, out) = run_sluice(&["--models", "/nonexistent/models"], &[]);
+    assert_eq!(code, Some(66), "{out}");
+    assert!(out.contains("/nonexistent/models"), "{out}");
+}
+
+/// Broken models are reported (log, metric, not ready with the reason) and the good ones still serve.
+#[test]
+fn a_model_that_fails_to_load_does_not_stop_the_others() {
+    let repo = repo_with(&["iris"]);
+    let root = repo.path();
+    std::fs::create_dir_all(root.join("corrupt/1")).unwrap();
+    std::fs::write(root.join("corrupt/1/model.onnx"), b"\x08\x07garbage").unwrap();
+    std::fs::create_dir_all(root.join("badconf/1")).unwrap();
+    std::fs::copy(
+        root.join("iris/2/model.onnx"),
+        root.join("badconf/1/model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(root.join("badconf/model.toml"), "[session]\npool = 2\n").unwrap();
+    std::fs::create_dir_all(root.join("empty/1")).unwrap();
+    // A broken version next to a good one: the good one still serves.
+    std::fs::create_dir_all(root.join("iris/3")).unwrap();
+
+    let server = TestServer::start(root);
+    let row = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
+    let (status, body) = post_json(&server, "/v2/models/iris/infer", &row);
+    assert_eq!(
+        (status, &body["model_version"]),
+        (200, &json!("2")),
+        "{body}"
+    );
+
+    let (status, body) = get_json(&server, "/v2/models/corrupt/ready");
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("model 'corrupt' is not ready: version 1:"),
+        "{body}"
+    );
+    let (status, body) = get_json(&server, "/v2/models/badconf/versions/1/ready");
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid model.toml"),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `pool`"),
+        "{body}"
+    );
+    let (status, body) = get_json(&server, "/v2/models/empty/ready");
+    assert_eq!(status, 503);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("model.onnx does not exist"),
+        "{body}"
+    );
+    let (status, body) = post_json(&server, "/v2/models/iris/versions/3/infer", &row);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(post_json(&server, "/v2/models/corrupt/infer", &row).0, 503);
+    assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
+
+    let metrics = common::client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for line in [
+        r#"sluice_model_load_failures_total{model="corrupt"} 1"#,
+        r#"sluice_model_load_failures_total{model="badconf"} 1"#,
+        r#"sluice_model_ready{model="corrupt",version="1"} 0"#,
+        r#"sluice_model_ready{model="iris",version="3"} 0"#,
+        r#"sluice_model_ready{model="iris",version="2"} 1"#,
+        "sluice_models_loaded 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    let logs = server.logs().join("\n");
+    assert!(
+        logs.contains("model version failed to load") && logs.contains("corrupt"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn json_logs_carry_a_request_span_with_model_and_version() {
+    let repo = repo_with(&["iris"]);
+    let server = TestServer::start_with(repo.path(), &[], &[("SLUICE__LOG__FORMAT", "json")]);
+    let row = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
+    assert_eq!(
+        post_json(&server, "/v2/models/iris/versions/1/infer", &row).0,
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = server.logs();
+        let parsed: Vec<Value> = logs
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        let done = parsed.iter().find(|v| {
+            v["span"]["name"] == "request"
+                && v["span"]["path"] == "/v2/models/iris/versions/1/infer"
+                && v["fields"]["message"] == "finished processing request"
+        });
+        if let Some(line) = done {
+            assert_eq!(line["span"]["model"], "iris", "{line}");
+            assert_eq!(line["span"]["version"], "1", "{line}");
+            assert_eq!(line["span"]["method"], "POST", "{line}");
+            assert_eq!(line["fields"]["status"], 200, "{line}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request log line in:\n{}",
+            logs.join("\n")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn settings_from_a_file_and_flags_reach_the_server() {
+    let repo = repo_with(&["iris"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    // The file says port 1 and a tiny element limit; the --port flag (0) must win over the file's port.
+    std::fs::write(
+        &file,
+        "[server]\nport = 1\n[limits]\nmax_tensor_elements = 4\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(repo.path(), &["--config", file.to_str().unwrap()], &[]);
+    let request = |rows: usize| json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [rows, 4], "data": vec![1.0; rows * 4]}]});
+    assert_eq!(
+        post_json(&server, "/v2/models/iris/infer", &request(1)).0,
+        200
+    );
+    let (status, body) = post_json(&server, "/v2/models/iris/infer", &request(2));
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than 4 elements"),
+        "{body}"
+    );
+}
+
+#[test]
+fn oversized_bodies_get_413_in_v2_shape() {
+    let repo = repo_with(&["iris"]);
+    let server = TestServer::start_with(
+        repo.path(),
+        &[],
+        &[("SLUICE__SERVER__MAX_BODY_BYTES", "1000")],
+    );
+    let data = vec![1.0; 400];
+    let body = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [100, 4], "data": data}]});
+    let (status, reply) = post_json(&server, "/v2/models/iris/infer", &body);
+    assert_eq!(status, 413);
+    assert!(
+        reply["error"].as_str().unwrap().contains("length limit"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn sigterm_and_ctrl_c_shut_down_gracefully() {
+    let repo = repo_with(&["iris"]);
+    let mut server = TestServer::start(repo.path());
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(server.logs().join("\n").contains("SIGTERM received"));
+
+    let server = TestServer::start(repo.path());
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut server = server;
+    let status = server.terminate_wait();
+    assert!(status.success(), "{status:?}");
+    assert!(server.logs().join("\n").contains("ctrl-c received"));
+}

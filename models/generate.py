@@ -97,25 +97,49 @@ def float_input(width: int) -> list:
     return [("float_input", FloatTensorType([None, width]))]
 
 
+def onnx_accuracy(path: Path, inputs: dict, y: np.ndarray) -> float:
+    """Accuracy of the exported model itself (first output is the label), measured with onnxruntime."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels = session.run([session.get_outputs()[0].name], inputs)[0]
+    return float(np.mean(np.asarray(labels).ravel() == y))
+
+
 def iris() -> list:
     x, y = load_iris(return_X_y=True)
     x = x.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=SEED, stratify=y)
     sample = x[[0, 60, 120, 149]]
     refs = []
-    lr = LogisticRegression(max_iter=500, random_state=SEED).fit(x, y)
+    lr = LogisticRegression(max_iter=500, random_state=SEED).fit(x_train, y_train)
     path = save(to_onnx(lr, initial_types=float_input(4), target_opset=TARGET_OPSET), "iris", 1)
     refs.append(reference(path, "iris", 1, {"float_input": sample}))
-    gbt = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=SEED).fit(x, y)
+    acc1 = onnx_accuracy(path, {"float_input": x_test}, y_test)
+    gbt = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=SEED).fit(x_train, y_train)
     onx = to_onnx(gbt, initial_types=float_input(4), target_opset=TARGET_OPSET, options={"zipmap": False})
     path = save(onx, "iris", 2)
     refs.append(reference(path, "iris", 2, {"float_input": sample}))
+    acc2 = onnx_accuracy(path, {"float_input": x_test}, y_test)
+    card(
+        "iris",
+        "Iris species classifier (setosa=0, versicolor=1, virginica=2) from four flower measurements in cm.",
+        inputs="`float_input` FP32 `[-1, 4]`: sepal length, sepal width, petal length, petal width.",
+        outputs="v1: `output_label` INT64 `[-1]` and `output_probability`, scikit-learn's ZipMap "
+        "(a sequence of maps, not a tensor: listed in metadata, not returnable over V2). "
+        "v2: `label` INT64 `[-1]` and `probabilities` FP32 `[-1, 3]`.",
+        training="scikit-learn's bundled iris dataset (150 rows), stratified 70/30 split, seed 7.",
+        versions=[
+            f"1: LogisticRegression; test accuracy {acc1:.3f} (45 rows)",
+            f"2: GradientBoostingClassifier (40 trees, depth 3); test accuracy {acc2:.3f} (45 rows)",
+        ],
+        limitations="Toy dataset; only meaningful for measurements in the ranges of the training data.",
+    )
     return refs
 
 
 def digits() -> list:
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
-    x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.2, random_state=SEED)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=SEED)
     mlp = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=SEED).fit(x_train, y_train)
     onx = to_onnx(mlp, initial_types=float_input(64), target_opset=TARGET_OPSET, options={"zipmap": False})
     fp32 = save(onx, "digits_mlp", 1)
@@ -125,6 +149,24 @@ def digits() -> list:
     quantized = onnx.load(str(int8))
     save(quantized, "digits_mlp_int8", 1)
     sample = x_test[:3]
+    acc_fp32 = onnx_accuracy(fp32, {"float_input": x_test}, y_test)
+    acc_int8 = onnx_accuracy(int8, {"float_input": x_test}, y_test)
+    common = dict(
+        session="\n# Session settings (all optional): sessions per version, ONNX Runtime threads, graph optimisation.\n"
+        "[session]\npool_size = 2\nintra_op_threads = 1\ninter_op_threads = 1\noptimization_level = \"all\"\n",
+        inputs="`float_input` FP32 `[-1, 64]`: an 8x8 grey-scale digit, row-major, pixel values scaled to 0..1.",
+        outputs="`label` INT64 `[-1]` (the digit) and `probabilities` FP32 `[-1, 10]`.",
+        training="scikit-learn's bundled digits dataset (1797 images), 80/20 split, seed 7; "
+        "MLPClassifier with hidden layers (128, 64).",
+        limitations="8x8 images only, scaled like the training data; not a general handwriting recogniser.",
+    )
+    card("digits_mlp", "Handwritten digit classifier, FP32 multi-layer perceptron.",
+         versions=[f"1: FP32 weights ({fp32.stat().st_size} bytes); test accuracy {acc_fp32:.3f} (360 images)"],
+         **common)
+    card("digits_mlp_int8", "The digits_mlp network with int8 weights (onnxruntime quantize_dynamic).",
+         versions=[f"1: int8 dynamic quantisation of digits_mlp v1 ({int8.stat().st_size} bytes); "
+                   f"test accuracy {acc_int8:.3f} (360 images)"],
+         **common)
     return [
         reference(fp32, "digits_mlp", 1, {"float_input": sample}),
         reference(int8, "digits_mlp_int8", 1, {"float_input": sample}),
@@ -151,7 +193,8 @@ def tumor_risk() -> list:
         ]
     )
     model = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000, random_state=SEED))])
-    model.fit(frame, data.target)
+    train, test = train_test_split(frame.index, test_size=0.25, random_state=SEED, stratify=data.target)
+    model.fit(frame.loc[train], data.target[train])
     types = [
         ("mean_radius", FloatTensorType([None, 1])),
         ("mean_texture", FloatTensorType([None, 1])),
@@ -167,7 +210,40 @@ def tumor_risk() -> list:
         "lymph_nodes": rows[["lymph_nodes"]].to_numpy(np.int64),
         "clinic": rows[["clinic"]].to_numpy(object),
     }
+    held_out = frame.loc[test]
+    acc = onnx_accuracy(path, {
+        "mean_radius": held_out[["mean_radius"]].to_numpy(np.float32),
+        "mean_texture": held_out[["mean_texture"]].to_numpy(np.float32),
+        "lymph_nodes": held_out[["lymph_nodes"]].to_numpy(np.int64),
+        "clinic": held_out[["clinic"]].to_numpy(object),
+    }, data.target[test])
+    card(
+        "tumor_risk",
+        "Benign (1) / malignant (0) tumour classifier over inputs of several datatypes: the example of a "
+        "multi-input model with FP32, INT64 and string (BYTES) inputs.",
+        inputs="`mean_radius` FP32 `[-1, 1]`, `mean_texture` FP32 `[-1, 1]`, `lymph_nodes` INT64 `[-1, 1]` "
+        "(worst radius // 5, an integer stand-in), `clinic` BYTES `[-1, 1]` (one of north, south, east, west; "
+        "synthetic, random, so uninformative by construction; unknown values are ignored).",
+        outputs="`label` INT64 `[-1]` and `probabilities` FP32 `[-1, 2]`.",
+        training="scikit-learn's bundled breast cancer dataset (569 rows), stratified 75/25 split, seed 7; "
+        "ColumnTransformer (StandardScaler, OneHotEncoder) then LogisticRegression.",
+        versions=[f"1: test accuracy {acc:.3f} ({len(test)} rows)"],
+        limitations="A demonstration of mixed input types, not a medical device: never use it on patients.",
+    )
     return [reference(path, "tumor_risk", 1, inputs)]
+
+
+def card(name: str, description: str, *, inputs: str, outputs: str, training: str, versions: list,
+         limitations: str, session: str = "") -> None:
+    """Writes the model card (README.md) and model.toml next to the model's versions."""
+    lines = [f"# {name}", "", description, "", "## Inputs", "", inputs, "", "## Outputs", "", outputs, "",
+             "## Training data", "", training, "", "## Versions and evaluation", ""]
+    lines += [f"- {v}" for v in versions]
+    lines += ["", "## Intended use and limitations", "", limitations, "",
+              "Owner: the sluice maintainers. Source: `models/generate.py` (regenerate, do not edit by hand).", ""]
+    (MODELS / name / "README.md").write_text("\n".join(lines))
+    toml = f'description = "{description}"\n' + session
+    (MODELS / name / "model.toml").write_text(toml)
 
 
 ECHO_TYPES = [

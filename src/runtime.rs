@@ -119,6 +119,18 @@ pub fn load(
     Ok((path, env))
 }
 
+/// The ONNX Runtime environment for unit tests: ONNX Runtime allows one per process, so tests share it.
+#[cfg(test)]
+pub(crate) fn test_environment() -> ort::environment::Environment {
+    static ENV: std::sync::OnceLock<ort::environment::Environment> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        load(None)
+            .expect("ONNX Runtime (run scripts/fetch-onnxruntime.sh)")
+            .1
+    })
+    .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,3 +171,87 @@ fn run(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::tensor::{DataType, TensorData};
+
+    fn iris_v2() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris/2/model.onnx")
+    }
+
+    #[tokio::test]
+    async fn settings_shape_the_pool_and_concurrent_runs_share_it() {
+        let env = crate::runtime::test_environment();
+        let settings = SessionSettings {
+            pool_size: Some(3),
+            intra_op_threads: Some(2),
+            inter_op_threads: Some(1),
+            optimization_level: Some(OptimizationLevel::Disable),
+        };
+        let model = Arc::new(ModelVersion::load(&env, "iris", 2, &iris_v2(), &settings).unwrap());
+        assert_eq!(model.pool.size(), 3);
+        assert_eq!(
+            model.signature.inputs[0].tensor(),
+            Some((DataType::Fp32, &[-1, 4][..]))
+        );
+        let runs = (0..12).map(|i| {
+            let model = Arc::clone(&model);
+            tokio::spawn(async move {
+                let input = Tensor {
+                    name: "float_input".into(),
+                    shape: vec![1, 4],
+                    data: TensorData::Fp32(vec![5.1, 3.5, 1.4 + i as f32 * 0.5, 0.2]),
+                };
+                model.infer(vec![input], vec!["label".into()]).await
+            })
+        });
+        for run in runs {
+            let outputs = run.await.unwrap().unwrap();
+            assert_eq!(outputs[0].name, "label");
+            assert_eq!(outputs[0].shape, vec![1]);
+        }
+    }
+
+    #[test]
+    fn the_default_pool_has_at_least_one_session() {
+        assert!(SessionSettings::default().effective_pool_size() >= 1);
+        let zero = SessionSettings {
+            pool_size: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(zero.effective_pool_size(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_load_error_not_a_panic() {
+        let env = crate::runtime::test_environment();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.onnx");
+        std::fs::write(&path, b"\x08\x01not onnx").unwrap();
+        let err =
+            ModelVersion::load(&env, "bad", 1, &path, &SessionSettings::default()).unwrap_err();
+        assert!(!err.is_empty());
+    }
+
+    #[tokio::test]
+    async fn onnx_runtime_errors_are_infer_errors() {
+        let env = crate::runtime::test_environment();
+        let model =
+            ModelVersion::load(&env, "iris", 2, &iris_v2(), &SessionSettings::default()).unwrap();
+        // Bypassing validation: a wrong dtype reaches ONNX Runtime, which must fail cleanly.
+        let input = Tensor {
+            name: "float_input".into(),
+            shape: vec![1, 4],
+            data: TensorData::Int64(vec![1; 4]),
+        };
+        let err = model
+            .infer(vec![input], vec!["label".into()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, InferError::Runtime(_)), "{err}");
+    }
+}

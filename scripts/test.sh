@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of sluice on a fresh machine with only Rust and Python 3 installed:
+# fetches ONNX Runtime (pinned, checksummed) and an old one for the version check, creates the conformance venv
+# (pinned third-party clients), runs the Rust unit/router/integration tests, then the Python conformance tests
+# (tritonclient[http] and KServe's client) against the real binary.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+scripts/fetch-onnxruntime.sh
+scripts/fetch-onnxruntime.sh --old
+export SLUICE_TEST_OLD_ORT="$root/.ort/old/libonnxruntime.so.1.20.1"
+
+venv="$root/.venv-test"
+requirements="tests/conformance/requirements.txt"
+want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  echo "creating $venv (conformance test clients) ..." >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+
+cargo test --locked --all-targets
+cargo build --locked --bin sluice
+SLUICE_BIN="$root/target/debug/sluice" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/conformance

@@ -15,6 +15,8 @@ Outputs:
 - models/digits_mlp_int8/1/model.onnx the same MLP, int8 weights (onnxruntime quantize_dynamic)
 - models/tumor_risk/1/model.onnx      several inputs of different dtypes: FP32, INT64 and a string (BYTES)
 - tests/fixtures/models/echo/1        one Identity per ONNX datatype, for round-trip tests
+- tests/fixtures/models/reshape/1     fails inside ONNX Runtime unless given 4 elements (server-error path)
+- tests/fixtures/models/misdeclared/1 declares output shape [1] but returns the input's shape
 - tests/fixtures/reference.json       V2 requests and the outputs Python onnxruntime gives for them
 """
 
@@ -275,11 +277,38 @@ def echo() -> list:
     return [reference(path, "echo", 1, {f"in_{n}": values.reshape(1, 3) for n, _, values in ECHO_TYPES})]
 
 
+def edge_cases() -> None:
+    """Test fixtures for server-side behaviour: an ONNX Runtime failure at run time, and a wrongly declared shape."""
+    # `reshape`: x FP32 [-1] reshaped to [2, 2]; any input of other than 4 elements fails inside ONNX Runtime.
+    shape = helper.make_tensor("target", TensorProto.INT64, [2], [2, 2])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "target"], ["y"])],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        initializer=[shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, "reshape", 1, FIXTURES / "models")
+    # `misdeclared`: Identity whose output claims shape [1]; the real output has the input's shape.
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "misdeclared",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, "misdeclared", 1, FIXTURES / "models")
+
+
 def main() -> None:
     for name in ("iris", "digits_mlp", "digits_mlp_int8", "tumor_risk"):
         for version_dir in (MODELS / name).glob("[0-9]*"):
             shutil.rmtree(version_dir)
     refs = iris() + digits() + tumor_risk() + echo()
+    edge_cases()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference.json").write_text(json.dumps(refs, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(refs)} reference cases to {FIXTURES / 'reference.json'}")

@@ -539,3 +539,51 @@ fn metrics_count_requests_by_model_version_and_outcome() {
         );
     }
 }
+
+/// ONNX Runtime failing at run time is a 500 with the runtime's message, counted as a server error; the server
+/// keeps serving.
+#[test]
+fn onnx_runtime_failures_are_500s_and_the_server_keeps_serving() {
+    let repo = repo_with(&["reshape", "misdeclared"]);
+    let server = TestServer::start(repo.path());
+    let body = |n: usize| json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [n], "data": vec![1.0; n]}]});
+    let (status, reply) = post_json(&server, "/v2/models/reshape/infer", &body(3));
+    assert_eq!(status, 500, "{reply}");
+    let message = reply["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("ONNX Runtime failed:") && message.contains("Reshape"),
+        "{message}"
+    );
+    let (status, reply) = post_json(&server, "/v2/models/reshape/infer", &body(4));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["outputs"][0]["shape"], json!([2, 2]));
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"sluice_requests_total{model="reshape",outcome="server_error",version="1"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+/// The response shape is the actual output's, not the (wrong) one the model declares.
+#[test]
+fn output_shapes_come_from_the_actual_tensors() {
+    let repo = repo_with(&["misdeclared"]);
+    let server = TestServer::start(repo.path());
+    let (_, meta) = get_json(&server, "/v2/models/misdeclared");
+    assert_eq!(meta["outputs"][0]["shape"], json!([1]));
+    let body =
+        json!({"inputs": [{"name": "x", "datatype": "INT64", "shape": [3], "data": [7, 8, 9]}]});
+    let (status, reply) = post_json(&server, "/v2/models/misdeclared/infer", &body);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["outputs"][0],
+        json!({"name": "y", "datatype": "INT64", "shape": [3], "data": [7, 8, 9]})
+    );
+}

@@ -134,6 +134,9 @@ def iris() -> list:
             f"2: GradientBoostingClassifier (40 trees, depth 3); test accuracy {acc2:.3f} (45 rows)",
         ],
         limitations="Toy dataset; only meaningful for measurements in the ranges of the training data.",
+        policy='\n# Load both versions (the default policy loads only the latest).\nversion_policy = "all"\n'
+        "# v2 renamed the outputs, so the schema guard would keep v1 the default; the default is pinned to v2.\n"
+        "# Rolling back is this one line: default_version = 1\ndefault_version = 2\n",
     )
     return refs
 
@@ -236,7 +239,7 @@ def tumor_risk() -> list:
 
 
 def card(name: str, description: str, *, inputs: str, outputs: str, training: str, versions: list,
-         limitations: str, session: str = "") -> None:
+         limitations: str, session: str = "", policy: str = "") -> None:
     """Writes the model card (README.md) and model.toml next to the model's versions."""
     lines = [f"# {name}", "", description, "", "## Inputs", "", inputs, "", "## Outputs", "", outputs, "",
              "## Training data", "", training, "", "## Versions and evaluation", ""]
@@ -244,7 +247,7 @@ def card(name: str, description: str, *, inputs: str, outputs: str, training: st
     lines += ["", "## Intended use and limitations", "", limitations, "",
               "Owner: the sluice maintainers. Source: `models/generate.py` (regenerate, do not edit by hand).", ""]
     (MODELS / name / "README.md").write_text("\n".join(lines))
-    toml = f'description = "{description}"\n' + session
+    toml = f'description = "{description}"\n' + policy + session
     (MODELS / name / "model.toml").write_text(toml)
 
 

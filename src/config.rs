@@ -22,6 +22,7 @@ pub struct Settings {
     pub runtime: RuntimeSettings,
     pub limits: Limits,
     pub log: LogSettings,
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +37,33 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct ModelsSettings {
     pub repository: PathBuf,
+    pub watch: bool,
+    pub poll_interval_ms: u64,
+    pub settle_ms: u64,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub token: String,
+    pub token_file: PathBuf,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("token_file", &self.token_file)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +182,31 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// The management API's bearer token: `admin.token`, else the contents of `admin.token_file`, else `None`
+    /// (the API is disabled).
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        if !self.admin.token.is_empty() {
+            return Ok(Some(self.admin.token.clone()));
+        }
+        if self.admin.token_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.admin.token_file).map_err(|e| {
+            ConfigError::InvalidValue {
+                key: "admin.token_file",
+                message: format!("{}: {e}", self.admin.token_file.display()),
+            }
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(ConfigError::InvalidValue {
+                key: "admin.token_file",
+                message: "the file is empty".into(),
+            });
+        }
+        Ok(Some(token.to_owned()))
     }
 
     /// The configured ONNX Runtime library, if any.

@@ -80,6 +80,7 @@ fn main() -> ExitCode {
             eprintln!("sluice: {e}");
             ExitCode::from(match e {
                 StartError::Runtime(_) | StartError::Bind { .. } => EX_UNAVAILABLE,
+                StartError::Config(_) => EX_USAGE,
                 StartError::Repository(_) => EX_NOINPUT,
                 StartError::Metrics(_) | StartError::Serve(_) => EX_SOFTWARE,
             })

@@ -76,7 +76,7 @@ impl Metrics {
         let model_ready = IntGaugeVec::new(
             Opts::new(
                 "sluice_model_ready",
-                "1 when a model version is loaded and ready, 0 when it failed.",
+                "1 when a model version is loaded and ready, 0 when it is known but not loaded.",
             ),
             &["model", "version"],
         )?;
@@ -129,17 +129,27 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn model_loaded(&self, model: &str, version: &str, seconds: f64) {
-        self.models_loaded.inc();
-        self.model_ready.with_label_values(&[model, version]).set(1);
+    pub fn model_loaded(&self, model: &str, seconds: f64) {
         self.load_duration
             .with_label_values(&[model])
             .observe(seconds);
     }
 
-    pub fn model_load_failed(&self, model: &str, version: &str) {
+    pub fn model_load_failed(&self, model: &str) {
         self.load_failures.with_label_values(&[model]).inc();
-        self.model_ready.with_label_values(&[model, version]).set(0);
+    }
+
+    /// Replaces the per-version readiness gauges and the loaded count with `(model, version, loaded)` rows.
+    pub fn set_model_states<'a>(&self, states: impl Iterator<Item = (&'a str, u64, bool)>) {
+        self.model_ready.reset();
+        let mut loaded = 0;
+        for (model, version, ready) in states {
+            self.model_ready
+                .with_label_values(&[model, &version.to_string()])
+                .set(i64::from(ready));
+            loaded += i64::from(ready);
+        }
+        self.models_loaded.set(loaded);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -23,7 +23,9 @@ pub fn apply(router: Router) -> Router {
                         version = tracing::field::Empty,
                     )
                 })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // Failures are logged where they are understood (`ApiError`), not again as a bare status.
+                .on_failure(()),
         );
     router.layer(stack)
 }

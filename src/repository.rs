@@ -8,13 +8,22 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::model::SessionSettings;
+use crate::registry::policy::VersionPolicy;
 
 /// The contents of `model.toml`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Free text shown in model metadata.
+    /// Free text about the model.
     pub description: Option<String>,
+    /// Which versions are loaded (default: the latest one).
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Pins the default version (the rollback line); otherwise the newest compatible loaded version.
+    pub default_version: Option<u64>,
+    /// Lets a version whose signature is incompatible with the current default become the default.
+    #[serde(default)]
+    pub force: bool,
     #[serde(default)]
     pub session: SessionSettings,
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ort::environment::Environment;
 use tokio::net::TcpListener;
@@ -11,7 +12,8 @@ use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::inference::InferenceService;
 use crate::metrics::Metrics;
-use crate::registry::{self, Registry};
+use crate::registry::watch::{self, WatchSettings};
+use crate::registry::{Registry, RepositoryManager};
 use crate::runtime::{self, RuntimeError};
 
 /// Why the server could not start; each maps to its own exit code in `main`.
@@ -26,6 +28,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(String),
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("server error: {0}")]
@@ -37,7 +41,6 @@ pub struct Server {
     pub state: AppState,
     pub listener: TcpListener,
     settings: Settings,
-    env: Environment,
 }
 
 impl Server {
@@ -64,16 +67,27 @@ impl Server {
             Arc::clone(&metrics),
             settings.limits,
         ));
+        let manager = Arc::new(RepositoryManager::new(
+            Arc::clone(&registry),
+            Arc::clone(&metrics),
+            env,
+            settings.models.repository.clone(),
+            Duration::from_millis(settings.models.settle_ms),
+        ));
+        let admin_token = settings
+            .admin_token()
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let state = AppState {
             registry,
             metrics,
             inference,
+            manager,
+            admin_token: admin_token.map(Arc::from),
         };
         Ok(Server {
             state,
             listener,
             settings,
-            env,
         })
     }
 
@@ -81,7 +95,8 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, loading the repository in the background (ready when done).
+    /// Serves until `shutdown` completes. The repository loads in the background (ready when done), then is
+    /// watched for changes.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -90,39 +105,46 @@ impl Server {
             state,
             listener,
             settings,
-            env,
         } = self;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, "listening");
         }
-        let loader = (
-            Arc::clone(&state.registry),
-            Arc::clone(&state.metrics),
-            settings.models.repository.clone(),
-        );
+        let manager = Arc::clone(&state.manager);
+        let root = settings.models.repository.clone();
+        let watch_settings = WatchSettings {
+            notify: settings.models.watch,
+            poll_interval: Duration::from_millis(settings.models.poll_interval_ms),
+            debounce: Duration::from_millis(settings.models.settle_ms.min(250)),
+            settle: Duration::from_millis(settings.models.settle_ms.max(50)),
+        };
         tokio::spawn(async move {
-            let (registry, metrics, root) = loader;
-            let loaded = {
-                let metrics = Arc::clone(&metrics);
-                tokio::task::spawn_blocking(move || {
-                    registry::load_repository(&env, &root, &metrics)
-                })
-                .await
-            };
-            match loaded {
-                Ok(Ok(map)) => {
-                    tracing::info!(models = map.len(), "model repository loaded");
-                    registry.install(map);
-                }
-                Ok(Err(e)) => tracing::error!(error = %e, "model repository could not be loaded"),
-                Err(e) => tracing::error!(error = %e, "model loading task failed"),
-            }
-            registry.set_ready(true);
+            initial_load(&manager, watch_settings.settle).await;
+            manager.registry().set_ready(true);
+            watch::spawn(manager, &root, watch_settings);
         });
         let app = crate::middleware::apply(api::router(state, settings.server.max_body_bytes));
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(StartError::Serve)
+    }
+}
+
+/// The start-up load: reconcile until no file is still being written, so readiness means "everything on disk at
+/// start-up has been tried".
+async fn initial_load(manager: &RepositoryManager, settle: Duration) {
+    loop {
+        match manager.reconcile().await {
+            Ok(report) if report.pending => tokio::time::sleep(settle).await,
+            Ok(_) => {
+                let models = manager.registry().snapshot().len();
+                tracing::info!(models, "model repository loaded");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model repository could not be loaded");
+                return;
+            }
+        }
     }
 }

@@ -1,19 +1,33 @@
-//! Router tests without a socket (`oneshot`): readiness before and after start-up loading, and extractor rejections.
+//! Router tests without a socket (`oneshot`): readiness before and after start-up loading, the management API's
+//! authentication, and extractor rejections.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use ort::environment::Environment;
 use serde_json::{json, Value};
 use sluice::api::{self, AppState};
 use sluice::config::Limits;
 use sluice::inference::InferenceService;
 use sluice::metrics::Metrics;
-use sluice::registry::{self, Registry};
+use sluice::registry::{Registry, RepositoryManager};
 use tower::ServiceExt;
 
-fn state() -> AppState {
+/// ONNX Runtime allows one environment per process: the tests share it.
+fn environment() -> Environment {
+    static ENV: OnceLock<Environment> = OnceLock::new();
+    ENV.get_or_init(|| {
+        sluice::runtime::load(None)
+            .expect("ONNX Runtime (run scripts/fetch-onnxruntime.sh)")
+            .1
+    })
+    .clone()
+}
+
+fn state(admin_token: Option<&str>) -> AppState {
     let registry = Arc::new(Registry::default());
     let metrics = Arc::new(Metrics::new().unwrap());
     let limits = Limits {
@@ -24,24 +38,46 @@ fn state() -> AppState {
         Arc::clone(&metrics),
         limits,
     ));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let manager = Arc::new(RepositoryManager::new(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        environment(),
+        root,
+        Duration::ZERO,
+    ));
     AppState {
         registry,
         metrics,
         inference,
+        manager,
+        admin_token: admin_token.map(Arc::from),
     }
 }
 
-async fn call(state: &AppState, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::from(body.to_owned()))
-        .unwrap();
+async fn call_with(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    body: &str,
+    auth: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let request = request.body(Body::from(body.to_owned())).unwrap();
     let response = api::router(state.clone(), 1 << 20)
         .oneshot(request)
         .await
         .unwrap();
     let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"sluice-admin\""
+        );
+    }
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (
         status,
@@ -49,39 +85,31 @@ async fn call(state: &AppState, method: &str, uri: &str, body: &str) -> (StatusC
     )
 }
 
+async fn call(state: &AppState, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+    call_with(state, method, uri, body, None).await
+}
+
 const IRIS: &str = r#"{"inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
 
-/// Not ready (503, V2 body) until the repository is loaded, then ready and serving. One test, because ONNX Runtime
-/// allows one environment per process.
+/// Not ready (503, V2 body) until the repository is loaded, then ready and serving.
 #[tokio::test]
 async fn ready_only_after_startup_loading() {
-    let state = state();
+    let state = state(None);
     assert_eq!(
         call(&state, "GET", "/v2/health/live", "").await,
         (StatusCode::OK, json!({"live": true}))
     );
-    let (status, body) = call(&state, "GET", "/v2/health/ready", "").await;
+    let loading = json!({"error": "the server is still loading models"});
     assert_eq!(
-        (status, body),
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "the server is still loading models"})
-        )
+        call(&state, "GET", "/v2/health/ready", "").await,
+        (StatusCode::SERVICE_UNAVAILABLE, loading.clone())
     );
-    let (status, body) = call(&state, "POST", "/v2/models/iris/infer", IRIS).await;
     assert_eq!(
-        (status, body),
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "the server is still loading models"})
-        )
+        call(&state, "POST", "/v2/models/iris/infer", IRIS).await,
+        (StatusCode::SERVICE_UNAVAILABLE, loading)
     );
 
-    let (_, env) =
-        sluice::runtime::load(None).expect("ONNX Runtime (run scripts/fetch-onnxruntime.sh)");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let map = registry::load_repository(&env, &root, &state.metrics).unwrap();
-    state.registry.install(map);
+    state.manager.reconcile().await.unwrap();
     state.registry.set_ready(true);
 
     assert_eq!(
@@ -98,8 +126,83 @@ async fn ready_only_after_startup_loading() {
 }
 
 #[tokio::test]
+async fn the_management_api_is_disabled_without_a_token() {
+    let state = state(None);
+    for path in [
+        "/v2/repository/index",
+        "/v2/repository/models/iris/load",
+        "/v2/repository/models/iris/unload",
+    ] {
+        let (status, body) = call_with(&state, "POST", path, "", Some("Bearer anything")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("management API is disabled"),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_management_api_needs_the_admin_token() {
+    let state = state(Some("s3cret"));
+    state.manager.reconcile().await.unwrap();
+    let paths = [
+        "/v2/repository/index",
+        "/v2/repository/models/iris/load",
+        "/v2/repository/models/iris/unload",
+        "/v2/repository/models/iris/default",
+    ];
+    for path in paths {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+            Some("Bearer s3cret2"),
+        ] {
+            let (status, body) = call_with(&state, "POST", path, "", auth).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {auth:?}");
+            assert!(
+                body["error"].as_str().unwrap().contains("admin token"),
+                "{body}"
+            );
+        }
+    }
+    let (status, body) = call_with(
+        &state,
+        "POST",
+        "/v2/repository/index",
+        "",
+        Some("Bearer s3cret"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let iris: Vec<&Value> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == "iris")
+        .collect();
+    assert_eq!(
+        iris[1],
+        &json!({"name": "iris", "version": "2", "state": "READY", "default": true,
+                "reason": iris[1]["reason"].clone()})
+    );
+    assert!(
+        iris[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("incompatible: output 'output_label' removed"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn bad_paths_get_v2_errors() {
-    let state = state();
+    let state = state(None);
     let (status, body) = call(&state, "GET", "/v2/models/%FF/ready", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(

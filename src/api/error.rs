@@ -2,12 +2,13 @@
 //! in the V2 shape `{"error": "<message>"}`.
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::inference::InferenceError;
-use crate::registry::RegistryError;
+use crate::registry::{ManageError, RegistryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -19,6 +20,16 @@ pub enum ApiError {
     Body(#[from] BytesRejection),
     #[error("invalid path: {0}")]
     Path(#[from] PathRejection),
+    #[error(transparent)]
+    Manage(#[from] ManageError),
+    #[error("missing or wrong admin token (send 'Authorization: Bearer <token>')")]
+    Unauthorized,
+    #[error(
+        "the management API is disabled: set admin.token (or SLUICE__ADMIN__TOKEN) to enable it"
+    )]
+    ManagementDisabled,
+    #[error("{0}")]
+    BadRequest(String),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method {method} is not allowed for {path}")]
@@ -37,7 +48,16 @@ impl ApiError {
             },
             ApiError::Registry(r) => registry_status(r),
             ApiError::Body(rejection) => rejection.status(),
-            ApiError::Path(_) => StatusCode::BAD_REQUEST,
+            ApiError::Path(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Manage(e) => match e {
+                ManageError::UnknownModel(_) => StatusCode::NOT_FOUND,
+                ManageError::LoadFailed { .. } | ManageError::VersionNotLoaded { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+                ManageError::Repository(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::ManagementDisabled => StatusCode::FORBIDDEN,
             ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -64,17 +84,19 @@ struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, "request rejected");
         }
-        (
-            status,
-            Json(ErrorBody {
-                error: self.to_string(),
-            }),
-        )
-            .into_response()
+        let body = Json(ErrorBody {
+            error: self.to_string(),
+        });
+        let mut response = (status, body).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            let challenge = HeaderValue::from_static("Bearer realm=\"sluice-admin\"");
+            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
 }

@@ -3,7 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, AppState, V2Path};
@@ -25,6 +25,9 @@ pub async fn infer_version(
     run(&state, &model, Some(&version), body?).await
 }
 
+/// The version that served the request, also in the body's `model_version`.
+pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
+
 /// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none).
 async fn run(
     state: &AppState,
@@ -44,5 +47,16 @@ async fn run(
             crate::model::InferError::Internal(format!("encoding the response: {e}")).into(),
         )
     })?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    let version = HeaderValue::from(done.model.version);
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (MODEL_VERSION, version),
+        ],
+        json,
+    )
+        .into_response())
 }

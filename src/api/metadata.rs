@@ -9,7 +9,6 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState, V2Path};
 use crate::model::signature::TensorMetadata;
 use crate::model::{IoSpec, ModelVersion};
-use crate::registry::VersionState;
 
 /// V2 extensions this server implements.
 pub const EXTENSIONS: &[&str] = &["model_configuration"];
@@ -43,7 +42,7 @@ pub async fn model(
             entry
                 .versions
                 .iter()
-                .filter(|(_, s)| matches!(s, VersionState::Ready(_)))
+                .filter(|(_, s)| s.model.is_some())
                 .map(|(v, _)| v.to_string())
                 .collect()
         })

@@ -6,6 +6,7 @@
 mod error;
 mod health;
 mod infer;
+mod management;
 mod metadata;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use axum::Router;
 pub use self::error::ApiError;
 use crate::inference::InferenceService;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, RepositoryManager};
 
 /// Shared state of every handler: cheap to clone (all `Arc`s).
 #[derive(Clone)]
@@ -26,6 +27,9 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub inference: Arc<InferenceService>,
+    pub manager: Arc<RepositoryManager>,
+    /// The management API's bearer token; `None` disables the API.
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// `axum::extract::Path` whose rejection is an [`ApiError`] (so a bad path gets a V2 error body too).
@@ -58,6 +62,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(infer::infer_version),
+        )
+        .route("/v2/repository/index", post(management::index))
+        .route("/v2/repository/models/{model}/load", post(management::load))
+        .route(
+            "/v2/repository/models/{model}/unload",
+            post(management::unload),
+        )
+        .route(
+            "/v2/repository/models/{model}/default",
+            post(management::set_default),
         )
         .route("/metrics", get(health::metrics))
         .fallback(not_found)

@@ -76,6 +76,8 @@ impl TestServer {
             .arg(models)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args);
+        // Freshly copied test repositories would otherwise wait out the default 1 s settle time.
+        cmd.env("SLUICE__MODELS__SETTLE_MS", "100");
         cmd.envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

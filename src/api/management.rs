@@ -1,0 +1,132 @@
+//! The management API (Triton/MLServer compatible): repository index, load, unload, and our default-version call.
+//! Every route needs the admin bearer token; with no token configured the API is disabled (403), never open.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState, V2Path};
+use crate::registry::IndexEntry;
+
+/// Proof that the request carried the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
+        let Some(expected) = &state.admin_token else {
+            return Err(ApiError::ManagementDisabled);
+        };
+        let given = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant-time: how much of a guess matches must not show in the response time.
+        if given.as_bytes().ct_eq(expected.as_bytes()).into() {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexRequest {
+    /// Only versions that are ready.
+    #[serde(default)]
+    ready: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoadRequest {
+    #[serde(default)]
+    parameters: LoadParameters,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoadParameters {
+    /// Let an incompatible new version become the default.
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct DefaultRequest {
+    version: serde_json::Value,
+}
+
+/// An optional JSON body: empty means the default value.
+fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed request body: {e}")))
+}
+
+pub async fn index(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Vec<IndexEntry>>, ApiError> {
+    let request: IndexRequest = optional_body(&body)?;
+    let mut rows = state.registry.index();
+    if request.ready {
+        rows.retain(|r| r.state == "READY");
+    }
+    Ok(Json(rows))
+}
+
+pub async fn load(
+    _: Admin,
+    State(state): State<AppState>,
+    V2Path(model): V2Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: LoadRequest = optional_body(&body)?;
+    state.manager.load(&model, request.parameters.force).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn unload(
+    _: Admin,
+    State(state): State<AppState>,
+    V2Path(model): V2Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.manager.unload(&model).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /v2/repository/models/{m}/default` with `{"version": 1}`: roll the default back (or forward) at once.
+pub async fn set_default(
+    _: Admin,
+    State(state): State<AppState>,
+    V2Path(model): V2Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: DefaultRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"version\": <integer>}}: {e}")))?;
+    let version = match &request.version {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "'version' must be a version number, got {}",
+            request.version
+        ))
+    })?;
+    state.manager.set_default(&model, version).await?;
+    Ok(Json(
+        json!({ "name": model, "default_version": version.to_string() }),
+    ))
+}

@@ -1,0 +1,223 @@
+//! The live set of models and versions that requests are served from, and how it changes.
+//!
+//! Owns [`Registry`]: a map behind an atomic pointer swap, so lookups on the request path take no lock and a
+//! request keeps the `Arc<ModelVersion>` it resolved until it finishes (a replaced or unloaded version's sessions
+//! are freed when its last request ends). [`manager`] changes the map (start-up load, reloads, management calls),
+//! [`watch`] triggers it on file changes, [`policy`] holds the pure decisions. Knows nothing about HTTP.
+
+pub mod manager;
+pub mod policy;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+pub use self::manager::{ManageError, RepositoryManager};
+use crate::model::ModelVersion;
+
+/// Models by name.
+pub type ModelMap = BTreeMap<String, ModelEntry>;
+
+#[derive(Debug, Default, Clone)]
+pub struct ModelEntry {
+    pub description: Option<String>,
+    /// Every version found on disk, loaded or not.
+    pub versions: BTreeMap<u64, VersionSlot>,
+    /// The version that serves requests that name none.
+    pub default: Option<u64>,
+    /// Why the whole model is unavailable or degraded (invalid `model.toml`, unloaded by an operator).
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct VersionSlot {
+    /// The loaded version, if any. After a failed reload this is still the previous, working load.
+    pub model: Option<Arc<ModelVersion>>,
+    /// Why the version is not loaded, or why its last reload failed.
+    pub reason: Option<String>,
+    /// The schema guard's verdict against the default it was loaded next to: such a version does not become the
+    /// default by itself.
+    pub incompatible: Option<String>,
+}
+
+impl ModelEntry {
+    /// The loaded default version.
+    pub fn default_model(&self) -> Option<&Arc<ModelVersion>> {
+        self.versions.get(&self.default?)?.model.as_ref()
+    }
+
+    /// Why the model has no default version, for error messages.
+    pub fn failure_summary(&self) -> String {
+        if let Some(reason) = &self.reason {
+            return reason.clone();
+        }
+        if self.versions.is_empty() {
+            return "no version directories with a model.onnx were found".into();
+        }
+        self.versions
+            .iter()
+            .filter_map(|(v, s)| s.reason.as_ref().map(|r| format!("version {v}: {r}")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RegistryError {
+    #[error("model '{model}' not found")]
+    ModelNotFound { model: String },
+    #[error("model '{model}' has no version '{version}'; versions: {available}")]
+    VersionNotFound {
+        model: String,
+        version: String,
+        available: String,
+    },
+    #[error("model '{model}' is not ready: {reason}")]
+    NotReady { model: String, reason: String },
+    #[error("the server is still loading models")]
+    ServerNotReady,
+}
+
+/// One row of the repository index (`POST /v2/repository/index`), as Triton and MLServer report it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    pub reason: String,
+    /// Whether this version serves requests that name none.
+    pub default: bool,
+}
+
+pub struct Registry {
+    /// The current map. `ArcSwap` makes a swap atomic and lookups lock-free: a loader never blocks a request.
+    models: ArcSwap<ModelMap>,
+    /// False until start-up loading finished; `/v2/health/ready` reports it.
+    ready: AtomicBool,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            models: ArcSwap::from_pointee(ModelMap::new()),
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Registry {
+    pub fn snapshot(&self) -> Arc<ModelMap> {
+        self.models.load_full()
+    }
+
+    /// Replaces the whole map atomically. In-flight requests keep the versions they hold.
+    pub fn install(&self, map: ModelMap) {
+        self.models.store(Arc::new(map));
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Finds the version a request targets: the one named, or the model's default.
+    pub fn resolve(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<ModelVersion>, RegistryError> {
+        let map = self.models.load();
+        let Some(entry) = map.get(model) else {
+            return Err(if self.is_ready() {
+                RegistryError::ModelNotFound {
+                    model: model.to_owned(),
+                }
+            } else {
+                RegistryError::ServerNotReady
+            });
+        };
+        let not_ready = |reason: String| RegistryError::NotReady {
+            model: model.to_owned(),
+            reason,
+        };
+        let Some(version) = version else {
+            return entry
+                .default_model()
+                .cloned()
+                .ok_or_else(|| not_ready(entry.failure_summary()));
+        };
+        match version
+            .parse::<u64>()
+            .ok()
+            .and_then(|v| entry.versions.get(&v))
+        {
+            Some(VersionSlot { model: Some(m), .. }) => Ok(Arc::clone(m)),
+            Some(slot) => Err(not_ready(format!(
+                "version {version}: {}",
+                slot.reason
+                    .as_deref()
+                    .or(entry.reason.as_deref())
+                    .unwrap_or("not loaded")
+            ))),
+            None => Err(RegistryError::VersionNotFound {
+                model: model.to_owned(),
+                version: version.to_owned(),
+                available: entry
+                    .versions
+                    .keys()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
+    }
+
+    /// The repository index: every model and version known, with its state and reason.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        let map = self.models.load();
+        let mut rows = Vec::new();
+        for (name, entry) in map.iter() {
+            if entry.versions.is_empty() {
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    version: String::new(),
+                    state: "UNAVAILABLE",
+                    reason: entry.failure_summary(),
+                    default: false,
+                });
+            }
+            for (version, slot) in &entry.versions {
+                let mut reasons: Vec<&str> = Vec::new();
+                reasons.extend(slot.reason.as_deref());
+                if slot.model.is_none() {
+                    reasons.extend(entry.reason.as_deref());
+                }
+                let incompatible = slot
+                    .incompatible
+                    .as_ref()
+                    .map(|i| format!("incompatible: {i}"));
+                reasons.extend(incompatible.as_deref());
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    version: version.to_string(),
+                    state: if slot.model.is_some() {
+                        "READY"
+                    } else {
+                        "UNAVAILABLE"
+                    },
+                    reason: reasons.join("; "),
+                    default: entry.default == Some(*version),
+                });
+            }
+        }
+        rows
+    }
+}

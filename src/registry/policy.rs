@@ -1,0 +1,249 @@
+//! Pure decisions of the registry, kept free of I/O so they can be unit-tested: which versions a version policy
+//! keeps loaded, which version is the default, and whether a new signature is compatible with the current one.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+
+use crate::model::{IoKind, IoSpec, Signature};
+
+/// Which versions of a model are loaded (`model.toml` `version_policy`, as in Triton).
+///
+/// ```toml
+/// version_policy = { latest = 2 }      # the 2 highest versions (default: latest 1)
+/// version_policy = "all"
+/// version_policy = { specific = [1, 3] }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionPolicy {
+    Latest(usize),
+    All,
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl VersionPolicy {
+    /// The versions to load among those `on_disk`, plus every version in `keep` that is on disk.
+    pub fn select(&self, on_disk: &BTreeSet<u64>, keep: &BTreeSet<u64>) -> BTreeSet<u64> {
+        let mut chosen: BTreeSet<u64> = match self {
+            VersionPolicy::Latest(n) => on_disk.iter().rev().take(*n).copied().collect(),
+            VersionPolicy::All => on_disk.clone(),
+            VersionPolicy::Specific(list) => list
+                .iter()
+                .filter(|v| on_disk.contains(v))
+                .copied()
+                .collect(),
+        };
+        chosen.extend(keep.iter().filter(|v| on_disk.contains(v)));
+        chosen
+    }
+}
+
+/// What the default-version choice needs to know about one loaded version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub version: u64,
+    /// The schema guard found it incompatible with the default it was loaded against (and no force was given).
+    pub incompatible: bool,
+}
+
+/// The default version: the operator's choice (`pinned`) when it is loaded, else the newest loaded version that
+/// the schema guard did not flag. `loaded` must be ascending.
+pub fn choose_default(loaded: &[Candidate], pinned: Option<u64>) -> Option<u64> {
+    if let Some(p) = pinned.filter(|p| loaded.iter().any(|c| c.version == *p)) {
+        return Some(p);
+    }
+    loaded
+        .iter()
+        .rev()
+        .find(|c| !c.incompatible)
+        .map(|c| c.version)
+}
+
+/// Why `new` cannot replace `current` for existing clients, or `None` when it can.
+///
+/// Incompatible: an input or output removed or renamed, a datatype changed, a rank changed, a fixed dimension changed
+/// to another fixed value, or a new input that clients do not send. A fixed dimension becoming dynamic, and new
+/// outputs, are compatible.
+pub fn incompatibility(current: &Signature, new: &Signature) -> Option<String> {
+    let mut problems = Vec::new();
+    compare(&current.inputs, &new.inputs, "input", &mut problems);
+    compare(&current.outputs, &new.outputs, "output", &mut problems);
+    for spec in &new.inputs {
+        if !current.inputs.iter().any(|c| c.name == spec.name) {
+            problems.push(format!("new required input '{}'", spec.name));
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+fn compare(current: &[IoSpec], new: &[IoSpec], what: &str, problems: &mut Vec<String>) {
+    for old in current {
+        let Some(spec) = new.iter().find(|s| s.name == old.name) else {
+            problems.push(format!("{what} '{}' removed or renamed", old.name));
+            continue;
+        };
+        match (&old.kind, &spec.kind) {
+            (
+                IoKind::Tensor {
+                    datatype: d0,
+                    shape: s0,
+                },
+                IoKind::Tensor {
+                    datatype: d1,
+                    shape: s1,
+                },
+            ) => {
+                if d0 != d1 {
+                    problems.push(format!("{what} '{}' datatype {d0} -> {d1}", old.name));
+                } else if s0.len() != s1.len() {
+                    problems.push(format!(
+                        "{what} '{}' shape {s0:?} -> {s1:?} (rank changed)",
+                        old.name
+                    ));
+                } else if s0.iter().zip(s1).any(|(a, b)| *a >= 0 && *b >= 0 && a != b) {
+                    problems.push(format!(
+                        "{what} '{}' shape {s0:?} -> {s1:?} (fixed dimension changed)",
+                        old.name
+                    ));
+                }
+            }
+            (IoKind::Other { onnx_type: a }, IoKind::Other { onnx_type: b }) if a == b => {}
+            _ => problems.push(format!("{what} '{}' changed kind", old.name)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DataType;
+
+    fn set(v: &[u64]) -> BTreeSet<u64> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn policies_select_versions() {
+        let disk = set(&[1, 2, 5]);
+        assert_eq!(VersionPolicy::default().select(&disk, &set(&[])), set(&[5]));
+        assert_eq!(
+            VersionPolicy::Latest(2).select(&disk, &set(&[])),
+            set(&[2, 5])
+        );
+        assert_eq!(VersionPolicy::All.select(&disk, &set(&[])), disk);
+        assert_eq!(
+            VersionPolicy::Specific(vec![1, 9]).select(&disk, &set(&[])),
+            set(&[1])
+        );
+        // A version something refers to stays loaded whatever the policy says, if it is on disk.
+        assert_eq!(
+            VersionPolicy::Latest(1).select(&disk, &set(&[1, 7])),
+            set(&[1, 5])
+        );
+    }
+
+    #[test]
+    fn policy_parses_from_toml() {
+        #[derive(Deserialize)]
+        struct T {
+            version_policy: VersionPolicy,
+        }
+        let p = |s: &str| toml::from_str::<T>(s).map(|t| t.version_policy);
+        assert_eq!(p("version_policy = \"all\"").unwrap(), VersionPolicy::All);
+        assert_eq!(
+            p("version_policy = { latest = 3 }").unwrap(),
+            VersionPolicy::Latest(3)
+        );
+        assert_eq!(
+            p("[version_policy]\nspecific = [1, 2]").unwrap(),
+            VersionPolicy::Specific(vec![1, 2])
+        );
+        assert!(p("version_policy = \"newest\"").is_err());
+    }
+
+    #[test]
+    fn default_is_pinned_or_newest_compatible() {
+        let c = |version, incompatible| Candidate {
+            version,
+            incompatible,
+        };
+        let loaded = [c(1, false), c(2, false), c(3, true)];
+        assert_eq!(choose_default(&loaded, None), Some(2));
+        assert_eq!(choose_default(&loaded, Some(1)), Some(1));
+        assert_eq!(choose_default(&loaded, Some(3)), Some(3));
+        assert_eq!(choose_default(&loaded, Some(9)), Some(2));
+        assert_eq!(choose_default(&[], None), None);
+    }
+
+    fn sig(inputs: &[(&str, DataType, &[i64])], outputs: &[(&str, DataType, &[i64])]) -> Signature {
+        let specs = |list: &[(&str, DataType, &[i64])]| {
+            list.iter()
+                .map(|(n, d, s)| IoSpec {
+                    name: n.to_string(),
+                    kind: IoKind::Tensor {
+                        datatype: *d,
+                        shape: s.to_vec(),
+                    },
+                })
+                .collect()
+        };
+        Signature {
+            inputs: specs(inputs),
+            outputs: specs(outputs),
+        }
+    }
+
+    #[test]
+    fn schema_guard_flags_breaking_changes_only() {
+        use DataType::*;
+        let base = sig(&[("x", Fp32, &[-1, 4])], &[("y", Int64, &[-1])]);
+        assert_eq!(incompatibility(&base, &base), None);
+        let added_output = sig(
+            &[("x", Fp32, &[-1, 4])],
+            &[("y", Int64, &[-1]), ("p", Fp32, &[-1, 3])],
+        );
+        assert_eq!(incompatibility(&base, &added_output), None);
+        let relaxed = sig(&[("x", Fp32, &[-1, -1])], &[("y", Int64, &[-1])]);
+        assert_eq!(incompatibility(&base, &relaxed), None);
+        let cases = [
+            (
+                sig(&[("z", Fp32, &[-1, 4])], &[("y", Int64, &[-1])]),
+                "input 'x' removed or renamed",
+            ),
+            (
+                sig(&[("x", Fp64, &[-1, 4])], &[("y", Int64, &[-1])]),
+                "input 'x' datatype FP32 -> FP64",
+            ),
+            (
+                sig(&[("x", Fp32, &[-1, 5])], &[("y", Int64, &[-1])]),
+                "fixed dimension changed",
+            ),
+            (
+                sig(&[("x", Fp32, &[4])], &[("y", Int64, &[-1])]),
+                "rank changed",
+            ),
+            (
+                sig(&[("x", Fp32, &[-1, 4])], &[("label", Int64, &[-1])]),
+                "output 'y' removed or renamed",
+            ),
+            (
+                sig(
+                    &[("x", Fp32, &[-1, 4]), ("k", Int64, &[-1])],
+                    &[("y", Int64, &[-1])],
+                ),
+                "new required input 'k'",
+            ),
+        ];
+        for (new, want) in cases {
+            let got = incompatibility(&base, &new).unwrap_or_default();
+            assert!(got.contains(want), "{got:?} lacks {want:?}");
+        }
+    }
+}

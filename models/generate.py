@@ -17,6 +17,7 @@ Outputs:
 - tests/fixtures/models/echo/1        one Identity per ONNX datatype, for round-trip tests
 - tests/fixtures/models/reshape/1     fails inside ONNX Runtime unless given 4 elements (server-error path)
 - tests/fixtures/models/misdeclared/1 declares output shape [1] but returns the input's shape
+- tests/fixtures/models/slow/1        200 chained MatMul+Tanh: requests that stay in flight
 - tests/fixtures/reference.json       V2 requests and the outputs Python onnxruntime gives for them
 """
 
@@ -304,6 +305,26 @@ def edge_cases() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     save(model, "misdeclared", 1, FIXTURES / "models")
+    # `slow`: x FP32 [-1, 256] through 200 chained 256x256 MatMul+Tanh; run time grows with the rows sent
+    # (about 26 MFLOP a row), for tests that need requests in flight.
+    rng = np.random.default_rng(SEED)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [256, 256], (rng.standard_normal((256, 256)) / 16).astype(np.float32).ravel())
+    nodes, current = [], "x"
+    for i in range(200):
+        nodes.append(helper.make_node("MatMul", [current, "w"], [f"m{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"t{i}"]))
+        current = f"t{i}"
+    nodes.append(helper.make_node("Identity", [current], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 256])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, "slow", 1, FIXTURES / "models")
 
 
 def main() -> None:

@@ -73,6 +73,7 @@ impl InferenceService {
         let span = tracing::Span::current();
         span.record("model", model);
         span.record("version", version_label.as_str());
+        let _in_flight = self.metrics.in_flight(model, &version_label);
 
         let result = self.run(&target, body).await;
         let outcome = match &result {

@@ -32,11 +32,21 @@ impl Outcome {
     }
 }
 
+/// Decrements the in-flight gauge when dropped (request finished, failed or abandoned).
+pub struct InFlight(prometheus::IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     request_duration: HistogramVec,
     inference_duration: HistogramVec,
+    in_flight: IntGaugeVec,
     models_loaded: IntGauge,
     model_ready: IntGaugeVec,
     load_failures: IntCounterVec,
@@ -69,6 +79,13 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "version"],
         )?;
+        let in_flight = IntGaugeVec::new(
+            Opts::new(
+                "sluice_inflight_requests",
+                "Inference requests holding a model version right now.",
+            ),
+            &["model", "version"],
+        )?;
         let models_loaded = IntGauge::new(
             "sluice_models_loaded",
             "Model versions loaded and ready to serve.",
@@ -98,6 +115,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(inference_duration.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(models_loaded.clone()))?;
         registry.register(Box::new(model_ready.clone()))?;
         registry.register(Box::new(load_failures.clone()))?;
@@ -107,6 +125,7 @@ impl Metrics {
             requests,
             request_duration,
             inference_duration,
+            in_flight,
             models_loaded,
             model_ready,
             load_failures,
@@ -121,6 +140,13 @@ impl Metrics {
         self.request_duration
             .with_label_values(&[model, version])
             .observe(seconds);
+    }
+
+    /// Counts a request as in flight on `(model, version)` until the returned guard drops.
+    pub fn in_flight(&self, model: &str, version: &str) -> InFlight {
+        let gauge = self.in_flight.with_label_values(&[model, version]);
+        gauge.inc();
+        InFlight(gauge)
     }
 
     pub fn observe_inference(&self, model: &str, version: &str, seconds: f64) {

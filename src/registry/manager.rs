@@ -258,6 +258,14 @@ impl RepositoryManager {
                 )
                 .await
             };
+            let slot = if force {
+                VersionSlot {
+                    incompatible: None,
+                    ..slot
+                }
+            } else {
+                slot
+            };
             slots.insert(v.version, slot);
             if baseline.is_none() {
                 baseline = default_of(&slots, pinned).and_then(|d| slots[&d].model.clone());

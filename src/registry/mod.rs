@@ -197,7 +197,7 @@ impl Registry {
             for (version, slot) in &entry.versions {
                 let mut reasons: Vec<&str> = Vec::new();
                 reasons.extend(slot.reason.as_deref());
-                if slot.model.is_none() {
+                if entry.reason != slot.reason {
                     reasons.extend(entry.reason.as_deref());
                 }
                 let incompatible = slot

@@ -23,6 +23,22 @@ pub struct Settings {
     pub limits: Limits,
     pub log: LogSettings,
     pub admin: AdminSettings,
+    pub routing: RoutingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSettings {
+    /// Empty means "no routing file".
+    pub file: PathBuf,
+    pub shadow_queue_capacity: usize,
+    pub shadow_delay_ms: u64,
+}
+
+impl RoutingSettings {
+    pub fn file(&self) -> Option<&Path> {
+        Some(self.file.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,15 +1,31 @@
-//! The inference pipeline, independent of HTTP: resolve the version → decode → validate → run → respond.
+//! The inference pipeline, independent of HTTP, as a tower stack:
 //!
-//! Owns [`InferenceError`], which joins the errors of each stage, and the per-request metrics. A future gRPC front
-//! end would call [`InferenceService::infer`] exactly as the REST handler does.
+//! ```text
+//! RoutingLayer  (picks the version and variant when the URL names none)
+//!   ShadowLayer (samples requests to mirror to a shadow version, after the primary answered)
+//!     InferenceService: resolve the version → decode → validate → run → outputs
+//! ```
+//!
+//! Owns [`InferCall`] / [`Inferred`] (what flows through the stack), [`InferenceError`] (which joins the errors of
+//! each stage) and the per-request metrics. A future gRPC front end would call the same [`Pipeline`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder};
 
 use crate::config::Limits;
 use crate::metrics::{Metrics, Outcome};
 use crate::model::{InferError, ModelVersion};
 use crate::registry::{Registry, RegistryError};
+use crate::routing::shadow::{ShadowLayer, ShadowMirror};
+use crate::routing::{RoutingLayer, RoutingTable, PINNED};
 use crate::tensor::json::{decode_request, DecodeError};
 use crate::tensor::Tensor;
 use crate::validate::{validate, ValidationError};
@@ -27,7 +43,7 @@ pub enum InferenceError {
 }
 
 impl InferenceError {
-    fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> Outcome {
         match self {
             InferenceError::Registry(_)
             | InferenceError::Decode(_)
@@ -37,14 +53,73 @@ impl InferenceError {
     }
 }
 
-/// A finished inference: the version that served it and its outputs.
+/// One inference request on its way down the stack.
+#[derive(Debug, Clone)]
+pub struct InferCall {
+    pub model: String,
+    /// The version the client named, or (after routing) the one routing chose.
+    pub version: Option<String>,
+    /// Request headers (the routing key header is read from them).
+    pub headers: HeaderMap,
+    /// The V2 JSON body.
+    pub body: Bytes,
+    /// The variant label: `pinned` when the client named a version, else set by routing.
+    pub variant: String,
+    /// Set by the shadow layer: keep a copy of the validated inputs for the shadow run.
+    pub capture_inputs: bool,
+}
+
+impl InferCall {
+    pub fn new(model: &str, version: Option<&str>, headers: HeaderMap, body: Bytes) -> InferCall {
+        InferCall {
+            model: model.to_owned(),
+            version: version.map(str::to_owned),
+            headers,
+            body,
+            variant: if version.is_some() {
+                PINNED.to_owned()
+            } else {
+                String::new()
+            },
+            capture_inputs: false,
+        }
+    }
+}
+
+/// A finished inference: the version that served it, its outputs and the variant it was routed to.
 #[derive(Debug)]
 pub struct Inferred {
     pub model: Arc<ModelVersion>,
     pub id: Option<String>,
     pub outputs: Vec<Tensor>,
+    pub variant: String,
+    /// The validated inputs, when the shadow layer asked for them.
+    pub captured_inputs: Option<Vec<Tensor>>,
 }
 
+/// The whole inference stack, boxed: cheap to clone, shareable across threads.
+pub type Pipeline = BoxCloneSyncService<InferCall, Inferred, InferenceError>;
+
+/// Builds the stack. Order matters and reads top to bottom (outermost first).
+pub fn pipeline(
+    core: InferenceService,
+    routing: Arc<RoutingTable>,
+    mirror: ShadowMirror,
+) -> Pipeline {
+    let registry = Arc::clone(&core.registry);
+    let stack = ServiceBuilder::new()
+        // Routing first: it turns "no version" into an explicit version and variant, so everything below (shadow
+        // sampling, metrics) sees which variant a request belongs to, and its outcome feeds automatic rollback.
+        .layer(RoutingLayer::new(Arc::clone(&routing), registry))
+        // Shadow inside routing: it mirrors what the primary actually served, after the primary answered, so the
+        // client's response never waits for the shadow.
+        .layer(ShadowLayer::new(routing, mirror))
+        .service(core);
+    BoxCloneSyncService::new(stack)
+}
+
+/// The innermost service: resolve → decode → validate → run.
+#[derive(Clone)]
 pub struct InferenceService {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -60,47 +135,44 @@ impl InferenceService {
         }
     }
 
-    /// Runs one V2 JSON request body against `model` (and `version`, when the client chose one).
-    pub async fn infer(
-        &self,
-        model: &str,
-        version: Option<&str>,
-        body: &[u8],
-    ) -> Result<Inferred, InferenceError> {
+    async fn infer(self, call: InferCall) -> Result<Inferred, InferenceError> {
         let started = Instant::now();
-        let target = self.registry.resolve(model, version)?;
+        let target = self
+            .registry
+            .resolve(&call.model, call.version.as_deref())?;
         let version_label = target.version.to_string();
         let span = tracing::Span::current();
-        span.record("model", model);
+        span.record("model", call.model.as_str());
         span.record("version", version_label.as_str());
-        let _in_flight = self.metrics.in_flight(model, &version_label);
+        span.record("variant", call.variant.as_str());
+        let _in_flight = self.metrics.in_flight(&call.model, &version_label);
 
-        let result = self.run(&target, body).await;
+        let result = self.run(&target, &call).await;
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(e) => e.outcome(),
         };
-        self.metrics.observe_request(
-            model,
-            &version_label,
-            outcome,
-            started.elapsed().as_secs_f64(),
-        );
-        let (id, outputs) = result?;
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .observe_request(&call.model, &version_label, &call.variant, outcome, seconds);
+        let (id, outputs, captured_inputs) = result?;
         Ok(Inferred {
             model: target,
             id,
             outputs,
+            variant: call.variant,
+            captured_inputs,
         })
     }
 
     async fn run(
         &self,
         target: &ModelVersion,
-        body: &[u8],
-    ) -> Result<(Option<String>, Vec<Tensor>), InferenceError> {
-        let request = decode_request(body, self.limits.max_tensor_elements)?;
+        call: &InferCall,
+    ) -> Result<(Option<String>, Vec<Tensor>, Option<Vec<Tensor>>), InferenceError> {
+        let request = decode_request(&call.body, self.limits.max_tensor_elements)?;
         let outputs = validate(&target.signature, &request)?;
+        let captured = call.capture_inputs.then(|| request.inputs.clone());
         let started = Instant::now();
         let result = target.infer(request.inputs, outputs).await;
         self.metrics.observe_inference(
@@ -108,6 +180,21 @@ impl InferenceService {
             &target.version.to_string(),
             started.elapsed().as_secs_f64(),
         );
-        Ok((request.id, result?))
+        Ok((request.id, result?, captured))
+    }
+}
+
+impl Service<InferCall> for InferenceService {
+    type Response = Inferred;
+    type Error = InferenceError;
+    type Future = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), InferenceError>> {
+        // Back-pressure happens per version, in the session pool; the service itself is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: InferCall) -> Self::Future {
+        Box::pin(self.clone().infer(call))
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`middleware`]: the tower stack (one span per request, with model and version recorded later).
 //! - [`api`]: thin axum handlers; every error becomes a V2 `{"error": …}` body via [`api::ApiError`].
-//! - [`inference`]: the transport-agnostic pipeline that the handler calls:
+//! - [`inference`]: the transport-agnostic pipeline that the handler calls, a tower stack:
+//!   - [`routing`] picks the version and variant (canary, sticky A/B) and mirrors a sample to a shadow version,
 //!   - [`registry`] resolves the model version (lock-free lookup in an atomically swapped map),
 //!   - [`tensor::json`] decodes the V2 JSON body straight into typed buffers ([`tensor`]),
 //!   - [`validate`] checks the request against the version's [`model::Signature`],
@@ -24,6 +25,7 @@ pub mod middleware;
 pub mod model;
 pub mod registry;
 pub mod repository;
+pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

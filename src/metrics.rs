@@ -4,8 +4,8 @@
 //! labels only (model, version, outcome).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -51,6 +51,11 @@ pub struct Metrics {
     model_ready: IntGaugeVec,
     load_failures: IntCounterVec,
     load_duration: HistogramVec,
+    shadow_requests: IntCounterVec,
+    shadow_agreement: GaugeVec,
+    shadow_diff_mean: GaugeVec,
+    shadow_diff_max: GaugeVec,
+    auto_rollbacks: IntCounterVec,
 }
 
 impl Metrics {
@@ -59,9 +64,9 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "sluice_requests_total",
-                "Inference requests by model, version and outcome.",
+                "Inference requests by model, version, variant and outcome.",
             ),
-            &["model", "version", "outcome"],
+            &["model", "version", "variant", "outcome"],
         )?;
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -69,7 +74,7 @@ impl Metrics {
                 "Inference request time, decode to encode.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["model", "version"],
+            &["model", "version", "variant"],
         )?;
         let inference_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -112,6 +117,48 @@ impl Metrics {
             .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0]),
             &["model"],
         )?;
+        let pair = ["model", "primary_version", "shadow_version"];
+        let shadow_requests = IntCounterVec::new(
+            Opts::new(
+                "sluice_shadow_requests_total",
+                "Shadow jobs by outcome: compared, error, dropped (queue full).",
+            ),
+            &[pair[0], pair[1], pair[2], "outcome"],
+        )?;
+        let output = [pair[0], pair[1], pair[2], "output"];
+        let shadow_agreement = GaugeVec::new(
+            Opts::new(
+                "sluice_shadow_agreement_ratio",
+                "Share of integer/boolean/string output elements equal in primary and shadow.",
+            ),
+            &output,
+        )?;
+        let shadow_diff_mean = GaugeVec::new(
+            Opts::new(
+                "sluice_shadow_abs_diff_mean",
+                "Mean absolute difference of floating output elements, primary vs shadow.",
+            ),
+            &output,
+        )?;
+        let shadow_diff_max = GaugeVec::new(
+            Opts::new(
+                "sluice_shadow_abs_diff_max",
+                "Largest absolute difference of floating output elements, primary vs shadow.",
+            ),
+            &output,
+        )?;
+        let auto_rollbacks = IntCounterVec::new(
+            Opts::new(
+                "sluice_routing_auto_rollbacks_total",
+                "Variants switched off by automatic rollback.",
+            ),
+            &["model", "variant"],
+        )?;
+        registry.register(Box::new(shadow_requests.clone()))?;
+        registry.register(Box::new(shadow_agreement.clone()))?;
+        registry.register(Box::new(shadow_diff_mean.clone()))?;
+        registry.register(Box::new(shadow_diff_max.clone()))?;
+        registry.register(Box::new(auto_rollbacks.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(inference_duration.clone()))?;
@@ -130,16 +177,67 @@ impl Metrics {
             model_ready,
             load_failures,
             load_duration,
+            shadow_requests,
+            shadow_agreement,
+            shadow_diff_mean,
+            shadow_diff_max,
+            auto_rollbacks,
         })
     }
 
-    pub fn observe_request(&self, model: &str, version: &str, outcome: Outcome, seconds: f64) {
+    pub fn observe_request(
+        &self,
+        model: &str,
+        version: &str,
+        variant: &str,
+        outcome: Outcome,
+        seconds: f64,
+    ) {
         self.requests
-            .with_label_values(&[model, version, outcome.label()])
+            .with_label_values(&[model, version, variant, outcome.label()])
             .inc();
         self.request_duration
-            .with_label_values(&[model, version])
+            .with_label_values(&[model, version, variant])
             .observe(seconds);
+    }
+
+    /// A shadow job's fate: `compared`, `error` or `dropped` (queue full).
+    pub fn shadow_outcome(&self, model: &str, primary: u64, shadow: u64, outcome: &str) {
+        let (p, s) = (primary.to_string(), shadow.to_string());
+        self.shadow_requests
+            .with_label_values(&[model, &p, &s, outcome])
+            .inc();
+    }
+
+    /// The running comparison of one output between a primary and a shadow version.
+    #[allow(clippy::too_many_arguments)]
+    pub fn shadow_comparison(
+        &self,
+        model: &str,
+        primary: u64,
+        shadow: u64,
+        output: &str,
+        agreement: Option<f64>,
+        abs_diff_mean: Option<f64>,
+        abs_diff_max: f64,
+    ) {
+        let (p, s) = (primary.to_string(), shadow.to_string());
+        let labels = [model, p.as_str(), s.as_str(), output];
+        if let Some(a) = agreement {
+            self.shadow_agreement.with_label_values(&labels).set(a);
+        }
+        if let Some(mean) = abs_diff_mean {
+            self.shadow_diff_mean.with_label_values(&labels).set(mean);
+            self.shadow_diff_max
+                .with_label_values(&labels)
+                .set(abs_diff_max);
+        }
+    }
+
+    pub fn auto_rollback(&self, model: &str, variant: &str) {
+        self.auto_rollbacks
+            .with_label_values(&[model, variant])
+            .inc();
     }
 
     /// Counts a request as in flight on `(model, version)` until the returned guard drops.

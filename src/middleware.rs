@@ -21,6 +21,7 @@ pub fn apply(router: Router) -> Router {
                         path = %req.uri().path(),
                         model = tracing::field::Empty,
                         version = tracing::field::Empty,
+                        variant = tracing::field::Empty,
                     )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO))

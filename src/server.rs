@@ -1,7 +1,7 @@
 //! Start-up and the serving loop: ONNX Runtime, state, listener, background model loading, graceful shutdown.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +10,12 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
-use crate::inference::InferenceService;
+use crate::inference::{self, InferenceService};
 use crate::metrics::Metrics;
 use crate::registry::watch::{self, WatchSettings};
-use crate::registry::{Registry, RepositoryManager};
+use crate::registry::{PinnedVersions, Registry, RepositoryManager};
+use crate::routing::shadow::ShadowMirror;
+use crate::routing::RoutingTable;
 use crate::runtime::{self, RuntimeError};
 
 /// Why the server could not start; each maps to its own exit code in `main`.
@@ -60,30 +62,7 @@ impl Server {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        let registry = Arc::new(Registry::default());
-        let metrics = Arc::new(Metrics::new()?);
-        let inference = Arc::new(InferenceService::new(
-            Arc::clone(&registry),
-            Arc::clone(&metrics),
-            settings.limits,
-        ));
-        let manager = Arc::new(RepositoryManager::new(
-            Arc::clone(&registry),
-            Arc::clone(&metrics),
-            env,
-            settings.models.repository.clone(),
-            Duration::from_millis(settings.models.settle_ms),
-        ));
-        let admin_token = settings
-            .admin_token()
-            .map_err(|e| StartError::Config(e.to_string()))?;
-        let state = AppState {
-            registry,
-            metrics,
-            inference,
-            manager,
-            admin_token: admin_token.map(Arc::from),
-        };
+        let state = build_state(&settings, env)?;
         Ok(Server {
             state,
             listener,
@@ -117,9 +96,15 @@ impl Server {
             debounce: Duration::from_millis(settings.models.settle_ms.min(250)),
             settle: Duration::from_millis(settings.models.settle_ms.max(50)),
         };
+        let routing = Arc::clone(&state.routing);
         tokio::spawn(async move {
             initial_load(&manager, watch_settings.settle).await;
             manager.registry().set_ready(true);
+            spawn_routing_watch(
+                routing,
+                Arc::clone(&manager),
+                watch_settings.poll_interval.min(Duration::from_secs(1)),
+            );
             watch::spawn(manager, &root, watch_settings);
         });
         let app = crate::middleware::apply(api::router(state, settings.server.max_body_bytes));
@@ -147,4 +132,77 @@ async fn initial_load(manager: &RepositoryManager, settle: Duration) {
             }
         }
     }
+}
+
+/// Builds the application state: registry, metrics, routing, the inference stack and the repository manager.
+/// Reads the routing file once (an invalid one is a configuration error here; later it only logs).
+pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, StartError> {
+    let registry = Arc::new(Registry::default());
+    let metrics = Arc::new(Metrics::new()?);
+    let routing = Arc::new(RoutingTable::new(
+        settings.routing.file().map(Path::to_path_buf),
+        Arc::clone(&metrics),
+    ));
+    routing
+        .reload_file()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let mirror = ShadowMirror::start(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        settings.routing.shadow_queue_capacity,
+        Duration::from_millis(settings.routing.shadow_delay_ms),
+    );
+    let core = InferenceService::new(Arc::clone(&registry), Arc::clone(&metrics), settings.limits);
+    let pipeline = inference::pipeline(core, Arc::clone(&routing), mirror.clone());
+    let manager = RepositoryManager::new(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        env,
+        settings.models.repository.clone(),
+        Duration::from_millis(settings.models.settle_ms),
+    )
+    .with_pins(Arc::clone(&routing) as Arc<dyn PinnedVersions>);
+    let admin_token = settings
+        .admin_token()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    Ok(AppState {
+        registry,
+        metrics,
+        pipeline,
+        routing,
+        mirror,
+        manager: Arc::new(manager),
+        admin_token: admin_token.map(Arc::from),
+    })
+}
+
+/// Re-reads the routing file every `interval`; a change is applied and the repository reconciled, so versions the
+/// new policy refers to get loaded. An invalid file is logged and changes nothing.
+fn spawn_routing_watch(
+    routing: Arc<RoutingTable>,
+    manager: Arc<RepositoryManager>,
+    interval: Duration,
+) {
+    tokio::spawn(async move {
+        let mut last_error = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            match routing.reload_file() {
+                Ok(true) => {
+                    last_error = None;
+                    if let Err(e) = manager.reconcile().await {
+                        tracing::warn!(error = %e, "reconcile after a routing change failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        tracing::error!(error = %message, "routing file not applied; the previous policy stays");
+                        last_error = Some(message);
+                    }
+                }
+            }
+        }
+    });
 }

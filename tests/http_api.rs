@@ -526,9 +526,9 @@ fn metrics_count_requests_by_model_version_and_outcome() {
         .text()
         .unwrap();
     for line in [
-        r#"sluice_requests_total{model="iris",outcome="success",version="2"} 1"#,
-        r#"sluice_requests_total{model="iris",outcome="client_error",version="2"} 1"#,
-        r#"sluice_request_duration_seconds_count{model="iris",version="2"} 2"#,
+        r#"sluice_requests_total{model="iris",outcome="success",variant="stable",version="2"} 1"#,
+        r#"sluice_requests_total{model="iris",outcome="client_error",variant="stable",version="2"} 1"#,
+        r#"sluice_request_duration_seconds_count{model="iris",variant="stable",version="2"} 2"#,
         r#"sluice_inference_duration_seconds_count{model="iris",version="2"} 1"#,
         r#"sluice_model_ready{model="tumor_risk",version="1"} 1"#,
         "sluice_models_loaded 6",
@@ -565,7 +565,7 @@ fn onnx_runtime_failures_are_500s_and_the_server_keeps_serving() {
         .unwrap();
     assert!(
         metrics.contains(
-            r#"sluice_requests_total{model="reshape",outcome="server_error",version="1"} 1"#
+            r#"sluice_requests_total{model="reshape",outcome="server_error",variant="stable",version="1"} 1"#
         ),
         "{metrics}"
     );

@@ -1,8 +1,8 @@
 //! Router tests without a socket (`oneshot`): readiness before and after start-up loading, the management API's
 //! authentication, and extractor rejections.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -10,10 +10,7 @@ use http_body_util::BodyExt;
 use ort::environment::Environment;
 use serde_json::{json, Value};
 use sluice::api::{self, AppState};
-use sluice::config::Limits;
-use sluice::inference::InferenceService;
-use sluice::metrics::Metrics;
-use sluice::registry::{Registry, RepositoryManager};
+use sluice::config::{Overrides, Settings};
 use tower::ServiceExt;
 
 /// ONNX Runtime allows one environment per process: the tests share it.
@@ -28,31 +25,17 @@ fn environment() -> Environment {
 }
 
 fn state(admin_token: Option<&str>) -> AppState {
-    let registry = Arc::new(Registry::default());
-    let metrics = Arc::new(Metrics::new().unwrap());
-    let limits = Limits {
-        max_tensor_elements: 1 << 20,
+    let overrides = Overrides {
+        models: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")),
+        ..Default::default()
     };
-    let inference = Arc::new(InferenceService::new(
-        Arc::clone(&registry),
-        Arc::clone(&metrics),
-        limits,
-    ));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let manager = Arc::new(RepositoryManager::new(
-        Arc::clone(&registry),
-        Arc::clone(&metrics),
-        environment(),
-        root,
-        Duration::ZERO,
-    ));
-    AppState {
-        registry,
-        metrics,
-        inference,
-        manager,
-        admin_token: admin_token.map(Arc::from),
+    let mut env: HashMap<String, String> =
+        HashMap::from([("SLUICE__MODELS__SETTLE_MS".into(), "0".into())]);
+    if let Some(token) = admin_token {
+        env.insert("SLUICE__ADMIN__TOKEN".into(), token.into());
     }
+    let settings = Settings::load_with_env(&overrides, Some(env.into_iter().collect())).unwrap();
+    sluice::server::build_state(&settings, environment()).unwrap()
 }
 
 async fn call_with(

@@ -9,6 +9,7 @@ use axum::Json;
 
 use crate::inference::InferenceError;
 use crate::registry::{ManageError, RegistryError};
+use crate::routing::RoutingError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -22,6 +23,8 @@ pub enum ApiError {
     Path(#[from] PathRejection),
     #[error(transparent)]
     Manage(#[from] ManageError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
     #[error("missing or wrong admin token (send 'Authorization: Bearer <token>')")]
     Unauthorized,
     #[error(
@@ -55,6 +58,11 @@ impl ApiError {
                     StatusCode::BAD_REQUEST
                 }
                 ManageError::Repository(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Routing(e) => match e {
+                RoutingError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                RoutingError::UnknownVariant { .. } => StatusCode::NOT_FOUND,
+                RoutingError::File { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ManagementDisabled => StatusCode::FORBIDDEN,

@@ -1,41 +1,47 @@
-//! `POST /v2/models/{m}[/versions/{v}]/infer`: V2 JSON in, V2 JSON out.
+//! `POST /v2/models/{m}[/versions/{v}]/infer`: V2 JSON in, V2 JSON out, through the inference tower stack.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
 
 use super::{ApiError, AppState, V2Path};
+use crate::inference::InferCall;
+use crate::model::InferError;
 use crate::tensor::json::InferResponse;
+
+/// The version that served the request, also in the body's `model_version`.
+pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
+/// The routing variant that served the request: `stable`, a variant name, or `pinned` (version in the URL).
+pub const VARIANT: HeaderName = HeaderName::from_static("x-sluice-variant");
 
 pub async fn infer(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run(&state, &model, None, body?).await
+    run(&state, InferCall::new(&model, None, headers, body?)).await
 }
 
 pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run(&state, &model, Some(&version), body?).await
+    run(
+        &state,
+        InferCall::new(&model, Some(&version), headers, body?),
+    )
+    .await
 }
 
-/// The version that served the request, also in the body's `model_version`.
-pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
-
 /// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none).
-async fn run(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let done = state.inference.infer(model, version, &body).await?;
+async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
+    let done = state.pipeline.clone().oneshot(call).await?;
     let response = InferResponse {
         model_name: &done.model.name,
         model_version: done.model.version.to_string(),
@@ -43,20 +49,17 @@ async fn run(
         outputs: done.outputs,
     };
     let json = serde_json::to_vec(&response).map_err(|e| {
-        ApiError::Inference(
-            crate::model::InferError::Internal(format!("encoding the response: {e}")).into(),
-        )
+        ApiError::Inference(InferError::Internal(format!("encoding the response: {e}")).into())
     })?;
-    let version = HeaderValue::from(done.model.version);
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (MODEL_VERSION, version),
-        ],
-        json,
-    )
-        .into_response())
+    let variant = HeaderValue::from_str(&done.variant)
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (MODEL_VERSION, HeaderValue::from(done.model.version)),
+        (VARIANT, variant),
+    ];
+    Ok((headers, json).into_response())
 }

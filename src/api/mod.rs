@@ -8,6 +8,7 @@ mod health;
 mod infer;
 mod management;
 mod metadata;
+mod routing;
 
 use std::sync::Arc;
 
@@ -17,16 +18,21 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use self::error::ApiError;
-use crate::inference::InferenceService;
+use crate::inference::Pipeline;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RepositoryManager};
+use crate::routing::shadow::ShadowMirror;
+use crate::routing::RoutingTable;
 
 /// Shared state of every handler: cheap to clone (all `Arc`s).
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
-    pub inference: Arc<InferenceService>,
+    /// The inference tower stack (routing → shadow → core).
+    pub pipeline: Pipeline,
+    pub routing: Arc<RoutingTable>,
+    pub mirror: ShadowMirror,
     pub manager: Arc<RepositoryManager>,
     /// The management API's bearer token; `None` disables the API.
     pub admin_token: Option<Arc<str>>,
@@ -62,6 +68,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/v2/models/{model}/versions/{version}/infer",
             post(infer::infer_version),
+        )
+        .route("/v2/models/{model}/routing", get(routing::show))
+        .route(
+            "/v2/repository/models/{model}/routing",
+            post(routing::change),
         )
         .route("/v2/repository/index", post(management::index))
         .route("/v2/repository/models/{model}/load", post(management::load))

@@ -15,7 +15,7 @@ use ort::environment::Environment;
 use tokio::sync::Mutex;
 
 use super::policy::{choose_default, incompatibility, Candidate};
-use super::{ModelEntry, ModelMap, Registry, VersionSlot};
+use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
 use crate::metrics::Metrics;
 use crate::model::{ModelVersion, SessionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
@@ -78,6 +78,8 @@ pub struct RepositoryManager {
     settle: Duration,
     /// A `tokio` mutex: it is held across awaited (blocking-pool) model loads. Only writers take it.
     state: Mutex<ManagerState>,
+    /// Versions routing refers to; kept loaded whatever the version policy says.
+    pins: Option<Arc<dyn PinnedVersions>>,
 }
 
 impl RepositoryManager {
@@ -95,7 +97,14 @@ impl RepositoryManager {
             root,
             settle,
             state: Mutex::new(ManagerState::default()),
+            pins: None,
         }
+    }
+
+    /// Keeps the versions `pins` names loaded (routing's references).
+    pub fn with_pins(mut self, pins: Arc<dyn PinnedVersions>) -> RepositoryManager {
+        self.pins = Some(pins);
+        self
     }
 
     pub fn registry(&self) -> &Arc<Registry> {

@@ -19,6 +19,12 @@ use serde::Serialize;
 pub use self::manager::{ManageError, RepositoryManager};
 use crate::model::ModelVersion;
 
+/// Versions that something outside the registry refers to (routing's stable, variants, shadow): they stay loaded
+/// whatever the version policy says.
+pub trait PinnedVersions: Send + Sync {
+    fn pinned(&self, model: &str) -> std::collections::BTreeSet<u64>;
+}
+
 /// Models by name.
 pub type ModelMap = BTreeMap<String, ModelEntry>;
 

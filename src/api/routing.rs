@@ -1,0 +1,107 @@
+//! Routing endpoints: `GET /v2/models/{m}/routing` (active policy and shadow comparison, open like metadata) and
+//! `POST /v2/repository/models/{m}/routing` (admin: change weights, promote, roll back, on this replica).
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::management::Admin;
+use super::{ApiError, AppState, V2Path};
+use crate::routing::{RoutingChange, RoutingPolicy};
+
+pub async fn show(
+    State(state): State<AppState>,
+    V2Path(model): V2Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .registry
+        .resolve(&model, None)
+        .map(|_| ())
+        .or_else(|e| match e {
+            crate::registry::RegistryError::NotReady { .. } => Ok(()),
+            other => Err(other),
+        })?;
+    let active = state.routing.get(&model);
+    let shadow: Vec<Value> = state
+        .mirror
+        .stats_for(&model)
+        .into_iter()
+        .map(|(primary, shadow, stats)| {
+            let outputs: serde_json::Map<String, Value> = stats
+                .outputs
+                .iter()
+                .map(|(name, c)| {
+                    let summary = json!({
+                        "agreement_rate": c.agreement_rate(),
+                        "abs_diff_mean": c.abs_diff_mean(),
+                        "abs_diff_max": (c.float_elements > 0).then_some(c.abs_diff_max),
+                        "exact_elements": c.exact_elements,
+                        "float_elements": c.float_elements,
+                        "shape_mismatches": c.shape_mismatches,
+                    });
+                    (name.clone(), summary)
+                })
+                .collect();
+            json!({
+                "primary_version": primary.to_string(),
+                "shadow_version": shadow.to_string(),
+                "compared": stats.compared,
+                "errors": stats.errors,
+                "dropped": stats.dropped,
+                "outputs": outputs,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "model": model,
+        "policy": active.as_ref().map(|a| &a.policy),
+        "source": active.as_ref().map(|a| a.source),
+        "shadow": shadow,
+    })))
+}
+
+/// One of: `{"policy": {...}}`, `{"set_weight": {"variant": "canary", "weight": 20}}`, `{"promote": "canary"}`,
+/// `{"rollback": true}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum ChangeRequest {
+    Policy(RoutingPolicy),
+    SetWeight { variant: String, weight: f64 },
+    Promote(String),
+    Rollback(bool),
+}
+
+pub async fn change(
+    _: Admin,
+    State(state): State<AppState>,
+    V2Path(model): V2Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: ChangeRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected one of {{\"policy\": {{…}}}}, {{\"set_weight\": {{\"variant\": …, \"weight\": …}}}}, {{\"promote\": \"<variant>\"}}, {{\"rollback\": true}}: {e}"
+        ))
+    })?;
+    if !state.registry.snapshot().contains_key(&model) {
+        return Err(crate::registry::RegistryError::ModelNotFound { model }.into());
+    }
+    let change = match request {
+        ChangeRequest::Policy(p) => RoutingChange::Replace(p),
+        ChangeRequest::SetWeight { variant, weight } => {
+            RoutingChange::SetWeight { variant, weight }
+        }
+        ChangeRequest::Promote(variant) => RoutingChange::Promote { variant },
+        ChangeRequest::Rollback(true) => RoutingChange::Rollback,
+        ChangeRequest::Rollback(false) => {
+            return Err(ApiError::BadRequest("\"rollback\" must be true".into()))
+        }
+    };
+    let policy = state.routing.change(&model, change)?;
+    // Versions the new policy refers to must be loaded before traffic reaches them; routing falls back to stable
+    // for any that are not ready.
+    state.manager.reconcile().await?;
+    Ok(Json(
+        json!({ "model": model, "policy": policy, "source": "management" }),
+    ))
+}

@@ -1,0 +1,119 @@
+//! Traffic management between model versions: canary weights, sticky A/B assignment and shadow mirroring.
+//!
+//! Owns [`RoutingPolicy`] (a plain value with a pure selection function, in [`policy`]), the [`RoutingTable`] of
+//! active policies (file + management overrides, automatic rollback, in [`table`]), and the tower layers that apply
+//! them in the inference stack: [`RoutingLayer`] here and [`shadow::ShadowLayer`]. Knows nothing about ONNX.
+
+pub mod policy;
+pub mod shadow;
+pub mod table;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rand::Rng;
+use tower::{Layer, Service};
+
+pub use self::policy::{RoutingPolicy, PINNED, STABLE};
+pub use self::table::{RoutingChange, RoutingError, RoutingTable};
+use crate::inference::{InferCall, InferenceError, Inferred};
+use crate::registry::Registry;
+
+/// Adds routing to an inference service.
+#[derive(Clone)]
+pub struct RoutingLayer {
+    table: Arc<RoutingTable>,
+    registry: Arc<Registry>,
+}
+
+impl RoutingLayer {
+    pub fn new(table: Arc<RoutingTable>, registry: Arc<Registry>) -> RoutingLayer {
+        RoutingLayer { table, registry }
+    }
+}
+
+impl<S> Layer<S> for RoutingLayer {
+    type Service = Routing<S>;
+    fn layer(&self, inner: S) -> Routing<S> {
+        Routing {
+            inner,
+            table: Arc::clone(&self.table),
+            registry: Arc::clone(&self.registry),
+        }
+    }
+}
+
+/// Chooses the version (and variant label) of requests that did not name one.
+#[derive(Clone)]
+pub struct Routing<S> {
+    inner: S,
+    table: Arc<RoutingTable>,
+    registry: Arc<Registry>,
+}
+
+impl<S> Routing<S> {
+    /// Fills in `call.version` and `call.variant` from the model's policy.
+    fn route(&self, call: &mut InferCall) {
+        if call.version.is_some() {
+            return;
+        }
+        let Some(active) = self.table.get(&call.model) else {
+            call.variant = STABLE.to_owned();
+            return;
+        };
+        let policy = &active.policy;
+        let key = policy
+            .key_header
+            .as_deref()
+            .and_then(|h| call.headers.get(h))
+            .and_then(|v| v.to_str().ok());
+        let bucket = match key {
+            Some(key) => policy::bucket_for_key(&call.model, key),
+            None => rand::rng().random_range(0..policy::BUCKETS),
+        };
+        if let Some(variant) = policy.choose(bucket) {
+            let version = variant.version.to_string();
+            // A variant whose version is not ready must not fail requests: they go to stable instead.
+            if self.registry.resolve(&call.model, Some(&version)).is_ok() {
+                call.version = Some(version);
+                call.variant = variant.name.clone();
+                return;
+            }
+            tracing::warn!(model = %call.model, variant = %variant.name, "variant version not ready; routed to stable");
+        }
+        call.version = policy.stable.map(|v| v.to_string());
+        call.variant = STABLE.to_owned();
+    }
+}
+
+impl<S> Service<InferCall> for Routing<S>
+where
+    S: Service<InferCall, Response = Inferred, Error = InferenceError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Inferred;
+    type Error = InferenceError;
+    type Future = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), InferenceError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut call: InferCall) -> Self::Future {
+        self.route(&mut call);
+        let (model, variant) = (call.model.clone(), call.variant.clone());
+        let table = Arc::clone(&self.table);
+        let future = self.inner.call(call);
+        Box::pin(async move {
+            let result = future.await;
+            if variant != PINNED {
+                let ok =
+                    !matches!(&result, Err(e) if e.outcome() != crate::metrics::Outcome::Success);
+                table.record(&model, &variant, ok);
+            }
+            result
+        })
+    }
+}

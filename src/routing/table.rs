@@ -1,0 +1,446 @@
+//! [`RoutingTable`]: the active routing policy of every model, read lock-free on each request.
+//!
+//! The routing file (`routing.file`, e.g. a mounted Kubernetes ConfigMap) is the source of truth and is re-read when
+//! it changes; management calls can override a model's policy on this replica until the file next changes (the
+//! latest change wins). Also owns automatic rollback: per-variant error windows that switch a failing canary off.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::policy::{RoutingPolicy, STABLE};
+use crate::metrics::Metrics;
+use crate::registry::PinnedVersions;
+
+/// Where a model's active policy came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    File,
+    Management,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveRouting {
+    pub policy: RoutingPolicy,
+    pub source: Source,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RoutingError {
+    #[error("invalid routing policy for model '{model}': {message}")]
+    Invalid { model: String, message: String },
+    #[error("model '{model}' has no variant '{variant}'")]
+    UnknownVariant { model: String, variant: String },
+    #[error("routing file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// A change an operator asks for through the management API.
+#[derive(Debug, Clone)]
+pub enum RoutingChange {
+    Replace(RoutingPolicy),
+    SetWeight {
+        variant: String,
+        weight: f64,
+    },
+    /// The variant's version becomes stable and the variant is removed.
+    Promote {
+        variant: String,
+    },
+    /// Back to stable only: variants and shadow removed.
+    Rollback,
+}
+
+#[derive(Default)]
+struct Sources {
+    /// The file's text when last applied, to notice changes.
+    file_text: Option<String>,
+    file: BTreeMap<String, RoutingPolicy>,
+    overrides: BTreeMap<String, RoutingPolicy>,
+}
+
+pub struct RoutingTable {
+    /// The effective policy per model. `ArcSwap`: every request reads it, writers replace it whole.
+    active: ArcSwap<BTreeMap<String, Arc<ActiveRouting>>>,
+    file: Option<PathBuf>,
+    /// Held by writers only (file reloads, management calls); a std mutex because no await happens under it.
+    sources: Mutex<Sources>,
+    /// Error windows of variants under automatic rollback, by (model, variant).
+    windows: Mutex<HashMap<(String, String), ErrorWindow>>,
+    metrics: Arc<Metrics>,
+}
+
+impl RoutingTable {
+    pub fn new(file: Option<PathBuf>, metrics: Arc<Metrics>) -> RoutingTable {
+        RoutingTable {
+            active: ArcSwap::from_pointee(BTreeMap::new()),
+            file,
+            sources: Mutex::new(Sources::default()),
+            windows: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn get(&self, model: &str) -> Option<Arc<ActiveRouting>> {
+        self.active.load().get(model).cloned()
+    }
+
+    /// Re-reads the routing file; `Ok(true)` when it changed and was applied. An invalid file changes nothing.
+    pub fn reload_file(&self) -> Result<bool, RoutingError> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let file_error = |message: String| RoutingError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if sources.file_text.as_deref() == Some(text.as_str()) {
+            return Ok(false);
+        }
+        let policies: BTreeMap<String, RoutingPolicy> =
+            toml::from_str(&text).map_err(|e| file_error(e.message().to_owned()))?;
+        for (model, policy) in &policies {
+            policy
+                .validate()
+                .map_err(|message| file_error(format!("model '{model}': {message}")))?;
+        }
+        sources.file = policies;
+        sources.file_text = Some(text);
+        // The file is the source of truth: a change to it ends every management override.
+        sources.overrides.clear();
+        self.publish(&sources);
+        tracing::info!(file = %path.display(), "routing policy applied");
+        Ok(true)
+    }
+
+    /// Applies a management change to one model's policy on this replica.
+    pub fn change(
+        &self,
+        model: &str,
+        change: RoutingChange,
+    ) -> Result<RoutingPolicy, RoutingError> {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = sources
+            .overrides
+            .get(model)
+            .or_else(|| sources.file.get(model))
+            .cloned()
+            .unwrap_or_default();
+        let next = apply(model, current, change)?;
+        next.validate().map_err(|message| RoutingError::Invalid {
+            model: model.to_owned(),
+            message,
+        })?;
+        sources.overrides.insert(model.to_owned(), next.clone());
+        self.publish(&sources);
+        tracing::info!(model, policy = ?next, "routing policy changed by an operator");
+        Ok(next)
+    }
+
+    fn publish(&self, sources: &Sources) {
+        let mut active = BTreeMap::new();
+        for (model, policy) in &sources.file {
+            active.insert(
+                model.clone(),
+                Arc::new(ActiveRouting {
+                    policy: policy.clone(),
+                    source: Source::File,
+                }),
+            );
+        }
+        for (model, policy) in &sources.overrides {
+            active.insert(
+                model.clone(),
+                Arc::new(ActiveRouting {
+                    policy: policy.clone(),
+                    source: Source::Management,
+                }),
+            );
+        }
+        self.active.store(Arc::new(active));
+    }
+
+    /// Records one routed request's outcome; may switch the variant off (automatic rollback).
+    pub fn record(&self, model: &str, variant: &str, ok: bool) {
+        if variant == STABLE {
+            return;
+        }
+        let Some(active) = self.get(model) else {
+            return;
+        };
+        let Some(rule) = &active.policy.auto_rollback else {
+            return;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let trip = {
+            let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+            let window = windows
+                .entry((model.to_owned(), variant.to_owned()))
+                .or_default();
+            window.add(now, rule.window_seconds, ok);
+            let (requests, errors) = window.totals();
+            let tripped = requests >= rule.min_requests.max(1)
+                && errors as f64 / requests as f64 > rule.max_error_rate;
+            if tripped {
+                window.clear();
+            }
+            tripped.then_some((requests, errors))
+        };
+        if let Some((requests, errors)) = trip {
+            let change = RoutingChange::SetWeight {
+                variant: variant.to_owned(),
+                weight: 0.0,
+            };
+            if self.change(model, change).is_ok() {
+                tracing::warn!(
+                    model,
+                    variant,
+                    requests,
+                    errors,
+                    "automatic rollback: variant error rate over threshold, weight set to 0"
+                );
+                self.metrics.auto_rollback(model, variant);
+            }
+        }
+    }
+}
+
+impl PinnedVersions for RoutingTable {
+    fn pinned(&self, model: &str) -> BTreeSet<u64> {
+        self.get(model)
+            .map(|a| a.policy.versions())
+            .unwrap_or_default()
+    }
+}
+
+fn apply(
+    model: &str,
+    mut policy: RoutingPolicy,
+    change: RoutingChange,
+) -> Result<RoutingPolicy, RoutingError> {
+    let unknown = |variant: &str| RoutingError::UnknownVariant {
+        model: model.to_owned(),
+        variant: variant.to_owned(),
+    };
+    match change {
+        RoutingChange::Replace(new) => return Ok(new),
+        RoutingChange::SetWeight { variant, weight } => {
+            let v = policy
+                .variants
+                .iter_mut()
+                .find(|v| v.name == variant)
+                .ok_or_else(|| unknown(&variant))?;
+            v.weight = weight;
+        }
+        RoutingChange::Promote { variant } => {
+            let index = policy
+                .variants
+                .iter()
+                .position(|v| v.name == variant)
+                .ok_or_else(|| unknown(&variant))?;
+            let promoted = policy.variants.remove(index);
+            policy.stable = Some(promoted.version);
+        }
+        RoutingChange::Rollback => {
+            policy.variants.clear();
+            policy.shadow = None;
+        }
+    }
+    Ok(policy)
+}
+
+/// Requests and errors per second over a sliding window.
+#[derive(Debug, Default)]
+struct ErrorWindow {
+    /// (unix second, requests, errors), oldest first.
+    seconds: VecDeque<(u64, u64, u64)>,
+}
+
+impl ErrorWindow {
+    fn add(&mut self, now: u64, window: u64, ok: bool) {
+        while self
+            .seconds
+            .front()
+            .is_some_and(|(s, _, _)| s + window <= now)
+        {
+            self.seconds.pop_front();
+        }
+        match self.seconds.back_mut() {
+            Some((s, requests, errors)) if *s == now => {
+                *requests += 1;
+                *errors += u64::from(!ok);
+            }
+            _ => self.seconds.push_back((now, 1, u64::from(!ok))),
+        }
+    }
+
+    fn totals(&self) -> (u64, u64) {
+        self.seconds
+            .iter()
+            .fold((0, 0), |(r, e), (_, req, err)| (r + req, e + err))
+    }
+
+    fn clear(&mut self) {
+        self.seconds.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::policy::{AutoRollback, ShadowPolicy, Variant};
+
+    fn table_with(text: &str) -> (tempfile::TempDir, RoutingTable) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routing.toml");
+        std::fs::write(&file, text).unwrap();
+        let table = RoutingTable::new(Some(file), Arc::new(Metrics::new().unwrap()));
+        (dir, table)
+    }
+
+    const FILE: &str = r#"
+[iris]
+stable = 1
+key_header = "x-user"
+variants = [{ name = "canary", version = 2, weight = 10.0 }]
+shadow = { version = 3, sample_rate = 0.5 }
+"#;
+
+    #[test]
+    fn the_file_is_read_and_changes_are_noticed() {
+        let (dir, table) = table_with(FILE);
+        assert!(table.reload_file().unwrap());
+        assert!(!table.reload_file().unwrap(), "unchanged file");
+        let active = table.get("iris").unwrap();
+        assert_eq!(active.source, Source::File);
+        assert_eq!(
+            active.policy.variants[0],
+            Variant {
+                name: "canary".into(),
+                version: 2,
+                weight: 10.0
+            }
+        );
+        assert_eq!(
+            active.policy.shadow,
+            Some(ShadowPolicy {
+                version: 3,
+                sample_rate: 0.5
+            })
+        );
+        assert_eq!(table.pinned("iris"), [1, 2, 3].into_iter().collect());
+
+        std::fs::write(
+            dir.path().join("routing.toml"),
+            "[iris]\nvariants = [{ name = \"canary\", version = 2, weight = 150.0 }]\n",
+        )
+        .unwrap();
+        let err = table.reload_file().unwrap_err();
+        assert!(
+            err.to_string().contains("more than 100")
+                || err.to_string().contains("between 0 and 100"),
+            "{err}"
+        );
+        assert_eq!(
+            table.get("iris").unwrap().policy.stable,
+            Some(1),
+            "an invalid file changes nothing"
+        );
+    }
+
+    #[test]
+    fn management_changes_override_until_the_file_changes() {
+        let (dir, table) = table_with(FILE);
+        table.reload_file().unwrap();
+        table
+            .change(
+                "iris",
+                RoutingChange::SetWeight {
+                    variant: "canary".into(),
+                    weight: 20.0,
+                },
+            )
+            .unwrap();
+        assert_eq!(table.get("iris").unwrap().policy.variants[0].weight, 20.0);
+        assert_eq!(table.get("iris").unwrap().source, Source::Management);
+        let promoted = table
+            .change(
+                "iris",
+                RoutingChange::Promote {
+                    variant: "canary".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!((promoted.stable, promoted.variants.len()), (Some(2), 0));
+        assert!(matches!(
+            table.change(
+                "iris",
+                RoutingChange::Promote {
+                    variant: "nope".into()
+                }
+            ),
+            Err(RoutingError::UnknownVariant { .. })
+        ));
+        let back = table.change("iris", RoutingChange::Rollback).unwrap();
+        assert!(back.variants.is_empty() && back.shadow.is_none());
+
+        std::fs::write(
+            dir.path().join("routing.toml"),
+            format!("{FILE}\n# edited\n"),
+        )
+        .unwrap();
+        assert!(table.reload_file().unwrap());
+        let active = table.get("iris").unwrap();
+        assert_eq!(
+            (active.source, active.policy.variants.len()),
+            (Source::File, 1)
+        );
+    }
+
+    #[test]
+    fn automatic_rollback_switches_a_failing_variant_off() {
+        let (_dir, table) = table_with(FILE);
+        table.reload_file().unwrap();
+        let mut policy = table.get("iris").unwrap().policy.clone();
+        policy.auto_rollback = Some(AutoRollback {
+            max_error_rate: 0.2,
+            window_seconds: 60,
+            min_requests: 10,
+        });
+        table
+            .change("iris", RoutingChange::Replace(policy))
+            .unwrap();
+        for _ in 0..8 {
+            table.record("iris", "canary", false);
+        }
+        assert_eq!(
+            table.get("iris").unwrap().policy.variants[0].weight,
+            10.0,
+            "below min_requests: no decision"
+        );
+        for _ in 0..2 {
+            table.record("iris", "canary", true);
+        }
+        assert_eq!(table.get("iris").unwrap().policy.variants[0].weight, 0.0);
+    }
+
+    #[test]
+    fn error_windows_slide() {
+        let mut w = ErrorWindow::default();
+        w.add(100, 10, false);
+        w.add(100, 10, true);
+        w.add(105, 10, true);
+        assert_eq!(w.totals(), (3, 1));
+        w.add(111, 10, true);
+        assert_eq!(w.totals(), (2, 0));
+    }
+}

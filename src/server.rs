@@ -187,14 +187,14 @@ fn spawn_routing_watch(
         let mut last_error = None;
         loop {
             tokio::time::sleep(interval).await;
-            match routing.reload_file() {
-                Ok(true) => {
+            match routing.stage_file() {
+                Ok(Some(staged)) => {
                     last_error = None;
-                    if let Err(e) = manager.reconcile().await {
+                    if let Err(e) = crate::routing::apply_staged(&routing, &manager, staged).await {
                         tracing::warn!(error = %e, "reconcile after a routing change failed");
                     }
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
                     let message = e.to_string();
                     if last_error.as_ref() != Some(&message) {

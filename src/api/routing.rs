@@ -97,10 +97,8 @@ pub async fn change(
             return Err(ApiError::BadRequest("\"rollback\" must be true".into()))
         }
     };
-    let policy = state.routing.change(&model, change)?;
-    // Versions the new policy refers to must be loaded before traffic reaches them; routing falls back to stable
-    // for any that are not ready.
-    state.manager.reconcile().await?;
+    let staged = state.routing.stage_change(&model, change)?;
+    let policy = crate::routing::apply_staged(&state.routing, &state.manager, staged).await?;
     Ok(Json(
         json!({ "model": model, "policy": policy, "source": "management" }),
     ))

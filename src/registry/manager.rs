@@ -236,9 +236,14 @@ impl RepositoryManager {
             .copied()
             .or(config.default_version);
         let on_disk: BTreeSet<u64> = versions.iter().map(|v| v.version).collect();
-        let wanted = config
-            .version_policy
-            .select(&on_disk, &pinned.into_iter().collect());
+        let mut keep: BTreeSet<u64> = pinned.into_iter().collect();
+        keep.extend(
+            self.pins
+                .as_ref()
+                .map(|p| p.pinned(&name))
+                .unwrap_or_default(),
+        );
+        let wanted = config.version_policy.select(&on_disk, &keep);
         let force = config.force || state.force_once.contains(&name);
 
         let mut slots: BTreeMap<u64, VersionSlot> = BTreeMap::new();

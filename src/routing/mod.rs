@@ -17,9 +17,23 @@ use rand::Rng;
 use tower::{Layer, Service};
 
 pub use self::policy::{RoutingPolicy, PINNED, STABLE};
-pub use self::table::{RoutingChange, RoutingError, RoutingTable};
+pub use self::table::{RoutingChange, RoutingError, RoutingTable, Staged};
 use crate::inference::{InferCall, InferenceError, Inferred};
-use crate::registry::Registry;
+use crate::registry::{ManageError, Registry, RepositoryManager};
+
+/// Applies a staged routing change safely: reconcile first (the staged policy's versions are pinned, so they load),
+/// then make it active. Requests never reach a version before it is loaded.
+pub async fn apply_staged(
+    table: &RoutingTable,
+    manager: &RepositoryManager,
+    staged: Staged,
+) -> Result<RoutingPolicy, ManageError> {
+    manager.reconcile().await?;
+    let policy = table.commit(staged);
+    // Versions only the previous policy referred to may now be unloaded.
+    manager.reconcile().await?;
+    Ok(policy)
+}
 
 /// Adds routing to an inference service.
 #[derive(Clone)]
@@ -83,7 +97,11 @@ impl<S> Routing<S> {
             }
             tracing::warn!(model = %call.model, variant = %variant.name, "variant version not ready; routed to stable");
         }
-        call.version = policy.stable.map(|v| v.to_string());
+        // A stable version that is not ready falls back to the model's default rather than failing.
+        call.version = policy
+            .stable
+            .map(|v| v.to_string())
+            .filter(|v| self.registry.resolve(&call.model, Some(v)).is_ok());
         call.variant = STABLE.to_owned();
     }
 }

@@ -291,9 +291,11 @@ where
     }
 
     fn call(&mut self, mut call: InferCall) -> Self::Future {
-        let shadow_version = self
-            .table
-            .get(&call.model)
+        // A version named in the URL is the client's explicit choice: it is neither routed nor mirrored.
+        let routed = call.variant != super::PINNED;
+        let shadow_version = routed
+            .then(|| self.table.get(&call.model))
+            .flatten()
             .and_then(|a| a.policy.shadow.clone())
             .filter(|s| rand::rng().random_bool(s.sample_rate.clamp(0.0, 1.0)))
             .map(|s| s.version);

@@ -70,6 +70,8 @@ pub struct RoutingTable {
     file: Option<PathBuf>,
     /// Held by writers only (file reloads, management calls); a std mutex because no await happens under it.
     sources: Mutex<Sources>,
+    /// Versions of staged (not yet active) policies: pinned so they load before traffic is sent to them.
+    pending: Mutex<BTreeMap<String, BTreeSet<u64>>>,
     /// Error windows of variants under automatic rollback, by (model, variant).
     windows: Mutex<HashMap<(String, String), ErrorWindow>>,
     metrics: Arc<Metrics>,
@@ -81,6 +83,7 @@ impl RoutingTable {
             active: ArcSwap::from_pointee(BTreeMap::new()),
             file,
             sources: Mutex::new(Sources::default()),
+            pending: Mutex::new(BTreeMap::new()),
             windows: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -90,19 +93,30 @@ impl RoutingTable {
         self.active.load().get(model).cloned()
     }
 
-    /// Re-reads the routing file; `Ok(true)` when it changed and was applied. An invalid file changes nothing.
+    /// Re-reads the routing file and applies it at once; `Ok(true)` when it changed. An invalid file changes
+    /// nothing. (At start-up; later changes go through [`RoutingTable::stage_file`] so versions load first.)
     pub fn reload_file(&self) -> Result<bool, RoutingError> {
+        let staged = self.stage_file()?;
+        let changed = staged.is_some();
+        if let Some(staged) = staged {
+            self.commit(staged);
+        }
+        Ok(changed)
+    }
+
+    /// Reads the routing file; when it changed, returns it staged: its versions are pinned (so a reconcile loads
+    /// them) but requests keep the current policy until [`RoutingTable::commit`].
+    pub fn stage_file(&self) -> Result<Option<Staged>, RoutingError> {
         let Some(path) = &self.file else {
-            return Ok(false);
+            return Ok(None);
         };
         let file_error = |message: String| RoutingError::File {
             path: path.display().to_string(),
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-        if sources.file_text.as_deref() == Some(text.as_str()) {
-            return Ok(false);
+        if self.lock_sources().file_text.as_deref() == Some(text.as_str()) {
+            return Ok(None);
         }
         let policies: BTreeMap<String, RoutingPolicy> =
             toml::from_str(&text).map_err(|e| file_error(e.message().to_owned()))?;
@@ -111,37 +125,80 @@ impl RoutingTable {
                 .validate()
                 .map_err(|message| file_error(format!("model '{model}': {message}")))?;
         }
-        sources.file = policies;
-        sources.file_text = Some(text);
-        // The file is the source of truth: a change to it ends every management override.
-        sources.overrides.clear();
-        self.publish(&sources);
-        tracing::info!(file = %path.display(), "routing policy applied");
-        Ok(true)
+        self.pin_pending(policies.iter().map(|(m, p)| (m.clone(), p.versions())));
+        Ok(Some(Staged::File { text, policies }))
     }
 
-    /// Applies a management change to one model's policy on this replica.
-    pub fn change(
-        &self,
-        model: &str,
-        change: RoutingChange,
-    ) -> Result<RoutingPolicy, RoutingError> {
-        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = sources
-            .overrides
-            .get(model)
-            .or_else(|| sources.file.get(model))
-            .cloned()
-            .unwrap_or_default();
+    /// Computes a management change to one model's policy and stages it (see [`RoutingTable::stage_file`]).
+    pub fn stage_change(&self, model: &str, change: RoutingChange) -> Result<Staged, RoutingError> {
+        let current = {
+            let sources = self.lock_sources();
+            sources
+                .overrides
+                .get(model)
+                .or_else(|| sources.file.get(model))
+                .cloned()
+                .unwrap_or_default()
+        };
         let next = apply(model, current, change)?;
         next.validate().map_err(|message| RoutingError::Invalid {
             model: model.to_owned(),
             message,
         })?;
-        sources.overrides.insert(model.to_owned(), next.clone());
+        self.pin_pending([(model.to_owned(), next.versions())]);
+        Ok(Staged::Override {
+            model: model.to_owned(),
+            policy: next,
+        })
+    }
+
+    /// Applies a management change at once (no staging), returning the new policy.
+    pub fn change(
+        &self,
+        model: &str,
+        change: RoutingChange,
+    ) -> Result<RoutingPolicy, RoutingError> {
+        let staged = self.stage_change(model, change)?;
+        Ok(self.commit(staged))
+    }
+
+    /// Makes a staged change the active policy and releases its pins. Returns the model's (or, for a file, the
+    /// first model's) new policy.
+    pub fn commit(&self, staged: Staged) -> RoutingPolicy {
+        let mut sources = self.lock_sources();
+        let result = match staged {
+            Staged::File { text, policies } => {
+                let first = policies.values().next().cloned().unwrap_or_default();
+                sources.file = policies;
+                sources.file_text = Some(text);
+                // The file is the source of truth: a change to it ends every management override.
+                sources.overrides.clear();
+                tracing::info!("routing file applied");
+                first
+            }
+            Staged::Override { model, policy } => {
+                tracing::info!(model, policy = ?policy, "routing policy changed by an operator");
+                sources.overrides.insert(model, policy.clone());
+                policy
+            }
+        };
         self.publish(&sources);
-        tracing::info!(model, policy = ?next, "routing policy changed by an operator");
-        Ok(next)
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        result
+    }
+
+    fn pin_pending(&self, pins: impl IntoIterator<Item = (String, BTreeSet<u64>)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for (model, versions) in pins {
+            pending.entry(model).or_default().extend(versions);
+        }
+    }
+
+    fn lock_sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn publish(&self, sources: &Sources) {
@@ -215,11 +272,29 @@ impl RoutingTable {
 }
 
 impl PinnedVersions for RoutingTable {
+    /// The active policy's versions and those of any staged change.
     fn pinned(&self, model: &str) -> BTreeSet<u64> {
-        self.get(model)
+        let mut versions = self
+            .get(model)
             .map(|a| a.policy.versions())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        versions.extend(pending.get(model).into_iter().flatten());
+        versions
     }
+}
+
+/// A routing change that has been validated but is not active yet.
+#[derive(Debug)]
+pub enum Staged {
+    File {
+        text: String,
+        policies: BTreeMap<String, RoutingPolicy>,
+    },
+    Override {
+        model: String,
+        policy: RoutingPolicy,
+    },
 }
 
 fn apply(

@@ -4,7 +4,12 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use sluice::model::{IoKind, IoSpec, Signature};
-use sluice::tensor::json::decode_request;
+use sluice::tensor::json::{decode_request, DecodeLimits};
+
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_elements: 1 << 24,
+    max_depth: 32,
+};
 use sluice::tensor::DataType;
 use sluice::validate::validate;
 
@@ -25,12 +30,12 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode_json");
     group.throughput(Throughput::Bytes(IRIS.len() as u64));
     group.bench_function("iris_1x4_fp32", |b| {
-        b.iter(|| decode_request(black_box(IRIS.as_bytes()), 1 << 24))
+        b.iter(|| decode_request(black_box(IRIS.as_bytes()), LIMITS))
     });
     let image = image_request();
     group.throughput(Throughput::Bytes(image.len() as u64));
     group.bench_function("image_1x3x224x224_fp32", |b| {
-        b.iter(|| decode_request(black_box(image.as_bytes()), 1 << 24))
+        b.iter(|| decode_request(black_box(image.as_bytes()), LIMITS))
     });
     group.finish();
 }
@@ -52,7 +57,7 @@ fn validation(c: &mut Criterion) {
             },
         }],
     };
-    let request = decode_request(image_request().as_bytes(), 1 << 24).unwrap();
+    let request = decode_request(image_request().as_bytes(), LIMITS).unwrap();
     c.bench_function("validate_1x3x224x224", |b| {
         b.iter(|| validate(black_box(&signature), black_box(&request)))
     });

@@ -24,6 +24,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub routing: RoutingSettings,
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +48,33 @@ pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub shutdown_delay_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub metrics_port: u16,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub api_keys: Vec<String>,
+    pub api_keys_file: PathBuf,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    /// Never prints a key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "api_keys",
+                &format_args!("<{} redacted>", self.api_keys.len()),
+            )
+            .field("api_keys_file", &self.api_keys_file)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +121,10 @@ pub struct RuntimeSettings {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_tensor_elements: usize,
+    pub max_json_depth: usize,
+    pub max_concurrent_requests: usize,
+    pub max_queued_requests: usize,
+    pub max_queue_per_version: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,7 +185,10 @@ impl Settings {
         let mut environment = Environment::with_prefix("SLUICE")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true);
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("auth.api_keys")
+            .with_list_parse_key("server.cors_allowed_origins");
         if let Some(vars) = env {
             environment = environment.source(Some(vars));
         }
@@ -223,6 +258,39 @@ impl Settings {
             });
         }
         Ok(Some(token.to_owned()))
+    }
+
+    /// Every API key: `auth.api_keys` plus the non-empty lines of `auth.api_keys_file`. Empty: no key required.
+    pub fn api_keys(&self) -> Result<Vec<String>, ConfigError> {
+        let mut keys: Vec<String> = self
+            .auth
+            .api_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        if !self.auth.api_keys_file.as_os_str().is_empty() {
+            let text = std::fs::read_to_string(&self.auth.api_keys_file).map_err(|e| {
+                ConfigError::InvalidValue {
+                    key: "auth.api_keys_file",
+                    message: format!("{}: {e}", self.auth.api_keys_file.display()),
+                }
+            })?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        Ok(keys)
+    }
+
+    /// TLS certificate and key files, when both are set.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let (cert, key) = (&self.server.tls_cert, &self.server.tls_key);
+        (!cert.as_os_str().is_empty() && !key.as_os_str().is_empty())
+            .then_some((cert.as_path(), key.as_path()))
     }
 
     /// The configured ONNX Runtime library, if any.

@@ -26,7 +26,7 @@ use crate::model::{InferError, ModelVersion};
 use crate::registry::{Registry, RegistryError};
 use crate::routing::shadow::{ShadowLayer, ShadowMirror};
 use crate::routing::{RoutingLayer, RoutingTable, PINNED};
-use crate::tensor::json::{decode_request, DecodeError};
+use crate::tensor::json::{decode_request, DecodeError, DecodeLimits};
 use crate::tensor::Tensor;
 use crate::validate::{validate, ValidationError};
 
@@ -170,7 +170,11 @@ impl InferenceService {
         target: &ModelVersion,
         call: &InferCall,
     ) -> Result<(Option<String>, Vec<Tensor>, Option<Vec<Tensor>>), InferenceError> {
-        let request = decode_request(&call.body, self.limits.max_tensor_elements)?;
+        let limits = DecodeLimits {
+            max_elements: self.limits.max_tensor_elements,
+            max_depth: self.limits.max_json_depth,
+        };
+        let request = decode_request(&call.body, limits)?;
         let outputs = validate(&target.signature, &request)?;
         let captured = call.capture_inputs.then(|| request.inputs.clone());
         let started = Instant::now();

@@ -56,6 +56,7 @@ pub struct Metrics {
     shadow_diff_mean: GaugeVec,
     shadow_diff_max: GaugeVec,
     auto_rollbacks: IntCounterVec,
+    shed: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -154,6 +155,11 @@ impl Metrics {
             ),
             &["model", "variant"],
         )?;
+        let shed = prometheus::IntCounter::new(
+            "sluice_requests_shed_total",
+            "Requests refused with 503 because the server was at its concurrency and queue limits.",
+        )?;
+        registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(shadow_requests.clone()))?;
         registry.register(Box::new(shadow_agreement.clone()))?;
         registry.register(Box::new(shadow_diff_mean.clone()))?;
@@ -182,6 +188,7 @@ impl Metrics {
             shadow_diff_mean,
             shadow_diff_max,
             auto_rollbacks,
+            shed,
         })
     }
 
@@ -232,6 +239,11 @@ impl Metrics {
                 .with_label_values(&labels)
                 .set(abs_diff_max);
         }
+    }
+
+    /// A request refused by load shedding.
+    pub fn request_shed(&self) {
+        self.shed.inc();
     }
 
     pub fn auto_rollback(&self, model: &str, variant: &str) {

@@ -8,10 +8,13 @@ use std::time::Duration;
 use ort::environment::Environment;
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState};
+use std::future::Future;
+
+use crate::api::AppState;
 use crate::config::Settings;
 use crate::inference::{self, InferenceService};
 use crate::metrics::Metrics;
+use crate::middleware::ApiKeys;
 use crate::registry::watch::{self, WatchSettings};
 use crate::registry::{PinnedVersions, Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
@@ -74,45 +77,157 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes. The repository loads in the background (ready when done), then is
-    /// watched for changes.
+    /// Serves until `shutdown` completes, then drains (see [`drain`]). The repository loads in the background
+    /// (ready when done) and is then watched for changes.
     pub async fn run(
         self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let Server {
             state,
             listener,
             settings,
         } = self;
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(address = %addr, "listening");
+        let addr = listener.local_addr().map_err(StartError::Serve)?;
+        tracing::info!(address = %addr, tls = settings.tls_files().is_some(), "listening");
+        self::start_background(&state, &settings);
+        let api_keys = settings
+            .api_keys()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let app = crate::middleware::app(state.clone(), &settings, ApiKeys(api_keys.into()));
+        if settings.server.metrics_port != 0 {
+            let metrics_addr = format!("{}:{}", settings.server.host, settings.server.metrics_port);
+            let metrics_listener =
+                TcpListener::bind(&metrics_addr)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        addr: metrics_addr,
+                        source,
+                    })?;
+            tracing::info!(address = %metrics_listener.local_addr().map_err(StartError::Serve)?, "metrics listening");
+            let metrics_app = crate::middleware::metrics_app(state.clone());
+            tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
         }
-        let manager = Arc::clone(&state.manager);
-        let root = settings.models.repository.clone();
-        let watch_settings = WatchSettings {
-            notify: settings.models.watch,
-            poll_interval: Duration::from_millis(settings.models.poll_interval_ms),
-            debounce: Duration::from_millis(settings.models.settle_ms.min(250)),
-            settle: Duration::from_millis(settings.models.settle_ms.max(50)),
+        let timings = Drain {
+            delay: Duration::from_millis(settings.server.shutdown_delay_ms),
+            grace: Duration::from_millis(settings.server.shutdown_grace_ms),
         };
-        let routing = Arc::clone(&state.routing);
-        tokio::spawn(async move {
-            initial_load(&manager, watch_settings.settle).await;
-            manager.registry().set_ready(true);
-            spawn_routing_watch(
-                routing,
-                Arc::clone(&manager),
-                watch_settings.poll_interval.min(Duration::from_secs(1)),
-            );
-            watch::spawn(manager, &root, watch_settings);
-        });
-        let app = crate::middleware::apply(api::router(state, settings.server.max_body_bytes));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(StartError::Serve)
+        let registry = Arc::clone(&state.registry);
+        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+        let stop_accepting = drain(shutdown, registry, timings.delay, closing_tx);
+        let serve = async {
+            match settings.tls_files() {
+                Some((cert, key)) => serve_tls(listener, app, cert, key, stop_accepting).await,
+                None => axum::serve(listener, app)
+                    .with_graceful_shutdown(stop_accepting)
+                    .await
+                    .map_err(StartError::Serve),
+            }
+        };
+        tokio::select! {
+            result = serve => result,
+            () = grace_expired(closing_rx, timings.grace) => {
+                tracing::warn!("shutdown grace period over; exiting with requests still in flight");
+                Ok(())
+            }
+        }
     }
+}
+
+/// How long shutdown keeps accepting, and how long in-flight requests then get.
+struct Drain {
+    delay: Duration,
+    grace: Duration,
+}
+
+/// Graceful shutdown: when `signal` fires, readiness turns false at once (load balancers stop sending), the listener
+/// keeps accepting for `delay` (requests already routed here are served), then this future completes: the server
+/// stops accepting and in-flight requests finish.
+async fn drain(
+    signal: impl Future<Output = ()> + Send + 'static,
+    registry: Arc<Registry>,
+    delay: Duration,
+    closing: tokio::sync::watch::Sender<bool>,
+) {
+    signal.await;
+    registry.set_ready(false);
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "draining: readiness is false, still accepting"
+    );
+    tokio::time::sleep(delay).await;
+    tracing::info!("no longer accepting connections; waiting for in-flight requests");
+    let _ = closing.send(true);
+}
+
+/// Completes `grace` after the listener closed.
+async fn grace_expired(mut closing: tokio::sync::watch::Receiver<bool>, grace: Duration) {
+    if closing.wait_for(|closed| *closed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
+}
+
+/// Serves HTTPS with rustls (ring provider) from PEM files, with the same graceful shutdown.
+async fn serve_tls(
+    listener: TcpListener,
+    app: axum::Router,
+    cert: &Path,
+    key: &Path,
+    stop_accepting: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls_error = |what: &Path, e: &dyn std::fmt::Display| {
+        StartError::Config(format!("TLS file {}: {e}", what.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| tls_error(cert, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
+        .map_err(|e| tls_error(cert, &e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    let handle = axum_server::Handle::new();
+    let on_stop = handle.clone();
+    tokio::spawn(async move {
+        stop_accepting.await;
+        // In-flight requests are bounded by the grace watchdog in `run`.
+        on_stop.graceful_shutdown(None);
+    });
+    let std_listener = listener.into_std().map_err(StartError::Serve)?;
+    axum_server::from_tcp_rustls(std_listener, tls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .map_err(StartError::Serve)
+}
+
+/// Starts the background work: the start-up load (ready when done), then the repository and routing watchers.
+fn start_background(state: &AppState, settings: &Settings) {
+    let manager = Arc::clone(&state.manager);
+    let routing = Arc::clone(&state.routing);
+    let root = settings.models.repository.clone();
+    let watch_settings = WatchSettings {
+        notify: settings.models.watch,
+        poll_interval: Duration::from_millis(settings.models.poll_interval_ms),
+        debounce: Duration::from_millis(settings.models.settle_ms.min(250)),
+        settle: Duration::from_millis(settings.models.settle_ms.max(50)),
+    };
+    tokio::spawn(async move {
+        initial_load(&manager, watch_settings.settle).await;
+        manager.registry().set_ready(true);
+        spawn_routing_watch(
+            routing,
+            Arc::clone(&manager),
+            watch_settings.poll_interval.min(Duration::from_secs(1)),
+        );
+        watch::spawn(manager, &root, watch_settings);
+    });
 }
 
 /// The start-up load: reconcile until no file is still being written, so readiness means "everything on disk at
@@ -161,7 +276,8 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         settings.models.repository.clone(),
         Duration::from_millis(settings.models.settle_ms),
     )
-    .with_pins(Arc::clone(&routing) as Arc<dyn PinnedVersions>);
+    .with_pins(Arc::clone(&routing) as Arc<dyn PinnedVersions>)
+    .with_max_queue_per_version(settings.limits.max_queue_per_version);
     let admin_token = settings
         .admin_token()
         .map_err(|e| StartError::Config(e.to_string()))?;

@@ -9,8 +9,9 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use ort::environment::Environment;
 use serde_json::{json, Value};
-use sluice::api::{self, AppState};
+use sluice::api::AppState;
 use sluice::config::{Overrides, Settings};
+use sluice::middleware::ApiKeys;
 use tower::ServiceExt;
 
 /// ONNX Runtime allows one environment per process: the tests share it.
@@ -50,7 +51,8 @@ async fn call_with(
         request = request.header("authorization", auth);
     }
     let request = request.body(Body::from(body.to_owned())).unwrap();
-    let response = api::router(state.clone(), 1 << 20)
+    let settings = Settings::load_with_env(&Overrides::default(), Some(HashMap::new())).unwrap();
+    let response = sluice::middleware::app(state.clone(), &settings, ApiKeys(Vec::new().into()))
         .oneshot(request)
         .await
         .unwrap();

@@ -228,10 +228,14 @@ fn json_logs_carry_a_request_span_with_model_and_version() {
     let repo = repo_with(&["iris"]);
     let server = TestServer::start_with(repo.path(), &[], &[("SLUICE__LOG__FORMAT", "json")]);
     let row = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
-    assert_eq!(
-        post_json(&server, "/v2/models/iris/versions/1/infer", &row).0,
-        200
-    );
+    let response = common::client()
+        .post(server.url("/v2/models/iris/versions/1/infer"))
+        .header("x-request-id", "trace-me-42")
+        .json(&row)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let logs = server.logs();
@@ -241,13 +245,14 @@ fn json_logs_carry_a_request_span_with_model_and_version() {
             .collect();
         let done = parsed.iter().find(|v| {
             v["span"]["name"] == "request"
-                && v["span"]["path"] == "/v2/models/iris/versions/1/infer"
+                && v["span"]["route"] == "/v2/models/{model}/versions/{version}/infer"
                 && v["fields"]["message"] == "finished processing request"
         });
         if let Some(line) = done {
             assert_eq!(line["span"]["model"], "iris", "{line}");
             assert_eq!(line["span"]["version"], "1", "{line}");
             assert_eq!(line["span"]["method"], "POST", "{line}");
+            assert_eq!(line["span"]["request_id"], "trace-me-42", "{line}");
             assert_eq!(line["fields"]["status"], 200, "{line}");
             return;
         }

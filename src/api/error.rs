@@ -2,12 +2,13 @@
 //! in the V2 shape `{"error": "<message>"}`.
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::inference::InferenceError;
+use crate::model::InferError;
 use crate::registry::{ManageError, RegistryError};
 use crate::routing::RoutingError;
 
@@ -27,6 +28,8 @@ pub enum ApiError {
     Routing(#[from] RoutingError),
     #[error("missing or wrong admin token (send 'Authorization: Bearer <token>')")]
     Unauthorized,
+    #[error("missing or wrong API key (send 'Authorization: Bearer <key>' or 'x-api-key: <key>')")]
+    MissingApiKey,
     #[error(
         "the management API is disabled: set admin.token (or SLUICE__ADMIN__TOKEN) to enable it"
     )]
@@ -47,7 +50,15 @@ impl ApiError {
                 InferenceError::Decode(_) | InferenceError::Validation(_) => {
                     StatusCode::BAD_REQUEST
                 }
-                InferenceError::Infer(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                InferenceError::Infer(InferError::Overloaded { .. }) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                InferenceError::Infer(
+                    InferError::Input { .. }
+                    | InferError::Runtime(_)
+                    | InferError::Output { .. }
+                    | InferError::Internal(_),
+                ) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Registry(r) => registry_status(r),
             ApiError::Body(rejection) => rejection.status(),
@@ -64,7 +75,7 @@ impl ApiError {
                 RoutingError::UnknownVariant { .. } => StatusCode::NOT_FOUND,
                 RoutingError::File { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::MissingApiKey => StatusCode::UNAUTHORIZED,
             ApiError::ManagementDisabled => StatusCode::FORBIDDEN,
             ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -101,9 +112,20 @@ impl IntoResponse for ApiError {
             error: self.to_string(),
         });
         let mut response = (status, body).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            let challenge = HeaderValue::from_static("Bearer realm=\"sluice-admin\"");
-            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        let realm = match self {
+            ApiError::Unauthorized => Some("Bearer realm=\"sluice-admin\""),
+            ApiError::MissingApiKey => Some("Bearer realm=\"sluice\""),
+            _ => None,
+        };
+        if let Some(challenge) = realm {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         response
     }

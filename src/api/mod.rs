@@ -12,7 +12,7 @@ mod routing;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
@@ -43,12 +43,22 @@ pub struct AppState {
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct V2Path<T>(pub T);
 
-/// The router with every route; middleware is added by [`crate::middleware`].
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// Health endpoints: always open (probes), never shed.
+pub fn health_routes() -> Router<AppState> {
     Router::new()
-        .route("/v2", get(metadata::server))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
+}
+
+/// `/metrics`: open for scrapers; on the main port or its own (`server.metrics_port`).
+pub fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(health::metrics))
+}
+
+/// Inference and metadata: behind the API keys when configured.
+pub fn model_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2", get(metadata::server))
         .route("/v2/models/{model}", get(metadata::model))
         .route(
             "/v2/models/{model}/versions/{version}",
@@ -70,10 +80,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(infer::infer_version),
         )
         .route("/v2/models/{model}/routing", get(routing::show))
-        .route(
-            "/v2/repository/models/{model}/routing",
-            post(routing::change),
-        )
+}
+
+/// Management: behind the admin token (checked by the `Admin` extractor), disabled without one.
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/v2/repository/index", post(management::index))
         .route("/v2/repository/models/{model}/load", post(management::load))
         .route(
@@ -84,11 +95,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/v2/repository/models/{model}/default",
             post(management::set_default),
         )
-        .route("/metrics", get(health::metrics))
+        .route(
+            "/v2/repository/models/{model}/routing",
+            post(routing::change),
+        )
+}
+
+/// Unknown routes and wrong methods get V2 errors too.
+pub fn with_fallbacks(router: Router<AppState>) -> Router<AppState> {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {

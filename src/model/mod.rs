@@ -29,6 +29,8 @@ pub enum InferError {
     Output { output: String, message: String },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("model version overloaded: {waiting} requests are already waiting for a session; retry later")]
+    Overloaded { waiting: usize },
 }
 
 /// Session settings for one model (`model.toml`); unset fields take the server's defaults.
@@ -86,6 +88,7 @@ impl ModelVersion {
         version: u64,
         path: &Path,
         settings: &SessionSettings,
+        max_waiting: usize,
     ) -> Result<ModelVersion, String> {
         let size = settings.effective_pool_size();
         let sessions = (0..size)
@@ -108,7 +111,7 @@ impl ModelVersion {
             name: name.to_owned(),
             version,
             signature,
-            pool: SessionPool::new(sessions),
+            pool: SessionPool::new(sessions, max_waiting),
         })
     }
 
@@ -192,7 +195,8 @@ mod tests {
             inter_op_threads: Some(1),
             optimization_level: Some(OptimizationLevel::Disable),
         };
-        let model = Arc::new(ModelVersion::load(&env, "iris", 2, &iris_v2(), &settings).unwrap());
+        let model =
+            Arc::new(ModelVersion::load(&env, "iris", 2, &iris_v2(), &settings, 16).unwrap());
         assert_eq!(model.pool.size(), 3);
         assert_eq!(
             model.signature.inputs[0].tensor(),
@@ -233,7 +237,7 @@ mod tests {
         let path = dir.path().join("model.onnx");
         std::fs::write(&path, b"\x08\x01not onnx").unwrap();
         let err =
-            ModelVersion::load(&env, "bad", 1, &path, &SessionSettings::default()).unwrap_err();
+            ModelVersion::load(&env, "bad", 1, &path, &SessionSettings::default(), 16).unwrap_err();
         assert!(!err.is_empty());
     }
 
@@ -241,7 +245,8 @@ mod tests {
     async fn onnx_runtime_errors_are_infer_errors() {
         let env = crate::runtime::test_environment();
         let model =
-            ModelVersion::load(&env, "iris", 2, &iris_v2(), &SessionSettings::default()).unwrap();
+            ModelVersion::load(&env, "iris", 2, &iris_v2(), &SessionSettings::default(), 16)
+                .unwrap();
         // Bypassing validation: a wrong dtype reaches ONNX Runtime, which must fail cleanly.
         let input = Tensor {
             name: "float_input".into(),

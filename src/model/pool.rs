@@ -3,6 +3,7 @@
 //! `Session::run` needs `&mut Session`, so concurrent requests each need a session of their own. Requests wait for
 //! a free session asynchronously (a semaphore), then run on Tokio's blocking pool, never on the async workers.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ort::session::Session;
@@ -19,6 +20,19 @@ pub struct SessionPool {
     idle: Arc<Mutex<Vec<usize>>>,
     /// One permit per idle slot: waiting for a session is async and fair, so queued requests cost no thread.
     permits: Arc<Semaphore>,
+    /// Requests waiting for a permit right now, and the most allowed: beyond it requests are refused at once
+    /// (overload), never queued without bound.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+}
+
+/// Counts a waiter until dropped.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Returns a slot to the idle list when a run ends, even by panic or when the request was abandoned.
@@ -37,12 +51,14 @@ impl Drop for SlotGuard {
 }
 
 impl SessionPool {
-    pub fn new(sessions: Vec<Session>) -> SessionPool {
+    pub fn new(sessions: Vec<Session>, max_waiting: usize) -> SessionPool {
         let size = sessions.len();
         SessionPool {
             slots: sessions.into_iter().map(Mutex::new).collect(),
             idle: Arc::new(Mutex::new((0..size).collect())),
             permits: Arc::new(Semaphore::new(size)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
         }
     }
 
@@ -58,10 +74,22 @@ impl SessionPool {
         F: FnOnce(&mut Session) -> Result<T, InferError> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| InferError::Internal("session pool closed".into()))?;
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(InferError::Overloaded {
+                        waiting: self.max_waiting,
+                    });
+                }
+                let _waiting = Waiting(Arc::clone(&self.waiting));
+                Arc::clone(&self.permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| InferError::Internal("session pool closed".into()))?
+            }
+        };
         let index = self
             .idle
             .lock()

@@ -80,6 +80,8 @@ pub struct RepositoryManager {
     state: Mutex<ManagerState>,
     /// Versions routing refers to; kept loaded whatever the version policy says.
     pins: Option<Arc<dyn PinnedVersions>>,
+    /// Requests that may wait for a session of one version (`limits.max_queue_per_version`).
+    max_queue_per_version: usize,
 }
 
 impl RepositoryManager {
@@ -98,7 +100,14 @@ impl RepositoryManager {
             settle,
             state: Mutex::new(ManagerState::default()),
             pins: None,
+            max_queue_per_version: 128,
         }
+    }
+
+    /// Sets how many requests may wait for a session of one version before the rest are refused.
+    pub fn with_max_queue_per_version(mut self, max: usize) -> RepositoryManager {
+        self.max_queue_per_version = max;
+        self
     }
 
     /// Keeps the versions `pins` names loaded (routing's references).
@@ -380,6 +389,7 @@ impl RepositoryManager {
         settings: &SessionSettings,
     ) -> Result<ModelVersion, String> {
         let started = Instant::now();
+        let max_waiting = self.max_queue_per_version;
         let (env, name, path_buf, settings) = (
             self.env.clone(),
             model.to_owned(),
@@ -387,7 +397,7 @@ impl RepositoryManager {
             settings.clone(),
         );
         let result = tokio::task::spawn_blocking(move || {
-            ModelVersion::load(&env, &name, version, &path_buf, &settings)
+            ModelVersion::load(&env, &name, version, &path_buf, &settings, max_waiting)
         })
         .await
         .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));

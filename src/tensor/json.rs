@@ -20,6 +20,8 @@ use super::{element_count, DataType, Tensor, TensorData};
 pub enum DecodeError {
     #[error("malformed inference request: {0}")]
     Json(String),
+    #[error("request JSON is nested more than {limit} levels deep (limits.max_json_depth)")]
+    TooDeep { limit: usize },
     #[error("input '{input}': unknown datatype '{given}'; expected one of BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES")]
     UnknownDatatype { input: String, given: String },
     #[error("input '{input}': shape {shape:?} has a negative dimension")]
@@ -83,8 +85,19 @@ struct WireOutput {
     name: String,
 }
 
-/// Decodes a V2 JSON inference request. `max_elements` bounds each input's element count.
-pub fn decode_request(body: &[u8], max_elements: usize) -> Result<InferRequest, DecodeError> {
+/// Bounds a decode enforces before it allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Most elements one input may declare.
+    pub max_elements: usize,
+    /// Deepest nesting of JSON arrays and objects.
+    pub max_depth: usize,
+}
+
+/// Decodes a V2 JSON inference request within `limits`.
+pub fn decode_request(body: &[u8], limits: DecodeLimits) -> Result<InferRequest, DecodeError> {
+    check_depth(body, limits.max_depth)?;
+    let max_elements = limits.max_elements;
     let wire: WireRequest<'_> =
         serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
     let inputs = wire
@@ -99,6 +112,34 @@ pub fn decode_request(body: &[u8], max_elements: usize) -> Result<InferRequest, 
             .outputs
             .map(|outs| outs.into_iter().map(|o| o.name).collect()),
     })
+}
+
+/// Refuses bodies nested deeper than `max` before any parsing (strings are skipped, escapes honoured).
+fn check_depth(body: &[u8], max: usize) -> Result<(), DecodeError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(DecodeError::TooDeep { limit: max });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn decode_input(input: WireInput<'_>, max_elements: usize) -> Result<Tensor, DecodeError> {

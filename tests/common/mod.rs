@@ -78,6 +78,8 @@ impl TestServer {
             .args(args);
         // Freshly copied test repositories would otherwise wait out the default 1 s settle time.
         cmd.env("SLUICE__MODELS__SETTLE_MS", "100");
+        // Tests that shut down do not need load balancers to notice.
+        cmd.env("SLUICE__SERVER__SHUTDOWN_DELAY_MS", "0");
         cmd.envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

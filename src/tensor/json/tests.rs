@@ -1,7 +1,12 @@
 use super::*;
 
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_elements: 1_000,
+    max_depth: 16,
+};
+
 fn decode(body: &str) -> Result<InferRequest, DecodeError> {
-    decode_request(body.as_bytes(), 1_000)
+    decode_request(body.as_bytes(), LIMITS)
 }
 
 fn one(datatype: &str, shape: &str, data: &str) -> Result<TensorData, DecodeError> {
@@ -193,4 +198,113 @@ fn response_serialises_typed_buffers() {
         json,
         r#"{"model_name":"m","model_version":"2","id":"r1","outputs":[{"name":"p","datatype":"FP16","shape":[2],"data":[0.5,0.5]},{"name":"s","datatype":"BYTES","shape":[1],"data":["ok"]}]}"#
     );
+}
+
+#[test]
+fn deep_nesting_is_refused_before_parsing() {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let body =
+        format!(r#"{{"inputs":[{{"name":"x","datatype":"FP32","shape":[1],"data":{deep}}}]}}"#);
+    assert_eq!(decode(&body), Err(DecodeError::TooDeep { limit: 16 }));
+    // Brackets inside strings do not count.
+    let body = format!(
+        r#"{{"id":"{}","inputs":[{{"name":"x","datatype":"FP32","shape":[1],"data":[1]}}]}}"#,
+        "[".repeat(100)
+    );
+    assert!(decode(&body).is_ok());
+    let escaped = r#"{"id":"\"[[[[[[[[[[[[[[[[[[[[","inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}"#;
+    assert!(decode(escaped).is_ok());
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{IoKind, IoSpec, Signature};
+    use crate::validate::validate;
+
+    fn signature() -> Signature {
+        Signature {
+            inputs: vec![IoSpec {
+                name: "x".into(),
+                kind: IoKind::Tensor {
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 4],
+                },
+            }],
+            outputs: vec![IoSpec {
+                name: "y".into(),
+                kind: IoKind::Tensor {
+                    datatype: DataType::Int64,
+                    shape: vec![-1],
+                },
+            }],
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("inputs".to_string()),
+                        Just("name".to_string()),
+                        Just("datatype".to_string()),
+                        Just("shape".to_string()),
+                        Just("data".to_string()),
+                        Just("outputs".to_string()),
+                        ".{0,4}"
+                    ],
+                    inner,
+                    0..6,
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic: they decode or give a DecodeError (a 400).
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(request) = decode_request(&bytes, LIMITS) {
+                let _ = validate(&signature(), &request);
+            }
+        }
+
+        /// Arbitrary JSON (biased towards V2 field names) decodes and validates without panicking.
+        #[test]
+        fn arbitrary_json_never_panics(value in json_value()) {
+            let body = serde_json::to_vec(&value).unwrap();
+            if let Ok(request) = decode_request(&body, LIMITS) {
+                let _ = validate(&signature(), &request);
+            }
+        }
+
+        /// Structurally valid requests with arbitrary shapes, datatypes and data never panic either.
+        #[test]
+        fn arbitrary_v2_requests_never_panic(
+            shape in proptest::collection::vec(any::<i64>(), 0..5),
+            datatype in prop_oneof![
+                Just("FP32".to_string()), Just("INT64".to_string()), Just("UINT8".to_string()),
+                Just("BOOL".to_string()), Just("BYTES".to_string()), Just("FP16".to_string()), ".{0,5}"
+            ],
+            data in json_value(),
+        ) {
+            let body = serde_json::json!({"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]});
+            if let Ok(request) = decode_request(&serde_json::to_vec(&body).unwrap(), LIMITS) {
+                let _ = validate(&signature(), &request);
+            }
+        }
+    }
 }

@@ -1,0 +1,46 @@
+//! API-key authentication for inference and metadata routes (health and metrics stay open for probes and
+//! scrapers). Keys come from `Authorization: Bearer <key>` or `x-api-key`, compared in constant time.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::api::ApiError;
+
+/// The accepted keys; empty means no key is required.
+#[derive(Clone)]
+pub struct ApiKeys(pub Arc<[String]>);
+
+impl ApiKeys {
+    /// Whether `headers` carry one of the keys. Every key is compared, in constant time, so neither which key
+    /// matched nor how much of a guess matched shows in the timing.
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let bearer = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let header = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        let Some(given) = bearer.or(header) else {
+            return false;
+        };
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |found, key| {
+                found | given.as_bytes().ct_eq(key.as_bytes())
+            })
+            .into()
+    }
+}
+
+pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
+    if keys.0.is_empty() || keys.accepts(request.headers()) {
+        next.run(request).await
+    } else {
+        ApiError::MissingApiKey.into_response()
+    }
+}

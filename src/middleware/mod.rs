@@ -1,0 +1,145 @@
+//! The HTTP middleware stack, assembled in one place so the order reads as written. `ServiceBuilder` layers run
+//! top to bottom: the first layer listed sees the request first and the response last.
+
+mod auth;
+mod errors;
+mod overload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use self::auth::ApiKeys;
+pub use self::overload::Overload;
+use crate::api::{self, AppState};
+use crate::config::Settings;
+
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// The application: every route with its middleware. `/metrics` is included unless it has its own port.
+pub fn app(state: AppState, settings: &Settings, api_keys: ApiKeys) -> Router {
+    let overload = Overload::new(
+        settings.limits.max_concurrent_requests,
+        settings.limits.max_queued_requests,
+        Arc::clone(&state.metrics),
+    );
+    let protected = api::model_routes()
+        // Per route, after routing: unknown paths get 404, not 401.
+        .route_layer(axum::middleware::from_fn_with_state(
+            api_keys,
+            auth::require_key,
+        ));
+    let limited = protected.merge(api::admin_routes()).layer(
+        ServiceBuilder::new()
+            // The timeout wraps the queue: time spent waiting for a slot counts, so an accepted request either
+            // finishes or gets a 504 within request_timeout_ms.
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::GATEWAY_TIMEOUT,
+                Duration::from_millis(settings.server.request_timeout_ms),
+            ))
+            // Load shedding on API routes only: health probes must answer even when the server is saturated.
+            .layer(axum::middleware::from_fn_with_state(
+                overload,
+                overload::shed,
+            )),
+    );
+    let mut routes = limited.merge(api::health_routes());
+    if settings.server.metrics_port == 0 {
+        routes = routes.merge(api::metrics_routes());
+    }
+    let routes = api::with_fallbacks(routes)
+        // Read by the body extractors after decompression, so it bounds the decompressed size.
+        .layer(DefaultBodyLimit::max(settings.server.max_body_bytes))
+        .with_state(state);
+    with_common_layers(routes, settings)
+}
+
+/// A router serving only `/metrics`, for `server.metrics_port`.
+pub fn metrics_app(state: AppState) -> Router {
+    api::with_fallbacks(api::metrics_routes()).with_state(state)
+}
+
+fn with_common_layers(router: Router, settings: &Settings) -> Router {
+    let cors = cors(&settings.server.cors_allowed_origins);
+    let stack = ServiceBuilder::new()
+        // First: mark credentials sensitive, so no later layer (tracing in particular) ever logs them.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            API_KEY,
+        ]))
+        // Accept the caller's x-request-id or make one, before the span opens so the span carries it.
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // One span per request: request id, method, matched route; model, version and variant are recorded by
+        // the inference service. Every log line of the request, errors included, carries them.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        request_id = %request_id,
+                        method = %req.method(),
+                        route = %route,
+                        model = tracing::field::Empty,
+                        version = tracing::field::Empty,
+                        variant = tracing::field::Empty,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // Failures are logged where they are understood (`ApiError`), not again as a bare status.
+                .on_failure(()),
+        )
+        // Echo the request id on the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // Outside everything that can produce a bare error status (timeout, decompression, panics), so every
+        // error leaves in the V2 shape.
+        .layer(axum::middleware::map_response(errors::v2_error_body))
+        // A panicking handler becomes a 500; the connection and the process survive.
+        .layer(CatchPanicLayer::custom(errors::panic_response))
+        // CORS before authentication, so preflight requests are answered without credentials.
+        .option_layer(cors)
+        // Compress responses for clients that accept it.
+        .layer(CompressionLayer::new())
+        // Inflate gzip/deflate request bodies; the body limit above applies to the inflated bytes.
+        .layer(RequestDecompressionLayer::new());
+    router.layer(stack)
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([AUTHORIZATION, API_KEY, axum::http::header::CONTENT_TYPE]),
+    )
+}

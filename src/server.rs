@@ -94,7 +94,11 @@ impl Server {
         let api_keys = settings
             .api_keys()
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let app = crate::middleware::app(state.clone(), &settings, ApiKeys(api_keys.into()));
+        let app = crate::middleware::app(
+            state.clone(),
+            &settings,
+            ApiKeys::new(api_keys, settings.server.max_body_bytes),
+        );
         if settings.server.metrics_port != 0 {
             let metrics_addr = format!("{}:{}", settings.server.host, settings.server.metrics_port);
             let metrics_listener =
@@ -118,10 +122,7 @@ impl Server {
         let serve = async {
             match settings.tls_files() {
                 Some((cert, key)) => serve_tls(listener, app, cert, key, stop_accepting).await,
-                None => axum::serve(listener, app)
-                    .with_graceful_shutdown(stop_accepting)
-                    .await
-                    .map_err(StartError::Serve),
+                None => serve_http(listener, app, stop_accepting).await,
             }
         };
         tokio::select! {
@@ -150,7 +151,7 @@ async fn drain(
     closing: tokio::sync::watch::Sender<bool>,
 ) {
     signal.await;
-    registry.set_ready(false);
+    registry.start_draining();
     tracing::info!(
         delay_ms = delay.as_millis() as u64,
         "draining: readiness is false, still accepting"
@@ -166,6 +167,62 @@ async fn grace_expired(mut closing: tokio::sync::watch::Receiver<bool>, grace: D
         std::future::pending::<()>().await;
     }
     tokio::time::sleep(grace).await;
+}
+
+/// Serves plain HTTP (HTTP/1.1 and h2c) until `stop_accepting` completes, then closes the listener first and gives
+/// connections accepted just before a moment to deliver their request, so a request whose connection was accepted is
+/// answered rather than reset; then every connection is shut down gracefully (in-flight requests finish).
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    stop_accepting: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let builder = Builder::new(TokioExecutor::new());
+    tokio::pin!(stop_accepting);
+    let serve = |stream: tokio::net::TcpStream| {
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve(stream),
+                Err(e) => {
+                    // Out of file descriptors and similar: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut stop_accepting => break,
+        }
+    }
+    // Connections the kernel already completed (the accept backlog) would be reset when the listener closes: take
+    // what is waiting (bounded), then close.
+    let backlog_deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+    while tokio::time::Instant::now() < backlog_deadline {
+        match tokio::time::timeout(Duration::from_millis(5), listener.accept()).await {
+            Ok(Ok((stream, _))) => serve(stream),
+            _ => break,
+        }
+    }
+    drop(listener);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Serves HTTPS with rustls (ring provider) from PEM files, with the same graceful shutdown.

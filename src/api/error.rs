@@ -88,9 +88,9 @@ fn registry_status(e: &RegistryError) -> StatusCode {
         RegistryError::ModelNotFound { .. } | RegistryError::VersionNotFound { .. } => {
             StatusCode::NOT_FOUND
         }
-        RegistryError::NotReady { .. } | RegistryError::ServerNotReady => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        RegistryError::NotReady { .. }
+        | RegistryError::ServerNotReady
+        | RegistryError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

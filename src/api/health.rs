@@ -10,7 +10,6 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState, V2Path};
-use crate::registry::RegistryError;
 
 /// Live as long as the process answers.
 pub async fn live() -> Json<Value> {
@@ -22,7 +21,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     if state.registry.is_ready() {
         Ok(Json(json!({ "ready": true })))
     } else {
-        Err(RegistryError::ServerNotReady.into())
+        Err(state.registry.not_ready_error().into())
     }
 }
 

@@ -14,9 +14,20 @@ use crate::api::ApiError;
 
 /// The accepted keys; empty means no key is required.
 #[derive(Clone)]
-pub struct ApiKeys(pub Arc<[String]>);
+pub struct ApiKeys {
+    keys: Arc<[String]>,
+    /// A refused request's body is read up to this size before answering (see `overload::drain_body`).
+    max_body_bytes: usize,
+}
 
 impl ApiKeys {
+    pub fn new(keys: Vec<String>, max_body_bytes: usize) -> ApiKeys {
+        ApiKeys {
+            keys: keys.into(),
+            max_body_bytes,
+        }
+    }
+
     /// Whether `headers` carry one of the keys. Every key is compared, in constant time, so neither which key
     /// matched nor how much of a guess matched shows in the timing.
     fn accepts(&self, headers: &HeaderMap) -> bool {
@@ -28,7 +39,7 @@ impl ApiKeys {
         let Some(given) = bearer.or(header) else {
             return false;
         };
-        self.0
+        self.keys
             .iter()
             .fold(subtle::Choice::from(0), |found, key| {
                 found | given.as_bytes().ct_eq(key.as_bytes())
@@ -38,9 +49,10 @@ impl ApiKeys {
 }
 
 pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
-    if keys.0.is_empty() || keys.accepts(request.headers()) {
+    if keys.keys.is_empty() || keys.accepts(request.headers()) {
         next.run(request).await
     } else {
+        super::overload::drain_body(request, keys.max_body_bytes).await;
         ApiError::MissingApiKey.into_response()
     }
 }

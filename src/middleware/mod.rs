@@ -3,6 +3,7 @@
 
 mod auth;
 mod errors;
+mod limits;
 mod overload;
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn app(state: AppState, settings: &Settings, api_keys: ApiKeys) -> Router {
     let overload = Overload::new(
         settings.limits.max_concurrent_requests,
         settings.limits.max_queued_requests,
+        settings.server.max_body_bytes,
         Arc::clone(&state.metrics),
     );
     let protected = api::model_routes()
@@ -73,7 +75,8 @@ pub fn metrics_app(state: AppState) -> Router {
     api::with_fallbacks(api::metrics_routes()).with_state(state)
 }
 
-fn with_common_layers(router: Router, settings: &Settings) -> Router {
+/// Wraps `router` in the layers every route shares (request id, tracing, V2 errors, panics, CORS, compression).
+pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
     let cors = cors(&settings.server.cors_allowed_origins);
     let stack = ServiceBuilder::new()
         // First: mark credentials sensitive, so no later layer (tracing in particular) ever logs them.
@@ -122,6 +125,11 @@ fn with_common_layers(router: Router, settings: &Settings) -> Router {
         .option_layer(cors)
         // Compress responses for clients that accept it.
         .layer(CompressionLayer::new())
+        // A declared body over the limit is refused before decompression or any handler.
+        .layer(axum::middleware::from_fn_with_state(
+            settings.server.max_body_bytes,
+            limits::refuse_oversized,
+        ))
         // Inflate gzip/deflate request bodies; the body limit above applies to the inflated bytes.
         .layer(RequestDecompressionLayer::new());
     router.layer(stack)

@@ -21,6 +21,8 @@ pub struct Overload {
     /// Requests waiting for a permit now; atomic because it is checked and bumped on every request without a lock.
     queued: Arc<AtomicUsize>,
     max_queued: usize,
+    /// Read (and discarded) from a refused request, so the client gets the 503 instead of a reset connection.
+    max_body_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -34,8 +36,14 @@ impl Drop for Queued {
 }
 
 impl Overload {
-    pub fn new(max_concurrent: usize, max_queued: usize, metrics: Arc<Metrics>) -> Overload {
+    pub fn new(
+        max_concurrent: usize,
+        max_queued: usize,
+        max_body_bytes: usize,
+        metrics: Arc<Metrics>,
+    ) -> Overload {
         Overload {
+            max_body_bytes,
             running: Arc::new(Semaphore::new(max_concurrent)),
             queued: Arc::new(AtomicUsize::new(0)),
             max_queued,
@@ -52,6 +60,7 @@ pub async fn shed(State(overload): State<Overload>, request: Request, next: Next
             if overload.queued.fetch_add(1, Ordering::AcqRel) >= overload.max_queued {
                 overload.queued.fetch_sub(1, Ordering::AcqRel);
                 overload.metrics.request_shed();
+                drain_body(request, overload.max_body_bytes).await;
                 return refuse();
             }
             let _queued = Queued(Arc::clone(&overload.queued));
@@ -64,6 +73,21 @@ pub async fn shed(State(overload): State<Overload>, request: Request, next: Next
     let response = next.run(request).await;
     drop(permit);
     response
+}
+
+/// Reads and discards (without buffering) up to `limit` bytes of a request body we answer without using. Answering
+/// while the client is still sending would close the connection under it, and the client would see a reset
+/// instead of our answer.
+pub async fn drain_body(request: Request, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = request.into_body();
+    let mut read = 0usize;
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
 }
 
 fn refuse() -> Response {

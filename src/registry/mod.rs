@@ -86,6 +86,8 @@ pub enum RegistryError {
     NotReady { model: String, reason: String },
     #[error("the server is still loading models")]
     ServerNotReady,
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// One row of the repository index (`POST /v2/repository/index`), as Triton and MLServer report it.
@@ -105,6 +107,8 @@ pub struct Registry {
     models: ArcSwap<ModelMap>,
     /// False until start-up loading finished; `/v2/health/ready` reports it.
     ready: AtomicBool,
+    /// Set when shutdown begins: readiness is false for good, whatever loading does.
+    draining: AtomicBool,
 }
 
 impl Default for Registry {
@@ -112,6 +116,7 @@ impl Default for Registry {
         Registry {
             models: ArcSwap::from_pointee(ModelMap::new()),
             ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }
     }
 }
@@ -131,7 +136,25 @@ impl Registry {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    /// Marks the start of shutdown: readiness is false from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Why the server is not ready.
+    pub fn not_ready_error(&self) -> RegistryError {
+        if self.is_draining() {
+            RegistryError::ShuttingDown
+        } else {
+            RegistryError::ServerNotReady
+        }
     }
 
     /// Finds the version a request targets: the one named, or the model's default.

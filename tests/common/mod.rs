@@ -51,6 +51,8 @@ pub struct TestServer {
     child: Child,
     pub base: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// A client that trusts this server (its TLS certificate, when it has one).
+    pub client: reqwest::blocking::Client,
 }
 
 pub fn sluice_command() -> Command {
@@ -69,8 +71,29 @@ impl TestServer {
         Self::start_with(models, &[], &[])
     }
 
+    /// Starts the server with TLS (set through `env`) and a client that trusts `ca_pem`.
+    pub fn start_tls(models: &Path, env: &[(&str, &str)], ca_pem: &[u8]) -> TestServer {
+        let root = reqwest::Certificate::from_pem(ca_pem).unwrap();
+        let client = reqwest::blocking::Client::builder()
+            .add_root_certificate(root)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Self::launch(models, &[], env, "https", client)
+    }
+
     /// Starts the server and waits until it is listening and ready.
     pub fn start_with(models: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
+        Self::launch(models, args, env, "http", client())
+    }
+
+    fn launch(
+        models: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        scheme: &str,
+        client: reqwest::blocking::Client,
+    ) -> TestServer {
         let mut cmd = sluice_command();
         cmd.arg("--models")
             .arg(models)
@@ -111,8 +134,9 @@ impl TestServer {
             });
         let server = TestServer {
             child,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             logs,
+            client,
         };
         server.wait_ready();
         server
@@ -120,9 +144,8 @@ impl TestServer {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let client = client();
         while Instant::now() < deadline {
-            if let Ok(r) = client.get(self.url("/v2/health/ready")).send() {
+            if let Ok(r) = self.client.get(self.url("/v2/health/ready")).send() {
                 if r.status() == 200 {
                     return;
                 }
@@ -204,13 +227,18 @@ pub fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let response = client().post(server.url(path)).json(body).send().unwrap();
+    let response = server
+        .client
+        .post(server.url(path))
+        .json(body)
+        .send()
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().unwrap())
 }
 
 pub fn get_json(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
-    let response = client().get(server.url(path)).send().unwrap();
+    let response = server.client.get(server.url(path)).send().unwrap();
     let status = response.status().as_u16();
     (status, response.json().unwrap())
 }

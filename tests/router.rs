@@ -196,3 +196,37 @@ async fn bad_paths_get_v2_errors() {
         "{body}"
     );
 }
+
+/// A handler that panics becomes a 500 with a V2 body (with the request id), and the service keeps serving.
+#[tokio::test]
+async fn panics_become_500s_with_v2_bodies() {
+    async fn boom() -> &'static str {
+        panic!("deliberate test panic")
+    }
+    let settings = Settings::load_with_env(&Overrides::default(), Some(HashMap::new())).unwrap();
+    let router = axum::Router::new()
+        .route("/boom", axum::routing::get(boom))
+        .route("/ok", axum::routing::get(|| async { "ok" }));
+    let app = sluice::middleware::with_common_layers(router, &settings);
+    let response = app
+        .clone()
+        .oneshot(Request::builder().uri("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.headers().contains_key("x-request-id"));
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("internal error"),
+        "{body}"
+    );
+    let ok = app
+        .oneshot(Request::builder().uri("/ok").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}

@@ -306,7 +306,10 @@ fn oversized_bodies_get_413_in_v2_shape() {
     let (status, reply) = post_json(&server, "/v2/models/iris/infer", &body);
     assert_eq!(status, 413);
     assert!(
-        reply["error"].as_str().unwrap().contains("over the limit of 1000"),
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 1000"),
         "{reply}"
     );
 }

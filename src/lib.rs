@@ -12,12 +12,13 @@
 //!   - [`model`] runs it on a session from the version's pool, on a blocking thread,
 //!   - and the handler encodes the typed outputs as a V2 response.
 //!
-//! Around it: [`config`] (defaults → file → env → flags), [`runtime`] (finding the ONNX Runtime library),
+//! `sluice check` ([`check`]) validates a repository offline. Around it: [`config`] (defaults → file → env → flags), [`runtime`] (finding the ONNX Runtime library),
 //! [`repository`] (the on-disk layout), [`metrics`] (a Prometheus registry of our own), [`telemetry`] (logging),
 //! [`shutdown`] (signals) and [`server`] (start-up and the serving loop).
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod inference;
 pub mod metrics;

@@ -34,8 +34,24 @@ struct Cli {
     #[arg(long)]
     port: Option<u16>,
     /// Path to libonnxruntime.so (otherwise ORT_DYLIB_PATH, then .ort/, then next to the executable).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     onnxruntime: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Without a subcommand, sluice serves.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Validate a model repository offline (load every version, print signatures, check model.toml files and the
+    /// routing file's references); exit 1 on any problem. For CI before a deployment.
+    Check {
+        /// The repository to check.
+        repository: PathBuf,
+        /// A routing policy file whose model and version references must exist and load.
+        #[arg(long, value_name = "FILE")]
+        routing: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +64,13 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(Command::Check {
+        repository,
+        routing,
+    }) = &cli.command
+    {
+        return run_check(cli.onnxruntime.as_deref(), repository, routing.as_deref());
+    }
     let overrides = Overrides {
         config_file: cli.config,
         models: cli.models,
@@ -85,5 +108,26 @@ fn main() -> ExitCode {
                 StartError::Metrics(_) | StartError::Serve(_) => EX_SOFTWARE,
             })
         }
+    }
+}
+
+fn run_check(
+    onnxruntime: Option<&std::path::Path>,
+    repository: &std::path::Path,
+    routing: Option<&std::path::Path>,
+) -> ExitCode {
+    let env = match sluice::runtime::load(onnxruntime) {
+        Ok((_, env)) => env,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let report = sluice::check::check(&env, repository, routing);
+    print!("{}", report.text);
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

@@ -587,3 +587,71 @@ fn output_shapes_come_from_the_actual_tensors() {
         json!({"name": "y", "datatype": "INT64", "shape": [3], "data": [7, 8, 9]})
     );
 }
+
+/// KServe V1: `instances` (or `inputs`) in, `predictions` out, for single- and multi-input models.
+#[test]
+fn kserve_v1_predict_and_status() {
+    let (_repo, server) = server();
+    assert_eq!(
+        get_json(&server, "/v1/models/iris"),
+        (200, json!({"name": "iris", "ready": true}))
+    );
+    assert_eq!(get_json(&server, "/v1/models/nope").0, 404);
+    let (status, reply) = post_json(
+        &server,
+        "/v1/models/iris:predict",
+        &json!({"instances": [[5.1, 3.5, 1.4, 0.2], [6.9, 3.2, 5.7, 2.3]]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let predictions = reply["predictions"].as_array().unwrap();
+    assert_eq!(
+        (
+            predictions[0]["label"].as_i64(),
+            predictions[1]["label"].as_i64()
+        ),
+        (Some(0), Some(2))
+    );
+    assert_eq!(predictions[0]["probabilities"].as_array().unwrap().len(), 3);
+    let (status, reply) = post_json(
+        &server,
+        "/v1/models/digits_mlp:predict",
+        &json!({"inputs": [vec![0.0; 64]]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["predictions"].as_array().unwrap().len(), 1);
+    let instance = json!({"mean_radius": [17.99], "mean_texture": [10.38], "lymph_nodes": [5], "clinic": ["north"]});
+    let (status, reply) = post_json(
+        &server,
+        "/v1/models/tumor_risk:predict",
+        &json!({"instances": [instance]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["predictions"][0]["label"].is_i64(), "{reply}");
+    for (body, needle) in [
+        (json!({"rows": []}), "needs \"instances\""),
+        (json!({"instances": []}), "empty"),
+        (json!({"instances": [[1, 2, 3]]}), "dimension 1 must be 4"),
+        (
+            json!({"instances": [{"mean_radius": [1.0]}]}),
+            "lacks input",
+        ),
+    ] {
+        let model = if needle == "lacks input" {
+            "tumor_risk"
+        } else {
+            "iris"
+        };
+        let (status, reply) = post_json(&server, &format!("/v1/models/{model}:predict"), &body);
+        assert_eq!(status, 400, "{body}: {reply}");
+        assert!(reply["error"].as_str().unwrap().contains(needle), "{reply}");
+    }
+    assert_eq!(
+        post_json(
+            &server,
+            "/v1/models/iris:explain",
+            &json!({"instances": []})
+        )
+        .0,
+        404
+    );
+}

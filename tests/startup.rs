@@ -333,3 +333,49 @@ fn sigterm_and_ctrl_c_shut_down_gracefully() {
     assert!(status.success(), "{status:?}");
     assert!(server.logs().join("\n").contains("ctrl-c received"));
 }
+
+#[test]
+fn check_validates_a_repository_offline() {
+    let (code, out) = run_sluice(&["check", &models_arg()], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("input clinic: BYTES [-1, 1]") && out.contains("repository OK"),
+        "{out}"
+    );
+
+    let repo = repo_with(&["iris"]);
+    let root = repo.path();
+    std::fs::create_dir_all(root.join("corrupt/1")).unwrap();
+    std::fs::write(root.join("corrupt/1/model.onnx"), b"garbage").unwrap();
+    std::fs::create_dir_all(root.join("pinned/1")).unwrap();
+    std::fs::copy(
+        root.join("iris/2/model.onnx"),
+        root.join("pinned/1/model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(root.join("pinned/model.toml"), "default_version = 4\n").unwrap();
+    let routing = root.join("routing.toml");
+    std::fs::write(
+        &routing,
+        "[iris]\nvariants = [{ name = \"canary\", version = 3, weight = 5.0 }]\n",
+    )
+    .unwrap();
+    let (code, out) = run_sluice(
+        &[
+            "check",
+            root.to_str().unwrap(),
+            "--routing",
+            routing.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    for needle in [
+        "model 'corrupt' version 1",
+        "model 'pinned': default_version 4 is not in the repository",
+        "routing for 'iris' refers to version 3",
+        "3 problem(s)",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+}

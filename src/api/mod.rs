@@ -9,6 +9,7 @@ mod infer;
 mod management;
 mod metadata;
 mod routing;
+mod v1;
 
 use std::sync::Arc;
 
@@ -80,6 +81,7 @@ pub fn model_routes() -> Router<AppState> {
             post(infer::infer_version),
         )
         .route("/v2/models/{model}/routing", get(routing::show))
+        .route("/v1/models/{model}", get(v1::status).post(v1::predict))
 }
 
 /// Management: behind the admin token (checked by the `Admin` extractor), disabled without one.

@@ -1,0 +1,137 @@
+//! `sluice check <repository>`: validates a model repository offline, for CI pipelines before a deployment.
+//!
+//! Loads every version with ONNX Runtime, prints each signature, checks every `model.toml`, that a pinned
+//! `default_version` exists, and (with `--routing`) that the routing file parses and every version it refers to is
+//! in the repository and loads. Returns the problems found; the binary exits non-zero when there are any.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use ort::environment::Environment;
+
+use crate::model::{IoSpec, ModelVersion, SessionSettings};
+use crate::repository;
+use crate::routing::RoutingPolicy;
+
+/// The outcome of a check: a human-readable report and the problems in it.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub text: String,
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    fn problem(&mut self, message: String) {
+        let _ = writeln!(self.text, "  PROBLEM: {message}");
+        self.problems.push(message);
+    }
+}
+
+/// Checks `root` (and `routing`, when given).
+pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
+    let mut report = Report::default();
+    let models = match repository::scan(root) {
+        Ok(models) => models,
+        Err(e) => {
+            report.problem(e.to_string());
+            return report;
+        }
+    };
+    if models.is_empty() {
+        report.problem(format!("no models in {}", root.display()));
+    }
+    // Which versions of each model loaded, for the routing check.
+    let mut loadable: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for model in models {
+        let _ = writeln!(report.text, "model {}", model.name);
+        let config = match &model.config {
+            Ok(config) => config.clone(),
+            Err(e) => {
+                report.problem(format!("model '{}': invalid model.toml: {e}", model.name));
+                Default::default()
+            }
+        };
+        if model.versions.is_empty() {
+            report.problem(format!(
+                "model '{}': no integer version directories",
+                model.name
+            ));
+        }
+        for v in &model.versions {
+            // One session is enough to prove the file loads.
+            let settings = SessionSettings {
+                pool_size: Some(1),
+                ..config.session.clone()
+            };
+            match ModelVersion::load(env, &model.name, v.version, &v.model_path, &settings, 1) {
+                Ok(loaded) => {
+                    let _ = writeln!(report.text, "  version {}: ok", v.version);
+                    describe(&mut report.text, "input", &loaded.signature.inputs);
+                    describe(&mut report.text, "output", &loaded.signature.outputs);
+                    loadable
+                        .entry(model.name.clone())
+                        .or_default()
+                        .push(v.version);
+                }
+                Err(e) => {
+                    report.problem(format!("model '{}' version {}: {e}", model.name, v.version))
+                }
+            }
+        }
+        if let Some(pinned) = config.default_version {
+            if !model.versions.iter().any(|v| v.version == pinned) {
+                report.problem(format!(
+                    "model '{}': default_version {pinned} is not in the repository",
+                    model.name
+                ));
+            }
+        }
+    }
+    if let Some(path) = routing {
+        check_routing(&mut report, path, &loadable);
+    }
+    let verdict = if report.problems.is_empty() {
+        "repository OK".to_owned()
+    } else {
+        format!("{} problem(s)", report.problems.len())
+    };
+    let _ = writeln!(report.text, "{verdict}");
+    report
+}
+
+fn describe(text: &mut String, what: &str, specs: &[IoSpec]) {
+    for spec in specs {
+        let meta = spec.metadata();
+        let _ = writeln!(
+            text,
+            "    {what} {}: {} {:?}",
+            spec.name, meta.datatype, meta.shape
+        );
+    }
+}
+
+fn check_routing(report: &mut Report, path: &Path, loadable: &BTreeMap<String, Vec<u64>>) {
+    let _ = writeln!(report.text, "routing {}", path.display());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return report.problem(format!("routing file {}: {e}", path.display())),
+    };
+    let policies: BTreeMap<String, RoutingPolicy> = match toml::from_str(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            return report.problem(format!("routing file {}: {}", path.display(), e.message()))
+        }
+    };
+    for (model, policy) in &policies {
+        if let Err(e) = policy.validate() {
+            report.problem(format!("routing for '{model}': {e}"));
+        }
+        for version in policy.versions() {
+            if !loadable.get(model).is_some_and(|vs| vs.contains(&version)) {
+                report.problem(format!("routing for '{model}' refers to version {version}, which is not a loadable version"));
+            }
+        }
+        let _ = writeln!(report.text, "  {model}: ok");
+    }
+}

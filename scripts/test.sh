@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of sluice on a fresh machine with only Rust and Python 3 installed:
 # fetches ONNX Runtime (pinned, checksummed) and an old one for the version check, creates the conformance venv
-# (pinned third-party clients), runs the Rust unit/router/integration tests, then the Python conformance tests
-# (tritonclient[http] and KServe's client) against the real binary.
+# (pinned third-party clients), runs the Rust unit/router/integration tests, lints and validates the Dockerfile and
+# Kubernetes manifests (scripts/lint-deploy.sh), then the Python conformance tests (tritonclient[http], KServe's
+# client, promtool on the live /metrics) against the real binary.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -24,4 +25,5 @@ fi
 
 cargo test --locked --all-targets
 cargo build --locked --bin sluice
+scripts/lint-deploy.sh
 SLUICE_BIN="$root/target/debug/sluice" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/conformance

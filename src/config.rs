@@ -423,6 +423,20 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_config_is_valid() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/base/sluice.toml");
+        let o = Overrides {
+            config_file: Some(file),
+            ..Default::default()
+        };
+        let s = Settings::load_with_env(&o, env(&[])).unwrap();
+        assert_eq!(
+            (s.server.metrics_port, s.routing.file()),
+            (9090, Some(Path::new("/etc/sluice/routing.toml")))
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err =
             Settings::load_with_env(&Overrides::default(), env(&[("SLUICE__SERVER__PROT", "1")]))

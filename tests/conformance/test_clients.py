@@ -2,6 +2,8 @@
 KServe's InferenceRESTClient (protocol v2). Results must equal what Python onnxruntime gave (tests/fixtures)."""
 
 import asyncio
+import subprocess
+import urllib.request
 
 import numpy as np
 import pytest
@@ -110,3 +112,17 @@ def test_kserve_health_and_inference_match_python_onnxruntime(server, reference)
             await client.close()
 
     asyncio.run(run())
+
+
+# ---- Prometheus exposition -----------------------------------------------------------------------------------------
+
+def test_live_metrics_pass_promtool(server):
+    """`promtool check metrics` (installed by scripts/lint-deploy.sh) accepts the live /metrics after traffic."""
+    client = triton.InferenceServerClient(url=server)
+    inp = triton.InferInput("float_input", [1, 4], "FP32")
+    inp.set_data_from_numpy(np.ones((1, 4), np.float32), binary_data=False)
+    client.infer("iris", [inp])
+    with urllib.request.urlopen(f"http://{server}/metrics") as r:
+        text = r.read()
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# sluice: build with the Rust toolchain, then run on a slim Debian with only the binary, ONNX Runtime and CA certs.
+#   docker build -t sluice:0.1.0 .
+#   docker run -p 8000:8000 -v "$PWD/models:/models:ro" sluice:0.1.0
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN cargo build --release --locked --bin sluice
+
+# ONNX Runtime comes from the official PyPI wheel, pinned by version and sha256 (the same as scripts/fetch-onnxruntime.sh).
+FROM python:3.11-slim-${DEBIAN_RELEASE} AS onnxruntime
+ARG ORT_VERSION=1.32.0
+ARG ORT_WHEEL=onnxruntime-1.32.0-cp311-cp311-manylinux_2_28_x86_64.whl
+ARG ORT_SHA256=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+WORKDIR /ort
+RUN python -m pip download --no-cache-dir --quiet --no-deps --only-binary=:all: \
+        --python-version 3.11 --implementation cp --abi cp311 --platform manylinux_2_28_x86_64 \
+        "onnxruntime==${ORT_VERSION}" -d . \
+    && echo "${ORT_SHA256}  ${ORT_WHEEL}" | sha256sum --check --quiet - \
+    && python -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); open('libonnxruntime.so.${ORT_VERSION}','wb').write(z.read('onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}'))" "${ORT_WHEEL}"
+
+FROM debian:${DEBIAN_RELEASE}-slim
+ARG ORT_VERSION=1.32.0
+LABEL org.opencontainers.image.title="sluice" \
+      org.opencontainers.image.description="ONNX model server speaking the Open Inference Protocol (V2 REST)" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/sluice/sluice"
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates=20230311* \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sluice \
+    && mkdir -p /models
+COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
+COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION}
+ENV ORT_DYLIB_PATH=/usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION} \
+    SLUICE__MODELS__REPOSITORY=/models \
+    SLUICE__LOG__FORMAT=json
+USER 10001
+EXPOSE 8000
+VOLUME ["/models"]
+ENTRYPOINT ["/usr/local/bin/sluice"]

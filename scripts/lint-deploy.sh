@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Lints the Dockerfile (hadolint), renders every kustomize overlay and validates it (kubernetes-validate --strict),
+# checks the Prometheus alert rules (promtool) and checks the canary routing policy against the example models
+# (sluice check). Installs what it needs: a venv for the Python tools, Debian's prometheus package for promtool.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+venv="$root/.venv-tools"
+want="$(sha256sum deploy/requirements.txt | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/requirements.txt
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing promtool (Debian package prometheus) ..." >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+echo "hadolint Dockerfile" >&2
+"$venv/bin/hadolint" Dockerfile
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+for overlay in base overlays/production overlays/canary; do
+  echo "kustomize + kubernetes-validate --strict: k8s/$overlay" >&2
+  kubectl kustomize "k8s/$overlay" > "$tmp/rendered.yaml"
+  "$venv/bin/kubernetes-validate" --strict --quiet "$tmp/rendered.yaml"
+  # The alert rules (PrometheusRule spec) and the routing policy each overlay ships.
+  "$venv/bin/python" - "$tmp/rendered.yaml" "$tmp" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+yaml.safe_dump(rule["spec"], open(f"{sys.argv[2]}/rules.yml", "w"))
+config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sluice-config")
+open(f"{sys.argv[2]}/routing.toml", "w").write(config["data"]["routing.toml"])
+open(f"{sys.argv[2]}/sluice.toml", "w").write(config["data"]["sluice.toml"])
+PY
+  promtool check rules "$tmp/rules.yml"
+  target/debug/sluice check models --routing "$tmp/routing.toml" > "$tmp/check.log" || { cat "$tmp/check.log"; exit 1; }
+done
+echo "deployment files OK" >&2

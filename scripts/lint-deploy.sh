@@ -44,4 +44,20 @@ PY
   promtool check rules "$tmp/rules.yml"
   target/debug/sluice check models --routing "$tmp/routing.toml" > "$tmp/check.log" || { cat "$tmp/check.log"; exit 1; }
 done
+echo "Grafana dashboard: every query parses (promtool) and names only metrics sluice exports" >&2
+"$venv/bin/python" - deploy/grafana/sluice-dashboard.json src/metrics.rs "$tmp/dashboard-rules.yml" <<'PY'
+import json, re, sys, yaml
+dashboard = json.load(open(sys.argv[1]))
+exported = set(re.findall(r'"(sluice_[a-z_]+)"', open(sys.argv[2]).read()))
+exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+for expr in exprs:
+    for name in re.findall(r"sluice_[a-z_]+", expr):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if base not in exported:
+            sys.exit(f"dashboard query uses {name}, which sluice does not export: {expr}")
+rules = [{"record": f"dashboard:query_{i}", "expr": e.replace("$model", ".*")} for i, e in enumerate(exprs)]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[3], "w"))
+PY
+promtool check rules "$tmp/dashboard-rules.yml" >/dev/null
+
 echo "deployment files OK" >&2

@@ -655,3 +655,44 @@ fn kserve_v1_predict_and_status() {
         404
     );
 }
+
+/// `/openapi.json` documents every route the server has.
+#[test]
+fn openapi_documents_every_endpoint() {
+    let (_repo, server) = server();
+    let (status, doc) = get_json(&server, "/openapi.json");
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{model}",
+        "/v2/models/{model}/versions/{version}",
+        "/v2/models/{model}/ready",
+        "/v2/models/{model}/versions/{version}/ready",
+        "/v2/models/{model}/config",
+        "/v2/models/{model}/versions/{version}/config",
+        "/v2/models/{model}/infer",
+        "/v2/models/{model}/versions/{version}/infer",
+        "/v2/models/{model}/routing",
+        "/v2/repository/index",
+        "/v2/repository/models/{model}/load",
+        "/v2/repository/models/{model}/unload",
+        "/v2/repository/models/{model}/default",
+        "/v2/repository/models/{model}/routing",
+        "/v1/models/{model}",
+        "/v1/models/{model}:predict",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not documented");
+    }
+    assert_eq!(
+        paths.len(),
+        21,
+        "a documented path the test does not know: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+}

@@ -9,13 +9,26 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::openapi;
 use super::{ApiError, AppState, V2Path};
 
+#[utoipa::path(
+    get,
+    path = "/v2/health/live",
+    tag = "health",
+    responses((status = 200, description = "Live", body = openapi::Live))
+)]
 /// Live as long as the process answers.
 pub async fn live() -> Json<Value> {
     Json(json!({ "live": true }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/health/ready",
+    tag = "health",
+    responses((status = 200, description = "Ready", body = openapi::Ready), (status = 503, description = "Loading or shutting down", body = openapi::ErrorBody))
+)]
 /// Ready once start-up loading has finished.
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.registry.is_ready() {
@@ -25,6 +38,14 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{model}/ready",
+    tag = "health",
+    params(("model" = String, Path, description = "Model name")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn model_ready(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
@@ -35,6 +56,14 @@ pub async fn model_ready(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{model}/versions/{version}/ready",
+    tag = "health",
+    params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
@@ -45,6 +74,12 @@ pub async fn model_version_ready(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

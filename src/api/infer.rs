@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 
+use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::inference::InferCall;
 use crate::model::InferError;
@@ -17,6 +18,15 @@ pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version")
 /// The routing variant that served the request: `stable`, a variant name, or `pinned` (version in the URL).
 pub const VARIANT: HeaderName = HeaderName::from_static("x-sluice-variant");
 
+#[utoipa::path(
+    post,
+    path = "/v2/models/{model}/infer",
+    tag = "inference",
+    params(("model" = String, Path, description = "Model name")),
+    request_body(content = openapi::V2InferRequest, content_type = "application/json"),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Outputs (headers x-model-version, x-sluice-variant)", body = openapi::V2InferResponse), (status = 400, description = "Malformed or invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 413, description = "Body too large", body = openapi::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = openapi::ErrorBody), (status = 503, description = "Not ready or overloaded", body = openapi::ErrorBody), (status = 504, description = "Timed out", body = openapi::ErrorBody))
+)]
 pub async fn infer(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
@@ -26,6 +36,15 @@ pub async fn infer(
     run(&state, InferCall::new(&model, None, headers, body?)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/models/{model}/versions/{version}/infer",
+    tag = "inference",
+    params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    request_body(content = openapi::V2InferRequest, content_type = "application/json"),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Outputs", body = openapi::V2InferResponse), (status = 400, description = "Malformed or invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 413, description = "Body too large", body = openapi::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = openapi::ErrorBody), (status = 503, description = "Not ready or overloaded", body = openapi::ErrorBody), (status = 504, description = "Timed out", body = openapi::ErrorBody))
+)]
 pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,

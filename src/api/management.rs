@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::registry::IndexEntry;
 
@@ -72,6 +73,14 @@ fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<
         .map_err(|e| ApiError::BadRequest(format!("malformed request body: {e}")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/repository/index",
+    tag = "management",
+    request_body(content = Object, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "Every model version with its state", body = Vec<openapi::IndexRow>), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody))
+)]
 pub async fn index(
     _: Admin,
     State(state): State<AppState>,
@@ -85,6 +94,15 @@ pub async fn index(
     Ok(Json(rows))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/repository/models/{model}/load",
+    tag = "management",
+    params(("model" = String, Path, description = "Model name")),
+    request_body(content = Object, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "Loaded", body = Object), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody), (status = 500, description = "Repository error", body = openapi::ErrorBody))
+)]
 pub async fn load(
     _: Admin,
     State(state): State<AppState>,
@@ -96,6 +114,14 @@ pub async fn load(
     Ok(Json(json!({})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/repository/models/{model}/unload",
+    tag = "management",
+    params(("model" = String, Path, description = "Model name")),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "Unloaded", body = Object), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody), (status = 500, description = "Repository error", body = openapi::ErrorBody))
+)]
 pub async fn unload(
     _: Admin,
     State(state): State<AppState>,
@@ -105,6 +131,15 @@ pub async fn unload(
     Ok(Json(json!({})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/repository/models/{model}/default",
+    tag = "management",
+    params(("model" = String, Path, description = "Model name")),
+    request_body(content = Object, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "Default version set", body = Object), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody))
+)]
 /// `POST /v2/repository/models/{m}/default` with `{"version": 1}`: roll the default back (or forward) at once.
 pub async fn set_default(
     _: Admin,

@@ -6,6 +6,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::model::signature::TensorMetadata;
 use crate::model::{IoSpec, ModelVersion};
@@ -13,6 +14,13 @@ use crate::model::{IoSpec, ModelVersion};
 /// V2 extensions this server implements.
 pub const EXTENSIONS: &[&str] = &["model_configuration"];
 
+#[utoipa::path(
+    get,
+    path = "/v2",
+    tag = "metadata",
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Server metadata", body = openapi::ServerMetadata), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody))
+)]
 pub async fn server() -> Json<Value> {
     Json(json!({
         "name": "sluice",
@@ -30,6 +38,14 @@ struct ModelMetadata<'a> {
     outputs: Vec<TensorMetadata<'a>>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{model}",
+    tag = "metadata",
+    params(("model" = String, Path, description = "Model name")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Model metadata", body = openapi::ModelMetadata), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn model(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
@@ -50,6 +66,14 @@ pub async fn model(
     Ok(Json(metadata(&target, versions)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{model}/versions/{version}",
+    tag = "metadata",
+    params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Version metadata", body = openapi::ModelMetadata), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn model_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
@@ -79,6 +103,14 @@ fn metadata(target: &ModelVersion, versions: Vec<String>) -> Value {
     serde_json::to_value(meta).unwrap_or_else(|e| json!({ "error": e.to_string() }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{model}/config",
+    tag = "metadata",
+    params(("model" = String, Path, description = "Model name")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Triton model configuration", body = openapi::TritonConfig), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn config(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
@@ -87,6 +119,14 @@ pub async fn config(
     Ok(Json(triton_config(&target)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{model}/versions/{version}/config",
+    tag = "metadata",
+    params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Triton model configuration", body = openapi::TritonConfig), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn config_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,

@@ -8,6 +8,7 @@ mod health;
 mod infer;
 mod management;
 mod metadata;
+pub mod openapi;
 mod routing;
 mod v1;
 
@@ -54,6 +55,11 @@ pub fn health_routes() -> Router<AppState> {
 /// `/metrics`: open for scrapers; on the main port or its own (`server.metrics_port`).
 pub fn metrics_routes() -> Router<AppState> {
     Router::new().route("/metrics", get(health::metrics))
+}
+
+/// `/openapi.json`: open, like health (it describes the API, it serves no model data).
+pub fn openapi_routes() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi::document))
 }
 
 /// Inference and metadata: behind the API keys when configured.

@@ -7,9 +7,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::management::Admin;
+use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::routing::{RoutingChange, RoutingPolicy};
 
+#[utoipa::path(
+    get,
+    path = "/v2/models/{model}/routing",
+    tag = "routing",
+    params(("model" = String, Path, description = "Model name")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Active routing policy and shadow comparison", body = openapi::RoutingState), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn show(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
@@ -72,6 +81,15 @@ enum ChangeRequest {
     Rollback(bool),
 }
 
+#[utoipa::path(
+    post,
+    path = "/v2/repository/models/{model}/routing",
+    tag = "management",
+    params(("model" = String, Path, description = "Model name")),
+    request_body(content = Object, content_type = "application/json"),
+    security(("admin_token" = [])),
+    responses((status = 200, description = "The new policy", body = openapi::RoutingState), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody), (status = 500, description = "Repository error", body = openapi::ErrorBody))
+)]
 pub async fn change(
     _: Admin,
     State(state): State<AppState>,

@@ -9,11 +9,20 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
+use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::inference::InferCall;
 use crate::model::Signature;
 use crate::tensor::Tensor;
 
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model}",
+    tag = "v1",
+    params(("model" = String, Path, description = "Model name")),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Model status", body = openapi::V1Status), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+)]
 pub async fn status(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
@@ -22,6 +31,15 @@ pub async fn status(
     Ok(Json(json!({ "name": target.name, "ready": true })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/models/{model}:predict",
+    tag = "v1",
+    params(("model" = String, Path, description = "Model name")),
+    request_body(content = openapi::V1Request, content_type = "application/json"),
+    security((), ("api_key" = [])),
+    responses((status = 200, description = "Predictions", body = openapi::V1Response), (status = 400, description = "Malformed or invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 413, description = "Body too large", body = openapi::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = openapi::ErrorBody), (status = 503, description = "Not ready or overloaded", body = openapi::ErrorBody), (status = 504, description = "Timed out", body = openapi::ErrorBody))
+)]
 /// `POST /v1/models/{m}:predict` (axum sees `{m}:predict` as one path segment).
 pub async fn predict(
     State(state): State<AppState>,

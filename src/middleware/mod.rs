@@ -59,7 +59,9 @@ pub fn app(state: AppState, settings: &Settings, api_keys: ApiKeys) -> Router {
                 overload::shed,
             )),
     );
-    let mut routes = limited.merge(api::health_routes());
+    let mut routes = limited
+        .merge(api::health_routes())
+        .merge(api::openapi_routes());
     if settings.server.metrics_port == 0 {
         routes = routes.merge(api::metrics_routes());
     }

@@ -126,3 +126,21 @@ def test_live_metrics_pass_promtool(server):
         text = r.read()
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+# ---- OpenAPI ------------------------------------------------------------------------------------------------------
+
+def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_path):
+    """Schemathesis generates requests for every operation in /openapi.json: no 5xx, every response as documented."""
+    import os
+    import sys
+    cli = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+    result = subprocess.run(
+        [cli, "run", f"http://{server}/openapi.json",
+         "--checks", "not_a_server_error,response_schema_conformance,content_type_conformance",
+         "--max-examples", "40", "--generation-deterministic", "--request-timeout", "30"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+    )
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary + result.stderr[-2000:]
+    assert "20/20" in result.stdout or "Tested: 2" in result.stdout, summary

@@ -21,6 +21,7 @@ Outputs:
 - tests/fixtures/reference.json       V2 requests and the outputs Python onnxruntime gives for them
 """
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -96,6 +97,48 @@ def reference(path: Path, model: str, version: int, inputs: dict) -> dict:
     }
 
 
+def numeric_profile(x: np.ndarray, names: list) -> dict:
+    """Drift reference for a numeric input [n, k]: per feature, 10 quantile bins (deduplicated edges) and the share
+    of training rows in each bin (len(edges) + 1 buckets: below the first edge ... above the last)."""
+    features = []
+    for j, name in enumerate(names):
+        column = x[:, j].astype(np.float64)
+        edges = sorted(set(np.quantile(column, np.linspace(0.1, 0.9, 9)).round(6).tolist()))
+        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1)
+        features.append({"index": j, "name": name, "edges": edges, "proportions": (counts / len(column)).round(6).tolist()})
+    return {"kind": "numeric", "features": features}
+
+
+def categorical_profile(values: list, name: str) -> dict:
+    """Drift reference for a string input [n, 1]: the share of each category in training data."""
+    unique, counts = np.unique(np.asarray(values, dtype=str), return_counts=True)
+    categories = {str(u): round(float(c) / len(values), 6) for u, c in zip(unique, counts)}
+    return {"kind": "categorical", "features": [{"index": 0, "name": name, "categories": categories}]}
+
+
+def write_version_files(name: str, version: int, profile: dict, card: dict) -> None:
+    """reference.json (drift profile) and card.toml (model card with the file's sha256) next to model.onnx."""
+    directory = MODELS / name / str(version)
+    (directory / "reference.json").write_text(json.dumps({"inputs": profile}, indent=1) + "\n")
+    card = dict(card, sha256=hashlib.sha256((directory / "model.onnx").read_bytes()).hexdigest())
+    lines = []
+    for key, value in card.items():
+        if isinstance(value, dict):
+            continue
+        lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    for key, value in card.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {json.dumps(v)}" for k, v in value.items())
+    (directory / "card.toml").write_text("\n".join(lines) + "\n")
+
+
+CARD_COMMON = {
+    "owner": "sluice maintainers",
+    "source": "models/generate.py (seed 7)",
+}
+
+
 def float_input(width: int) -> list:
     return [("float_input", FloatTensorType([None, width]))]
 
@@ -122,6 +165,14 @@ def iris() -> list:
     path = save(onx, "iris", 2)
     refs.append(reference(path, "iris", 2, {"float_input": sample}))
     acc2 = onnx_accuracy(path, {"float_input": x_test}, y_test)
+    iris_profile = {"float_input": numeric_profile(x_train, ["sepal_length", "sepal_width", "petal_length", "petal_width"])}
+    for version, (kind, acc) in {1: ("LogisticRegression", acc1), 2: ("GradientBoostingClassifier", acc2)}.items():
+        write_version_files("iris", version, iris_profile, dict(CARD_COMMON,
+            description=f"Iris species classifier ({kind}).",
+            intended_use="Examples and tests of sluice; classifying iris flowers from four measurements in cm.",
+            limitations="Toy dataset; only meaningful for measurements in the ranges of the training data.",
+            training_data="scikit-learn iris, stratified 70/30 split, seed 7 (105 training rows).",
+            metrics={"test_accuracy": round(acc, 4)}))
     card(
         "iris",
         "Iris species classifier (setosa=0, versicolor=1, virginica=2) from four flower measurements in cm.",
@@ -157,6 +208,14 @@ def digits() -> list:
     sample = x_test[:3]
     acc_fp32 = onnx_accuracy(fp32, {"float_input": x_test}, y_test)
     acc_int8 = onnx_accuracy(int8, {"float_input": x_test}, y_test)
+    digits_profile = {"float_input": numeric_profile(x_train, [f"pixel_{i}" for i in range(64)])}
+    for model_name, kind, acc in [("digits_mlp", "FP32", acc_fp32), ("digits_mlp_int8", "int8 dynamic quantisation", acc_int8)]:
+        write_version_files(model_name, 1, digits_profile, dict(CARD_COMMON,
+            description=f"8x8 handwritten digit MLP ({kind}).",
+            intended_use="Examples, tests and shadow comparisons (FP32 vs int8) in sluice.",
+            limitations="8x8 images scaled to 0..1 only; not a general handwriting recogniser.",
+            training_data="scikit-learn digits, 80/20 split, seed 7 (1437 training images).",
+            metrics={"test_accuracy": round(acc, 4)}))
     common = dict(
         session="\n# Session settings (all optional): sessions per version, ONNX Runtime threads, graph optimisation.\n"
         "[session]\npool_size = 2\nintra_op_threads = 1\ninter_op_threads = 1\noptimization_level = \"all\"\n",
@@ -223,6 +282,18 @@ def tumor_risk() -> list:
         "lymph_nodes": held_out[["lymph_nodes"]].to_numpy(np.int64),
         "clinic": held_out[["clinic"]].to_numpy(object),
     }, data.target[test])
+    train_frame = frame.loc[train]
+    write_version_files("tumor_risk", 1, {
+        "mean_radius": numeric_profile(train_frame[["mean_radius"]].to_numpy(np.float64), ["mean_radius"]),
+        "mean_texture": numeric_profile(train_frame[["mean_texture"]].to_numpy(np.float64), ["mean_texture"]),
+        "lymph_nodes": numeric_profile(train_frame[["lymph_nodes"]].to_numpy(np.float64), ["lymph_nodes"]),
+        "clinic": categorical_profile(train_frame["clinic"].tolist(), "clinic"),
+    }, dict(CARD_COMMON,
+        description="Benign/malignant tumour classifier over FP32, INT64 and string inputs.",
+        intended_use="Examples and tests of multi-input, mixed-datatype models in sluice.",
+        limitations="A demonstration, not a medical device: never use it on patients.",
+        training_data="scikit-learn breast cancer, stratified 75/25 split, seed 7; clinic is synthetic.",
+        metrics={"test_accuracy": round(acc, 4)}))
     card(
         "tumor_risk",
         "Benign (1) / malignant (0) tumour classifier over inputs of several datatypes: the example of a "

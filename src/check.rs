@@ -10,7 +10,7 @@ use std::path::Path;
 
 use ort::environment::Environment;
 
-use crate::model::{IoSpec, ModelVersion, SessionSettings};
+use crate::model::{IoSpec, LoadOptions, ModelVersion, SessionSettings};
 use crate::repository;
 use crate::routing::RoutingPolicy;
 
@@ -64,9 +64,36 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
                 pool_size: Some(1),
                 ..config.session.clone()
             };
-            match ModelVersion::load(env, &model.name, v.version, &v.model_path, &settings, 1) {
+            match ModelVersion::load(
+                env,
+                &model.name,
+                v.version,
+                &v.model_path,
+                &settings,
+                &LoadOptions::default(),
+            ) {
                 Ok(loaded) => {
-                    let _ = writeln!(report.text, "  version {}: ok", v.version);
+                    let extras = [
+                        loaded.card.as_ref().map(|c| {
+                            if c.sha256.is_some() {
+                                "card, checksum verified"
+                            } else {
+                                "card"
+                            }
+                        }),
+                        loaded.drift.as_ref().map(|_| "drift reference profile"),
+                    ];
+                    let extras: Vec<&str> = extras.into_iter().flatten().collect();
+                    let _ = writeln!(
+                        report.text,
+                        "  version {}: ok ({})",
+                        v.version,
+                        if extras.is_empty() {
+                            "no card, no reference profile".to_owned()
+                        } else {
+                            extras.join(", ")
+                        }
+                    );
                     describe(&mut report.text, "input", &loaded.signature.inputs);
                     describe(&mut report.text, "output", &loaded.signature.outputs);
                     loadable

@@ -25,6 +25,17 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub routing: RoutingSettings,
     pub auth: AuthSettings,
+    pub monitoring: MonitoringSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSettings {
+    pub drift_window: usize,
+    pub drift_warn: f64,
+    pub drift_alert: f64,
+    pub drift_webhook: String,
+    pub webhook_min_interval_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

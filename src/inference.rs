@@ -177,13 +177,19 @@ impl InferenceService {
         let request = decode_request(&call.body, limits)?;
         let outputs = validate(&target.signature, &request)?;
         let captured = call.capture_inputs.then(|| request.inputs.clone());
+        if let Some(drift) = &target.drift {
+            drift.observe(&request.inputs);
+        }
         let started = Instant::now();
-        let result = target.infer(request.inputs, outputs).await;
-        self.metrics.observe_inference(
-            &target.name,
-            &target.version.to_string(),
-            started.elapsed().as_secs_f64(),
-        );
+        let result = target.infer_timed(request.inputs, outputs).await;
+        let version = target.version.to_string();
+        self.metrics
+            .observe_inference(&target.name, &version, started.elapsed().as_secs_f64());
+        let result = result.map(|(outputs, queued)| {
+            self.metrics
+                .observe_queue(&target.name, &version, queued.as_secs_f64());
+            outputs
+        });
         Ok((request.id, result?, captured))
     }
 }

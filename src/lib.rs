@@ -24,6 +24,7 @@ pub mod inference;
 pub mod metrics;
 pub mod middleware;
 pub mod model;
+pub mod monitoring;
 pub mod registry;
 pub mod repository;
 pub mod routing;

@@ -57,6 +57,11 @@ pub struct Metrics {
     shadow_diff_max: GaugeVec,
     auto_rollbacks: IntCounterVec,
     shed: prometheus::IntCounter,
+    drift_psi: GaugeVec,
+    drift_overall: GaugeVec,
+    drift_alerts: IntCounterVec,
+    model_info: IntGaugeVec,
+    queue_duration: HistogramVec,
 }
 
 impl Metrics {
@@ -160,6 +165,47 @@ impl Metrics {
             "Requests refused with 503 because the server was at its concurrency and queue limits.",
         )?;
         registry.register(Box::new(shed.clone()))?;
+        let drift_psi = GaugeVec::new(
+            Opts::new("sluice_drift_psi", "Population stability index of a feature's live inputs against the training profile."),
+            &["model", "version", "input", "feature"],
+        )?;
+        let drift_overall = GaugeVec::new(
+            Opts::new(
+                "sluice_drift_psi_overall",
+                "Mean PSI over a version's features.",
+            ),
+            &["model", "version"],
+        )?;
+        let drift_alerts = IntCounterVec::new(
+            Opts::new(
+                "sluice_drift_alerts_total",
+                "Drift alerts raised (webhook calls).",
+            ),
+            &["model", "version"],
+        )?;
+        let model_info = IntGaugeVec::new(
+            Opts::new(
+                "sluice_model_info",
+                "1 per loaded version, labelled from its model card.",
+            ),
+            &["model", "version", "owner", "source", "sha256"],
+        )?;
+        let queue_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_queue_duration_seconds",
+                "Time a request waited for a session of its version.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["model", "version"],
+        )?;
+        registry.register(Box::new(drift_psi.clone()))?;
+        registry.register(Box::new(drift_overall.clone()))?;
+        registry.register(Box::new(drift_alerts.clone()))?;
+        registry.register(Box::new(model_info.clone()))?;
+        registry.register(Box::new(queue_duration.clone()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         registry.register(Box::new(shadow_requests.clone()))?;
         registry.register(Box::new(shadow_agreement.clone()))?;
         registry.register(Box::new(shadow_diff_mean.clone()))?;
@@ -189,6 +235,11 @@ impl Metrics {
             shadow_diff_max,
             auto_rollbacks,
             shed,
+            drift_psi,
+            drift_overall,
+            drift_alerts,
+            model_info,
+            queue_duration,
         })
     }
 
@@ -241,6 +292,44 @@ impl Metrics {
         }
     }
 
+    /// Exports a version's drift report.
+    pub fn set_drift(
+        &self,
+        model: &str,
+        version: u64,
+        report: &crate::monitoring::drift::DriftReport,
+    ) {
+        let v = version.to_string();
+        for f in &report.features {
+            self.drift_psi
+                .with_label_values(&[model, &v, &f.input, &f.feature])
+                .set(f.psi);
+        }
+        if let Some(psi) = report.overall_psi {
+            self.drift_overall.with_label_values(&[model, &v]).set(psi);
+        }
+    }
+
+    pub fn drift_alert(&self, model: &str, version: u64) {
+        self.drift_alerts
+            .with_label_values(&[model, &version.to_string()])
+            .inc();
+    }
+
+    /// Sets `sluice_model_info` (1) for a loaded version, labelled from its card.
+    pub fn set_model_info(
+        &self,
+        model: &str,
+        version: u64,
+        owner: &str,
+        source: &str,
+        sha256: &str,
+    ) {
+        self.model_info
+            .with_label_values(&[model, &version.to_string(), owner, source, sha256])
+            .set(1);
+    }
+
     /// A request refused by load shedding.
     pub fn request_shed(&self) {
         self.shed.inc();
@@ -276,8 +365,18 @@ impl Metrics {
     }
 
     /// Replaces the per-version readiness gauges and the loaded count with `(model, version, loaded)` rows.
+    /// Time a request waited for a session.
+    pub fn observe_queue(&self, model: &str, version: &str, seconds: f64) {
+        self.queue_duration
+            .with_label_values(&[model, version])
+            .observe(seconds);
+    }
+
     pub fn set_model_states<'a>(&self, states: impl Iterator<Item = (&'a str, u64, bool)>) {
         self.model_ready.reset();
+        self.model_info.reset();
+        self.drift_psi.reset();
+        self.drift_overall.reset();
         let mut loaded = 0;
         for (model, version, ready) in states {
             self.model_ready

@@ -15,6 +15,7 @@ use crate::config::Settings;
 use crate::inference::{self, InferenceService};
 use crate::metrics::Metrics;
 use crate::middleware::ApiKeys;
+use crate::model::LoadOptions;
 use crate::registry::watch::{self, WatchSettings};
 use crate::registry::{PinnedVersions, Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
@@ -275,6 +276,11 @@ fn start_background(state: &AppState, settings: &Settings) {
         debounce: Duration::from_millis(settings.models.settle_ms.min(250)),
         settle: Duration::from_millis(settings.models.settle_ms.max(50)),
     };
+    crate::monitoring::watch::spawn(
+        Arc::clone(&state.registry),
+        Arc::clone(&state.metrics),
+        settings.monitoring.clone(),
+    );
     tokio::spawn(async move {
         initial_load(&manager, watch_settings.settle).await;
         manager.registry().set_ready(true);
@@ -334,7 +340,10 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         Duration::from_millis(settings.models.settle_ms),
     )
     .with_pins(Arc::clone(&routing) as Arc<dyn PinnedVersions>)
-    .with_max_queue_per_version(settings.limits.max_queue_per_version);
+    .with_load_options(LoadOptions {
+        max_waiting: settings.limits.max_queue_per_version,
+        drift_window: settings.monitoring.drift_window,
+    });
     let admin_token = settings
         .admin_token()
         .map_err(|e| StartError::Config(e.to_string()))?;

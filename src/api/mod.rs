@@ -8,6 +8,7 @@ mod health;
 mod infer;
 mod management;
 mod metadata;
+mod monitoring;
 pub mod openapi;
 mod routing;
 mod v1;
@@ -88,6 +89,12 @@ pub fn model_routes() -> Router<AppState> {
         )
         .route("/v2/models/{model}/routing", get(routing::show))
         .route("/v1/models/{model}", get(v1::status).post(v1::predict))
+        .route("/v2/models/{model}/drift", get(monitoring::drift))
+        .route("/v2/models/{model}/card", get(monitoring::card))
+        .route(
+            "/v2/models/{model}/versions/{version}/card",
+            get(monitoring::card_version),
+        )
 }
 
 /// Management: behind the admin token (checked by the `Admin` extractor), disabled without one.

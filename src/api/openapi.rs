@@ -203,6 +203,9 @@ impl Modify for Security {
         super::management::set_default,
         super::v1::status,
         super::v1::predict,
+        super::monitoring::drift,
+        super::monitoring::card,
+        super::monitoring::card_version,
         document,
     ),
     components(schemas(

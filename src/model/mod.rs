@@ -3,6 +3,7 @@
 //! Owns session creation (per-model settings from `model.toml`) and `infer(&[Tensor]) -> Vec<Tensor>`. Knows
 //! nothing about routing, the registry or HTTP.
 
+pub mod card;
 mod convert;
 pub mod pool;
 pub mod signature;
@@ -14,8 +15,10 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{OutputSelector, RunOptions, Session};
 use serde::Deserialize;
 
+pub use self::card::ModelCard;
 pub use self::pool::SessionPool;
 pub use self::signature::{IoKind, IoSpec, Signature};
+use crate::monitoring::drift::DriftMonitor;
 use crate::tensor::Tensor;
 
 /// Why an inference failed after validation passed. All are server-side (500).
@@ -62,11 +65,33 @@ impl SessionSettings {
     }
 }
 
+/// Server-wide options of a load.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Requests that may wait for a session before the rest are refused (overload).
+    pub max_waiting: usize,
+    /// Rows in the drift window.
+    pub drift_window: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            max_waiting: 128,
+            drift_window: 1000,
+        }
+    }
+}
+
 /// A loaded, runnable model version.
 pub struct ModelVersion {
     pub name: String,
     pub version: u64,
     pub signature: Signature,
+    /// `card.toml` next to the model, when present (its checksum was verified at load).
+    pub card: Option<ModelCard>,
+    /// Drift of live inputs against `reference.json`, when the version has one.
+    pub drift: Option<DriftMonitor>,
     pool: SessionPool,
 }
 
@@ -88,8 +113,11 @@ impl ModelVersion {
         version: u64,
         path: &Path,
         settings: &SessionSettings,
-        max_waiting: usize,
+        options: &LoadOptions,
     ) -> Result<ModelVersion, String> {
+        // The card first: a checksum mismatch refuses the load before ONNX Runtime reads the file.
+        let card = card::load(path)?;
+        let drift = DriftMonitor::load(path, options.drift_window)?;
         let size = settings.effective_pool_size();
         let sessions = (0..size)
             .map(|_| build_session(env, path, settings).map_err(|e| e.to_string()))
@@ -111,7 +139,9 @@ impl ModelVersion {
             name: name.to_owned(),
             version,
             signature,
-            pool: SessionPool::new(sessions, max_waiting),
+            card,
+            drift,
+            pool: SessionPool::new(sessions, options.max_waiting),
         })
     }
 
@@ -121,6 +151,15 @@ impl ModelVersion {
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
     ) -> Result<Vec<Tensor>, InferError> {
+        self.infer_timed(inputs, outputs).await.map(|(out, _)| out)
+    }
+
+    /// As [`ModelVersion::infer`], also returning how long the request waited for a session.
+    pub async fn infer_timed(
+        &self,
+        inputs: Vec<Tensor>,
+        outputs: Vec<String>,
+    ) -> Result<(Vec<Tensor>, std::time::Duration), InferError> {
         self.pool
             .with_session(move |session| run(session, inputs, &outputs))
             .await
@@ -195,8 +234,17 @@ mod tests {
             inter_op_threads: Some(1),
             optimization_level: Some(OptimizationLevel::Disable),
         };
-        let model =
-            Arc::new(ModelVersion::load(&env, "iris", 2, &iris_v2(), &settings, 16).unwrap());
+        let model = Arc::new(
+            ModelVersion::load(
+                &env,
+                "iris",
+                2,
+                &iris_v2(),
+                &settings,
+                &LoadOptions::default(),
+            )
+            .unwrap(),
+        );
         assert_eq!(model.pool.size(), 3);
         assert_eq!(
             model.signature.inputs[0].tensor(),
@@ -236,17 +284,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.onnx");
         std::fs::write(&path, b"\x08\x01not onnx").unwrap();
-        let err =
-            ModelVersion::load(&env, "bad", 1, &path, &SessionSettings::default(), 16).unwrap_err();
+        let err = ModelVersion::load(
+            &env,
+            "bad",
+            1,
+            &path,
+            &SessionSettings::default(),
+            &LoadOptions::default(),
+        )
+        .unwrap_err();
         assert!(!err.is_empty());
     }
 
     #[tokio::test]
     async fn onnx_runtime_errors_are_infer_errors() {
         let env = crate::runtime::test_environment();
-        let model =
-            ModelVersion::load(&env, "iris", 2, &iris_v2(), &SessionSettings::default(), 16)
-                .unwrap();
+        let model = ModelVersion::load(
+            &env,
+            "iris",
+            2,
+            &iris_v2(),
+            &SessionSettings::default(),
+            &LoadOptions::default(),
+        )
+        .unwrap();
         // Bypassing validation: a wrong dtype reaches ONNX Runtime, which must fail cleanly.
         let input = Tensor {
             name: "float_input".into(),

@@ -69,11 +69,13 @@ impl SessionPool {
     /// Waits for an idle session, then runs `work` with it on a blocking thread.
     ///
     /// The permit and slot are released when `work` finishes, even if the caller stopped waiting for the result.
-    pub async fn with_session<T, F>(&self, work: F) -> Result<T, InferError>
+    /// Returns the result and how long the request waited for a session.
+    pub async fn with_session<T, F>(&self, work: F) -> Result<(T, std::time::Duration), InferError>
     where
         F: FnOnce(&mut Session) -> Result<T, InferError> + Send + 'static,
         T: Send + 'static,
     {
+        let waited_from = std::time::Instant::now();
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -96,6 +98,7 @@ impl SessionPool {
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .ok_or_else(|| InferError::Internal("no idle session despite a permit".into()))?;
+        let waited = waited_from.elapsed();
         let guard = SlotGuard {
             index,
             idle: Arc::clone(&self.idle),
@@ -107,7 +110,9 @@ impl SessionPool {
             let mut session = slots[index].lock().unwrap_or_else(PoisonError::into_inner);
             work(&mut session)
         });
-        task.await
-            .map_err(|e| InferError::Internal(format!("inference task failed: {e}")))?
+        let result = task
+            .await
+            .map_err(|e| InferError::Internal(format!("inference task failed: {e}")))??;
+        Ok((result, waited))
     }
 }

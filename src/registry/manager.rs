@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::policy::{choose_default, incompatibility, Candidate};
 use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
 use crate::metrics::Metrics;
-use crate::model::{ModelVersion, SessionSettings};
+use crate::model::{LoadOptions, ModelVersion, SessionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -80,8 +80,8 @@ pub struct RepositoryManager {
     state: Mutex<ManagerState>,
     /// Versions routing refers to; kept loaded whatever the version policy says.
     pins: Option<Arc<dyn PinnedVersions>>,
-    /// Requests that may wait for a session of one version (`limits.max_queue_per_version`).
-    max_queue_per_version: usize,
+    /// Server-wide load options (queue bound per version, drift window).
+    load_options: LoadOptions,
 }
 
 impl RepositoryManager {
@@ -100,13 +100,13 @@ impl RepositoryManager {
             settle,
             state: Mutex::new(ManagerState::default()),
             pins: None,
-            max_queue_per_version: 128,
+            load_options: LoadOptions::default(),
         }
     }
 
-    /// Sets how many requests may wait for a session of one version before the rest are refused.
-    pub fn with_max_queue_per_version(mut self, max: usize) -> RepositoryManager {
-        self.max_queue_per_version = max;
+    /// Sets the server-wide load options.
+    pub fn with_load_options(mut self, options: LoadOptions) -> RepositoryManager {
+        self.load_options = options;
         self
     }
 
@@ -389,7 +389,7 @@ impl RepositoryManager {
         settings: &SessionSettings,
     ) -> Result<ModelVersion, String> {
         let started = Instant::now();
-        let max_waiting = self.max_queue_per_version;
+        let options = self.load_options;
         let (env, name, path_buf, settings) = (
             self.env.clone(),
             model.to_owned(),
@@ -397,7 +397,7 @@ impl RepositoryManager {
             settings.clone(),
         );
         let result = tokio::task::spawn_blocking(move || {
-            ModelVersion::load(&env, &name, version, &path_buf, &settings, max_waiting)
+            ModelVersion::load(&env, &name, version, &path_buf, &settings, &options)
         })
         .await
         .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
@@ -423,6 +423,19 @@ impl RepositoryManager {
                 .map(move |(v, slot)| (name.as_str(), *v, slot.model.is_some()))
         });
         self.metrics.set_model_states(states);
+        for (name, entry) in &map {
+            for model in entry.versions.values().filter_map(|s| s.model.as_ref()) {
+                let card = model.card.clone().unwrap_or_default();
+                let field = |v: &Option<String>| v.clone().unwrap_or_default();
+                self.metrics.set_model_info(
+                    name,
+                    model.version,
+                    &field(&card.owner),
+                    &field(&card.source),
+                    &field(&card.sha256),
+                );
+            }
+        }
         self.registry.install(map);
     }
 }

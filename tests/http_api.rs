@@ -686,12 +686,15 @@ fn openapi_documents_every_endpoint() {
         "/v1/models/{model}:predict",
         "/metrics",
         "/openapi.json",
+        "/v2/models/{model}/drift",
+        "/v2/models/{model}/card",
+        "/v2/models/{model}/versions/{version}/card",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
     assert_eq!(
         paths.len(),
-        21,
+        24,
         "a documented path the test does not know: {:?}",
         paths.keys().collect::<Vec<_>>()
     );

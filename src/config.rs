@@ -26,6 +26,18 @@ pub struct Settings {
     pub routing: RoutingSettings,
     pub auth: AuthSettings,
     pub monitoring: MonitoringSettings,
+    pub payload_log: PayloadLogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadLogSettings {
+    pub sink: String,
+    pub path: PathBuf,
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+    pub url: String,
+    pub buffer: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

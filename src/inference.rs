@@ -3,7 +3,8 @@
 //! ```text
 //! RoutingLayer  (picks the version and variant when the URL names none)
 //!   ShadowLayer (samples requests to mirror to a shadow version, after the primary answered)
-//!     InferenceService: resolve the version → decode → validate → run → outputs
+//!     PayloadLogLayer (samples requests to log, redacted, through a bounded buffer)
+//!       InferenceService: resolve the version → decode → validate → run → outputs
 //! ```
 //!
 //! Owns [`InferCall`] / [`Inferred`] (what flows through the stack), [`InferenceError`] (which joins the errors of
@@ -23,6 +24,7 @@ use tower::{Service, ServiceBuilder};
 use crate::config::Limits;
 use crate::metrics::{Metrics, Outcome};
 use crate::model::{InferError, ModelVersion};
+use crate::monitoring::payload::{PayloadLog, PayloadLogLayer};
 use crate::registry::{Registry, RegistryError};
 use crate::routing::shadow::{ShadowLayer, ShadowMirror};
 use crate::routing::{RoutingLayer, RoutingTable, PINNED};
@@ -105,15 +107,22 @@ pub fn pipeline(
     core: InferenceService,
     routing: Arc<RoutingTable>,
     mirror: ShadowMirror,
+    payload_log: PayloadLog,
 ) -> Pipeline {
     let registry = Arc::clone(&core.registry);
     let stack = ServiceBuilder::new()
         // Routing first: it turns "no version" into an explicit version and variant, so everything below (shadow
         // sampling, metrics) sees which variant a request belongs to, and its outcome feeds automatic rollback.
-        .layer(RoutingLayer::new(Arc::clone(&routing), registry))
+        .layer(RoutingLayer::new(
+            Arc::clone(&routing),
+            Arc::clone(&registry),
+        ))
         // Shadow inside routing: it mirrors what the primary actually served, after the primary answered, so the
         // client's response never waits for the shadow.
         .layer(ShadowLayer::new(routing, mirror))
+        // Innermost: it asks the core for the validated inputs of sampled requests and logs them with the outputs
+        // once the response is ready (after routing decided the variant; before the shadow takes the inputs).
+        .layer(PayloadLogLayer::new(Arc::clone(&registry), payload_log))
         .service(core);
     BoxCloneSyncService::new(stack)
 }

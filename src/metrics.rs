@@ -62,6 +62,7 @@ pub struct Metrics {
     drift_alerts: IntCounterVec,
     model_info: IntGaugeVec,
     queue_duration: HistogramVec,
+    payload_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -203,6 +204,14 @@ impl Metrics {
         registry.register(Box::new(drift_alerts.clone()))?;
         registry.register(Box::new(model_info.clone()))?;
         registry.register(Box::new(queue_duration.clone()))?;
+        let payload_dropped = IntCounterVec::new(
+            Opts::new(
+                "sluice_payload_log_dropped_total",
+                "Prediction-log records dropped because the buffer was full.",
+            ),
+            &["model"],
+        )?;
+        registry.register(Box::new(payload_dropped.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -240,6 +249,7 @@ impl Metrics {
             drift_alerts,
             model_info,
             queue_duration,
+            payload_dropped,
         })
     }
 
@@ -328,6 +338,11 @@ impl Metrics {
         self.model_info
             .with_label_values(&[model, &version.to_string(), owner, source, sha256])
             .set(1);
+    }
+
+    /// A payload-log record dropped because the buffer was full.
+    pub fn payload_dropped(&self, model: &str) {
+        self.payload_dropped.with_label_values(&[model]).inc();
     }
 
     /// A request refused by load shedding.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::model::SessionSettings;
+use crate::monitoring::payload::PayloadPolicy;
 use crate::registry::policy::VersionPolicy;
 
 /// The contents of `model.toml`.
@@ -26,6 +27,9 @@ pub struct ModelConfig {
     pub force: bool,
     #[serde(default)]
     pub session: SessionSettings,
+    /// Prediction logging: sample rate and redaction.
+    #[serde(default)]
+    pub payload_log: PayloadPolicy,
 }
 
 /// One model directory as found on disk.

@@ -16,6 +16,7 @@ use crate::inference::{self, InferenceService};
 use crate::metrics::Metrics;
 use crate::middleware::ApiKeys;
 use crate::model::LoadOptions;
+use crate::monitoring::payload::PayloadLog;
 use crate::registry::watch::{self, WatchSettings};
 use crate::registry::{PinnedVersions, Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
@@ -331,7 +332,9 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         Duration::from_millis(settings.routing.shadow_delay_ms),
     );
     let core = InferenceService::new(Arc::clone(&registry), Arc::clone(&metrics), settings.limits);
-    let pipeline = inference::pipeline(core, Arc::clone(&routing), mirror.clone());
+    let payload_log = PayloadLog::start(&settings.payload_log, Arc::clone(&metrics))
+        .map_err(StartError::Config)?;
+    let pipeline = inference::pipeline(core, Arc::clone(&routing), mirror.clone(), payload_log);
     let manager = RepositoryManager::new(
         Arc::clone(&registry),
         Arc::clone(&metrics),

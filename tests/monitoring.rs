@@ -256,3 +256,190 @@ fn model_cards_and_checksums() {
         "queue histogram"
     );
 }
+
+fn append(path: &std::path::Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Sampled predictions become JSON lines with the documented fields, redacted as each model.toml says, in
+/// size-rotated files; a model without a policy logs nothing.
+#[test]
+fn payload_logs_are_redacted_and_rotated() {
+    let repo = repo_with(&["iris", "tumor_risk", "digits_mlp"]);
+    append(
+        &repo.path().join("iris/model.toml"),
+        "\n[payload_log]\nsample_rate = 1.0\nremove_features = { float_input = [1] }\n",
+    );
+    append(
+        &repo.path().join("tumor_risk/model.toml"),
+        "\n[payload_log]\nsample_rate = 1.0\nremove = [\"lymph_nodes\"]\nhash = [\"clinic\"]\n",
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("payloads/log.jsonl");
+    let server = TestServer::start_with(
+        repo.path(),
+        &[],
+        &[
+            ("SLUICE__PAYLOAD_LOG__SINK", "file"),
+            ("SLUICE__PAYLOAD_LOG__PATH", path.to_str().unwrap()),
+            ("SLUICE__PAYLOAD_LOG__MAX_FILE_BYTES", "3000"),
+            ("SLUICE__PAYLOAD_LOG__MAX_FILES", "2"),
+        ],
+    );
+    let iris = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]});
+    for i in 0..30 {
+        let response = client()
+            .post(server.url("/v2/models/iris/infer"))
+            .header("x-request-id", format!("req-{i}"))
+            .json(&iris)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let tumor = json!({"inputs": [
+        {"name": "mean_radius", "datatype": "FP32", "shape": [1, 1], "data": [17.99]},
+        {"name": "mean_texture", "datatype": "FP32", "shape": [1, 1], "data": [10.38]},
+        {"name": "lymph_nodes", "datatype": "INT64", "shape": [1, 1], "data": [5]},
+        {"name": "clinic", "datatype": "BYTES", "shape": [1, 1], "data": ["north"]}]});
+    assert_eq!(
+        post_json(&server, "/v2/models/tumor_risk/infer", &tumor).0,
+        200
+    );
+    let digits = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 64], "data": vec![0.0; 64]}]});
+    assert_eq!(
+        post_json(&server, "/v2/models/digits_mlp/infer", &digits).0,
+        200
+    );
+
+    let read_all = || {
+        let mut lines = Vec::new();
+        for name in ["log.jsonl.2", "log.jsonl.1", "log.jsonl"] {
+            if let Ok(text) = std::fs::read_to_string(logs.path().join("payloads").join(name)) {
+                lines.extend(
+                    text.lines()
+                        .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+                );
+            }
+        }
+        lines
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !read_all().iter().any(|r| r["model"] == "tumor_risk") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tumor_risk record never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let records = read_all();
+    let dir = logs.path().join("payloads");
+    assert!(dir.join("log.jsonl.1").exists(), "the file was rotated");
+    assert!(
+        !dir.join("log.jsonl.3").exists(),
+        "at most max_files old files are kept"
+    );
+    for name in ["log.jsonl", "log.jsonl.1"] {
+        assert!(
+            std::fs::metadata(dir.join(name)).unwrap().len() <= 3000 + 600,
+            "{name} is size-bounded"
+        );
+    }
+    assert!(
+        records.iter().all(|r| r["model"] != "digits_mlp"),
+        "no policy, no logging"
+    );
+    let newest_iris = records.iter().rev().find(|r| r["model"] == "iris").unwrap();
+    assert_eq!(newest_iris["request_id"], "req-29");
+    assert_eq!(
+        (
+            newest_iris["version"].as_str(),
+            newest_iris["variant"].as_str()
+        ),
+        (Some("2"), Some("stable"))
+    );
+    assert_eq!(
+        newest_iris["inputs"][0]["data"],
+        json!([
+            5.099999904632568,
+            null,
+            1.399999976158142,
+            0.20000000298023224
+        ])
+    );
+    assert_eq!(newest_iris["outputs"][0]["name"], "label");
+    assert!(
+        newest_iris["latency_ms"].as_f64().unwrap() > 0.0
+            && newest_iris["time"].as_f64().unwrap() > 1.7e9
+    );
+    let t = records.iter().find(|r| r["model"] == "tumor_risk").unwrap();
+    let names: Vec<&str> = t["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["mean_radius", "mean_texture", "clinic"],
+        "lymph_nodes removed"
+    );
+    let clinic = t["inputs"][2]["data"][0].as_str().unwrap();
+    assert!(
+        clinic.starts_with("sha256:") && !clinic.contains("north"),
+        "{clinic}"
+    );
+    let raw: String = ["log.jsonl", "log.jsonl.1"]
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(dir.join(n)).ok())
+        .collect();
+    assert!(
+        !raw.contains("\"north\""),
+        "the raw value never reaches the log"
+    );
+}
+
+/// A sink that never answers: requests are not slowed or failed; the bounded buffer drops and counts records.
+#[test]
+fn a_stuck_payload_sink_drops_instead_of_slowing_requests() {
+    let repo = repo_with(&["iris"]);
+    append(
+        &repo.path().join("iris/model.toml"),
+        "\n[payload_log]\nsample_rate = 1.0\n",
+    );
+    // Accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/log", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let server = TestServer::start_with(
+        repo.path(),
+        &[],
+        &[
+            ("SLUICE__PAYLOAD_LOG__SINK", "http"),
+            ("SLUICE__PAYLOAD_LOG__URL", &url),
+            ("SLUICE__PAYLOAD_LOG__BUFFER", "2"),
+        ],
+    );
+    let body = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
+    for _ in 0..50 {
+        assert_eq!(post_json(&server, "/v2/models/iris/infer", &body).0, 200);
+    }
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"sluice_payload_log_dropped_total{model="iris"}"#))
+        .unwrap();
+    let dropped: u64 = line.split(' ').next_back().unwrap().parse().unwrap();
+    eprintln!("stuck payload sink: 50 requests answered, {dropped} records dropped");
+    assert!(dropped >= 45, "{line}");
+}

@@ -300,6 +300,7 @@ impl RepositoryManager {
             versions: slots,
             default,
             reason: None,
+            payload_log: Arc::new(config.payload_log),
         }
     }
 
@@ -481,6 +482,7 @@ fn unloaded_entry(old: ModelEntry, dir: &ModelDir) -> ModelEntry {
         versions,
         default: None,
         reason: Some("unloaded by an operator".into()),
+        payload_log: old.payload_log,
     }
 }
 

@@ -37,6 +37,8 @@ pub struct ModelEntry {
     pub default: Option<u64>,
     /// Why the whole model is unavailable or degraded (invalid `model.toml`, unloaded by an operator).
     pub reason: Option<String>,
+    /// Prediction logging policy from `model.toml`, read by the payload-log layer on each request.
+    pub payload_log: Arc<crate::monitoring::payload::PayloadPolicy>,
 }
 
 #[derive(Debug, Default, Clone)]

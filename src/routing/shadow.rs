@@ -299,7 +299,7 @@ where
             .and_then(|a| a.policy.shadow.clone())
             .filter(|s| rand::rng().random_bool(s.sample_rate.clamp(0.0, 1.0)))
             .map(|s| s.version);
-        call.capture_inputs = shadow_version.is_some();
+        call.capture_inputs |= shadow_version.is_some();
         let future = self.inner.call(call);
         let mirror = self.mirror.clone();
         Box::pin(async move {

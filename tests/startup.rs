@@ -354,6 +354,11 @@ fn check_validates_a_repository_offline() {
     )
     .unwrap();
     std::fs::write(root.join("pinned/model.toml"), "default_version = 4\n").unwrap();
+    // A reference profile that does not parse, and a card whose checksum does not match its model file.
+    std::fs::write(root.join("iris/1/reference.json"), "{not json").unwrap();
+    std::fs::create_dir_all(root.join("swapped/1")).unwrap();
+    std::fs::copy(root.join("iris/1/model.onnx"), root.join("swapped/1/model.onnx")).unwrap();
+    std::fs::copy(root.join("iris/2/card.toml"), root.join("swapped/1/card.toml")).unwrap();
     let routing = root.join("routing.toml");
     std::fs::write(
         &routing,
@@ -374,7 +379,9 @@ fn check_validates_a_repository_offline() {
         "model 'corrupt' version 1",
         "model 'pinned': default_version 4 is not in the repository",
         "routing for 'iris' refers to version 3",
-        "3 problem(s)",
+        "reference.json",
+        "checksum mismatch",
+        "5 problem(s)",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }

@@ -519,12 +519,7 @@ fn metrics_count_requests_by_model_version_and_outcome() {
         .0,
         400
     );
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = common::metrics_text(&server);
     for line in [
         r#"sluice_requests_total{model="iris",outcome="success",variant="stable",version="2"} 1"#,
         r#"sluice_requests_total{model="iris",outcome="client_error",variant="stable",version="2"} 1"#,
@@ -557,12 +552,7 @@ fn onnx_runtime_failures_are_500s_and_the_server_keeps_serving() {
     let (status, reply) = post_json(&server, "/v2/models/reshape/infer", &body(4));
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["outputs"][0]["shape"], json!([2, 2]));
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     assert!(
         metrics.contains(
             r#"sluice_requests_total{model="reshape",outcome="server_error",variant="stable",version="1"} 1"#

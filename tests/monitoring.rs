@@ -168,12 +168,7 @@ fn drift_is_measured_against_the_training_profile() {
     std::thread::sleep(Duration::from_millis(4500));
     assert!(calls.try_recv().is_err(), "the webhook is debounced");
 
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     let line = metrics
         .lines()
         .find(|l| l.starts_with(r#"sluice_drift_psi_overall{model="iris",version="2"}"#))
@@ -231,12 +226,7 @@ fn model_cards_and_checksums() {
     );
 
     let sha = card["card"]["sha256"].as_str().unwrap();
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     let info = format!(
         r#"sluice_model_info{{model="iris",owner="sluice maintainers",sha256="{sha}",source="models/generate.py (seed 7)",version="2"}} 1"#
     );
@@ -245,12 +235,7 @@ fn model_cards_and_checksums() {
     assert!(metrics.contains("process_resident_memory_bytes"));
     let body = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
     assert_eq!(post_json(&server, "/v2/models/iris/infer", &body).0, 200);
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     assert!(
         metrics.contains(r#"sluice_queue_duration_seconds_count{model="iris",version="2"} 1"#),
         "queue histogram"
@@ -429,12 +414,7 @@ fn a_stuck_payload_sink_drops_instead_of_slowing_requests() {
     for _ in 0..50 {
         assert_eq!(post_json(&server, "/v2/models/iris/infer", &body).0, 200);
     }
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     let line = metrics
         .lines()
         .find(|l| l.starts_with(r#"sluice_payload_log_dropped_total{model="iris"}"#))

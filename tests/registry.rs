@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post_json, TestServer};
+use common::{client, get_json, post_json, rss_kib, wait_for, TestServer};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-admin-token";
@@ -64,15 +64,6 @@ fn row(server: &TestServer, model: &str, version: u64) -> Option<Value> {
     index(server)
         .into_iter()
         .find(|r| r["name"] == model && r["version"].as_str() == Some(version.to_string().as_str()))
-}
-
-/// Polls until `check` holds (bounded; the server's poll interval is 200 ms in these tests).
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 fn ready(server: &TestServer, model: &str, version: u64) -> u16 {
@@ -268,12 +259,7 @@ fn broken_and_half_written_files_never_replace_a_working_version() {
     wait_for("the fixed version to load", || {
         ready(&server, "m", 2) == 200
     });
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     // Exactly two failures: corrupt v2 and garbage v1. The half-written v3 was never tried.
     assert!(
         metrics.contains(r#"sluice_model_load_failures_total{model="m"} 2"#),
@@ -294,12 +280,7 @@ fn unload_lets_in_flight_requests_finish() {
             .collect();
         // All three hold the version once the in-flight gauge says so.
         wait_for("three requests in flight", || {
-            let metrics = client()
-                .get(server.url("/metrics"))
-                .send()
-                .unwrap()
-                .text()
-                .unwrap();
+            let metrics = common::metrics_text(&server);
             metrics.contains(r#"sluice_inflight_requests{model="slow",version="1"} 3"#)
         });
         let started = Instant::now();
@@ -336,12 +317,6 @@ fn unload_lets_in_flight_requests_finish() {
         200
     );
     assert_eq!(ready(&server, "slow", 1), 200);
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// 200 unload/load cycles: resident memory grows by less than 10 % after warm-up.

@@ -8,14 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post_json, repo_with, TestServer};
+use common::{client, get_json, post_json, repo_with, rss_kib, TestServer};
 use serde_json::{json, Value};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 fn slow_body(rows: usize) -> Value {
     json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 256], "data": vec![0.5; rows * 256]}]})
@@ -106,12 +100,7 @@ fn overload_sheds_with_503_and_keeps_accepted_requests_fast() {
         post_json(&server, "/v2/models/slow/infer", &slow_body(1)).0,
         200
     );
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     assert!(
         metrics.contains(&format!("sluice_requests_shed_total {shed}")),
         "shed count"

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post_json, TestServer};
+use common::{client, get_json, post_json, wait_for, TestServer};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "routing-admin";
@@ -70,14 +70,6 @@ fn infer(
     )
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 fn policy_weight(server: &TestServer) -> f64 {
     get_json(server, "/v2/models/m/routing").1["policy"]["variants"][0]["weight"]
         .as_f64()
@@ -122,12 +114,7 @@ fn a_ten_percent_canary_takes_ten_percent() {
     eprintln!("canary share over {total} keyless requests: {share:.2} %");
     assert!((9.0..=11.0).contains(&share), "canary share {share:.2} %");
     // Per-variant metrics: comparable in PromQL.
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     assert!(metrics.contains(
         r#"sluice_requests_total{model="m",outcome="success",variant="canary",version="2"}"#
     ));
@@ -363,12 +350,7 @@ fn shadow_comparison_numbers_are_correct() {
         "FP32 and int8 should disagree somewhere on random inputs"
     );
     eprintln!("FP32 vs int8 over {n} random images: label agreement {expected_agreement:.3}, mean |dp| {mean:.5}, max |dp| {abs_max:.5}");
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     let line = format!(
         r#"sluice_shadow_agreement_ratio{{model="digits",output="label",primary_version="1",shadow_version="2"}} {expected_agreement}"#
     );
@@ -433,12 +415,7 @@ fn a_slow_shadow_never_slows_or_fails_the_primary() {
         dropped >= 40,
         "a 4-deep queue behind a 2 s shadow must drop most of 50 jobs, dropped {dropped}"
     );
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     let line = format!(
         r#"sluice_shadow_requests_total{{model="digits",outcome="dropped",primary_version="1",shadow_version="2"}} {dropped}"#
     );
@@ -577,12 +554,7 @@ fn a_failing_canary_is_rolled_back_automatically() {
         "{canary_errors} requests reached the failing canary"
     );
     assert_eq!(policy_weight(&server), 0.0);
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     assert!(
         metrics.contains(r#"sluice_routing_auto_rollbacks_total{model="m",variant="canary"} 1"#),
         "{metrics}"

@@ -197,12 +197,7 @@ fn a_model_that_fails_to_load_does_not_stop_the_others() {
     assert_eq!(post_json(&server, "/v2/models/corrupt/infer", &row).0, 503);
     assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
 
-    let metrics = common::client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = common::metrics_text(&server);
     for line in [
         r#"sluice_model_load_failures_total{model="corrupt"} 1"#,
         r#"sluice_model_load_failures_total{model="badconf"} 1"#,
@@ -357,8 +352,16 @@ fn check_validates_a_repository_offline() {
     // A reference profile that does not parse, and a card whose checksum does not match its model file.
     std::fs::write(root.join("iris/1/reference.json"), "{not json").unwrap();
     std::fs::create_dir_all(root.join("swapped/1")).unwrap();
-    std::fs::copy(root.join("iris/1/model.onnx"), root.join("swapped/1/model.onnx")).unwrap();
-    std::fs::copy(root.join("iris/2/card.toml"), root.join("swapped/1/card.toml")).unwrap();
+    std::fs::copy(
+        root.join("iris/1/model.onnx"),
+        root.join("swapped/1/model.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root.join("iris/2/card.toml"),
+        root.join("swapped/1/card.toml"),
+    )
+    .unwrap();
     let routing = root.join("routing.toml");
     std::fs::write(
         &routing,

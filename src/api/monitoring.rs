@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::openapi;
 use super::{ApiError, AppState, V2Path};
+use crate::model::ModelVersion;
 use crate::registry::RegistryError;
 
 #[utoipa::path(
@@ -61,10 +62,7 @@ pub async fn card(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let target = state.registry.resolve(&model, None)?;
-    Ok(Json(
-        json!({ "name": target.name, "version": target.version.to_string(), "card": target.card }),
-    ))
+    Ok(card_of(&state.registry.resolve(&model, None)?))
 }
 
 #[utoipa::path(
@@ -85,8 +83,9 @@ pub async fn card_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let target = state.registry.resolve(&model, Some(&version))?;
-    Ok(Json(
-        json!({ "name": target.name, "version": target.version.to_string(), "card": target.card }),
-    ))
+    Ok(card_of(&state.registry.resolve(&model, Some(&version))?))
+}
+
+fn card_of(target: &ModelVersion) -> Json<Value> {
+    Json(json!({ "name": target.name, "version": target.version.to_string(), "card": target.card }))
 }

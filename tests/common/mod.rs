@@ -254,3 +254,30 @@ pub fn run_sluice(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) 
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.code(), text)
 }
+
+/// The server's `/metrics` text.
+pub fn metrics_text(server: &TestServer) -> String {
+    server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// Polls until `check` holds (bounded at 30 s).
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Resident memory of a process, from `/proc/<pid>/status`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}

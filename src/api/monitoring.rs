@@ -62,7 +62,8 @@ pub async fn card(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(card_of(&state.registry.resolve(&model, None)?))
+    let target = state.registry.resolve(&model, None)?;
+    Ok(card_of(&target))
 }
 
 #[utoipa::path(
@@ -83,7 +84,8 @@ pub async fn card_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(card_of(&state.registry.resolve(&model, Some(&version))?))
+    let target = state.registry.resolve(&model, Some(&version))?;
+    Ok(card_of(&target))
 }
 
 fn card_of(target: &ModelVersion) -> Json<Value> {

@@ -70,6 +70,7 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
                 v.version,
                 &v.model_path,
                 &settings,
+                config.batching.as_ref(),
                 &LoadOptions::default(),
             ) {
                 Ok(loaded) => {

@@ -63,6 +63,7 @@ pub struct Metrics {
     model_info: IntGaugeVec,
     queue_duration: HistogramVec,
     payload_dropped: IntCounterVec,
+    batch_size: HistogramVec,
 }
 
 impl Metrics {
@@ -212,6 +213,15 @@ impl Metrics {
             &["model"],
         )?;
         registry.register(Box::new(payload_dropped.clone()))?;
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_batch_size",
+                "Rows per ONNX Runtime run of a dynamically batched version.",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            &["model", "version"],
+        )?;
+        registry.register(Box::new(batch_size.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -250,6 +260,7 @@ impl Metrics {
             model_info,
             queue_duration,
             payload_dropped,
+            batch_size,
         })
     }
 
@@ -380,6 +391,13 @@ impl Metrics {
     }
 
     /// Replaces the per-version readiness gauges and the loaded count with `(model, version, loaded)` rows.
+    /// Rows in one batched run.
+    pub fn observe_batch(&self, model: &str, version: &str, rows: usize) {
+        self.batch_size
+            .with_label_values(&[model, version])
+            .observe(rows as f64);
+    }
+
     /// Time a request waited for a session.
     pub fn observe_queue(&self, model: &str, version: &str, seconds: f64) {
         self.queue_duration

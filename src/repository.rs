@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::SessionSettings;
+use crate::model::{BatchSettings, SessionSettings};
 use crate::monitoring::payload::PayloadPolicy;
 use crate::registry::policy::VersionPolicy;
 
@@ -27,6 +27,8 @@ pub struct ModelConfig {
     pub force: bool,
     #[serde(default)]
     pub session: SessionSettings,
+    /// Dynamic batching (opt-in).
+    pub batching: Option<BatchSettings>,
     /// Prediction logging: sample rate and redaction.
     #[serde(default)]
     pub payload_log: PayloadPolicy,

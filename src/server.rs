@@ -346,6 +346,7 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
     .with_load_options(LoadOptions {
         max_waiting: settings.limits.max_queue_per_version,
         drift_window: settings.monitoring.drift_window,
+        metrics: Some(Arc::clone(&metrics)),
     });
     let admin_token = settings
         .admin_token()

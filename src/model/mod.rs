@@ -3,18 +3,22 @@
 //! Owns session creation (per-model settings from `model.toml`) and `infer(&[Tensor]) -> Vec<Tensor>`. Knows
 //! nothing about routing, the registry or HTTP.
 
+pub mod batch;
 pub mod card;
 mod convert;
 pub mod pool;
 pub mod signature;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{OutputSelector, RunOptions, Session};
 use serde::Deserialize;
 
+pub use self::batch::BatchSettings;
+use self::batch::{Batcher, RunBatch};
 pub use self::card::ModelCard;
 pub use self::pool::SessionPool;
 pub use self::signature::{IoKind, IoSpec, Signature};
@@ -66,12 +70,14 @@ impl SessionSettings {
 }
 
 /// Server-wide options of a load.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct LoadOptions {
     /// Requests that may wait for a session before the rest are refused (overload).
     pub max_waiting: usize,
     /// Rows in the drift window.
     pub drift_window: usize,
+    /// Where batch sizes are recorded.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Default for LoadOptions {
@@ -79,6 +85,7 @@ impl Default for LoadOptions {
         LoadOptions {
             max_waiting: 128,
             drift_window: 1000,
+            metrics: None,
         }
     }
 }
@@ -92,7 +99,10 @@ pub struct ModelVersion {
     pub card: Option<ModelCard>,
     /// Drift of live inputs against `reference.json`, when the version has one.
     pub drift: Option<DriftMonitor>,
-    pool: SessionPool,
+    /// The dynamic-batching queue, when `[batching]` is configured.
+    batcher: Option<Batcher>,
+    /// Shared with the batcher's runs.
+    pool: Arc<SessionPool>,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -113,6 +123,7 @@ impl ModelVersion {
         version: u64,
         path: &Path,
         settings: &SessionSettings,
+        batching: Option<&BatchSettings>,
         options: &LoadOptions,
     ) -> Result<ModelVersion, String> {
         // The card first: a checksum mismatch refuses the load before ONNX Runtime reads the file.
@@ -135,13 +146,37 @@ impl ModelVersion {
                 .map(|o| IoSpec::from_onnx(o.name(), o.dtype()))
                 .collect(),
         };
+        if batching.is_some() {
+            batch::check_batchable(&signature)?;
+        }
+        let pool = Arc::new(SessionPool::new(sessions, options.max_waiting));
+        let batcher = batching
+            .filter(|_| tokio::runtime::Handle::try_current().is_ok())
+            .map(|b| {
+                let runner = Arc::clone(&pool);
+                let run: RunBatch = Arc::new(move |inputs, outputs| {
+                    let pool = Arc::clone(&runner);
+                    Box::pin(async move {
+                        pool.with_session(move |session| run(session, inputs, &outputs))
+                            .await
+                            .map(|(out, _)| out)
+                    })
+                });
+                Batcher::start(
+                    b.clone(),
+                    run,
+                    options.metrics.clone(),
+                    (name.to_owned(), version.to_string()),
+                )
+            });
         Ok(ModelVersion {
             name: name.to_owned(),
             version,
             signature,
             card,
             drift,
-            pool: SessionPool::new(sessions, options.max_waiting),
+            batcher,
+            pool,
         })
     }
 
@@ -160,9 +195,14 @@ impl ModelVersion {
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
     ) -> Result<(Vec<Tensor>, std::time::Duration), InferError> {
-        self.pool
-            .with_session(move |session| run(session, inputs, &outputs))
-            .await
+        match &self.batcher {
+            Some(batcher) => batcher.submit(inputs, outputs).await,
+            None => {
+                self.pool
+                    .with_session(move |session| run(session, inputs, &outputs))
+                    .await
+            }
+        }
     }
 }
 
@@ -216,8 +256,6 @@ fn run(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::tensor::{DataType, TensorData};
 
@@ -241,6 +279,7 @@ mod tests {
                 2,
                 &iris_v2(),
                 &settings,
+                None,
                 &LoadOptions::default(),
             )
             .unwrap(),
@@ -290,6 +329,7 @@ mod tests {
             1,
             &path,
             &SessionSettings::default(),
+            None,
             &LoadOptions::default(),
         )
         .unwrap_err();
@@ -305,6 +345,7 @@ mod tests {
             2,
             &iris_v2(),
             &SessionSettings::default(),
+            None,
             &LoadOptions::default(),
         )
         .unwrap();

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::policy::{choose_default, incompatibility, Candidate};
 use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
 use crate::metrics::Metrics;
-use crate::model::{LoadOptions, ModelVersion, SessionSettings};
+use crate::model::{BatchSettings, LoadOptions, ModelVersion, SessionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -44,6 +44,7 @@ struct Fingerprint {
     len: u64,
     modified: Option<SystemTime>,
     settings: SessionSettings,
+    batching: Option<BatchSettings>,
 }
 
 /// The outcome of one reconcile.
@@ -268,7 +269,8 @@ impl RepositoryManager {
                     ..Default::default()
                 }
             } else {
-                let fingerprint = fingerprint(&v.model_path, &config.session);
+                let fingerprint =
+                    fingerprint(&v.model_path, &config.session, config.batching.as_ref());
                 self.version_slot(
                     state,
                     &key,
@@ -337,7 +339,13 @@ impl RepositoryManager {
         }
         let (model, version) = (key.0.clone(), key.1);
         match self
-            .load_version(&model, version, path, &fingerprint.settings)
+            .load_version(
+                &model,
+                version,
+                path,
+                &fingerprint.settings,
+                fingerprint.batching.as_ref(),
+            )
             .await
         {
             Ok(loaded) => {
@@ -388,9 +396,11 @@ impl RepositoryManager {
         version: u64,
         path: &Path,
         settings: &SessionSettings,
+        batching: Option<&BatchSettings>,
     ) -> Result<ModelVersion, String> {
         let started = Instant::now();
-        let options = self.load_options;
+        let options = self.load_options.clone();
+        let batching = batching.cloned();
         let (env, name, path_buf, settings) = (
             self.env.clone(),
             model.to_owned(),
@@ -398,7 +408,15 @@ impl RepositoryManager {
             settings.clone(),
         );
         let result = tokio::task::spawn_blocking(move || {
-            ModelVersion::load(&env, &name, version, &path_buf, &settings, &options)
+            ModelVersion::load(
+                &env,
+                &name,
+                version,
+                &path_buf,
+                &settings,
+                batching.as_ref(),
+                &options,
+            )
         })
         .await
         .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
@@ -441,12 +459,17 @@ impl RepositoryManager {
     }
 }
 
-fn fingerprint(path: &Path, settings: &SessionSettings) -> Option<Fingerprint> {
+fn fingerprint(
+    path: &Path,
+    settings: &SessionSettings,
+    batching: Option<&BatchSettings>,
+) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
     Some(Fingerprint {
         len: meta.len(),
         modified: meta.modified().ok(),
         settings: settings.clone(),
+        batching: batching.cloned(),
     })
 }
 

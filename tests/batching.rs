@@ -1,0 +1,102 @@
+//! Dynamic batching end to end: concurrent requests are merged into larger runs and every client gets exactly the
+//! outputs an unbatched run gives; models without a dynamic leading dimension are refused with a clear reason.
+
+mod common;
+
+use common::{metrics_text, post_json, repo_with, TestServer};
+use serde_json::{json, Value};
+
+fn images(n: usize) -> Vec<Vec<f32>> {
+    let mut state = 0x1234_5678_9abc_def1_u64;
+    (0..n)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 17) as f32 / 16.0
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn batched_results_equal_unbatched_results() {
+    let repo = repo_with(&["digits_mlp", "misdeclared"]);
+    // The same network twice: `batched` with dynamic batching, `digits_mlp` without.
+    common::copy_dir(
+        &repo.path().join("digits_mlp"),
+        &repo.path().join("batched"),
+    );
+    std::fs::write(
+        repo.path().join("batched/model.toml"),
+        "[session]\npool_size = 1\n[batching]\nmax_batch_size = 16\nmax_queue_delay_us = 20000\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("misdeclared/model.toml"),
+        "[batching]\nmax_batch_size = 8\n",
+    )
+    .unwrap();
+    let server = TestServer::start(repo.path());
+
+    let images = images(48);
+    let body = |image: &[f32]| json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 64], "data": image}]});
+    let (server_ref, body) = (&server, &body);
+    let batched: Vec<Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|image| {
+                s.spawn(move || post_json(server_ref, "/v2/models/batched/infer", &body(image)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (status, reply) = h.join().unwrap();
+                assert_eq!(status, 200, "{reply}");
+                reply
+            })
+            .collect()
+    });
+    for (image, reply) in images.iter().zip(&batched) {
+        let (_, plain) = post_json(&server, "/v2/models/digits_mlp/infer", &body(image));
+        assert_eq!(
+            reply["outputs"], plain["outputs"],
+            "a batched run must answer exactly as an unbatched one"
+        );
+        assert_eq!(reply["outputs"][1]["shape"], json!([1, 10]));
+    }
+    let metrics = metrics_text(&server);
+    let value = |name: &str| -> f64 {
+        let prefix = format!(r#"{name}{{model="batched",version="1"}} "#);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing"))
+            .parse()
+            .unwrap()
+    };
+    let (rows, runs) = (
+        value("sluice_batch_size_sum"),
+        value("sluice_batch_size_count"),
+    );
+    eprintln!(
+        "48 concurrent single-row requests ran as {runs} batches ({:.1} rows per run)",
+        rows / runs
+    );
+    assert_eq!(rows, 48.0);
+    assert!(runs < 48.0, "requests were merged");
+
+    let (status, reply) = common::get_json(&server, "/v2/models/misdeclared/ready");
+    assert_eq!(status, 503);
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("batching needs a dynamic leading dimension"),
+        "{reply}"
+    );
+}

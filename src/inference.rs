@@ -28,7 +28,7 @@ use crate::monitoring::payload::{PayloadLog, PayloadLogLayer};
 use crate::registry::{Registry, RegistryError};
 use crate::routing::shadow::{ShadowLayer, ShadowMirror};
 use crate::routing::{RoutingLayer, RoutingTable, PINNED};
-use crate::tensor::json::{decode_request, DecodeError, DecodeLimits};
+use crate::tensor::json::{decode_with_binary, BinaryOutputs, DecodeError, DecodeLimits};
 use crate::tensor::Tensor;
 use crate::validate::{validate, ValidationError};
 
@@ -69,6 +69,8 @@ pub struct InferCall {
     pub variant: String,
     /// Set by the shadow layer: keep a copy of the validated inputs for the shadow run.
     pub capture_inputs: bool,
+    /// Triton's binary extension: the JSON header is the first this-many bytes of `body`, raw tensor bytes follow.
+    pub binary_header_len: Option<usize>,
 }
 
 impl InferCall {
@@ -84,6 +86,7 @@ impl InferCall {
                 String::new()
             },
             capture_inputs: false,
+            binary_header_len: None,
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct Inferred {
     pub variant: String,
     /// The validated inputs, when the shadow layer asked for them.
     pub captured_inputs: Option<Vec<Tensor>>,
+    /// Outputs the client asked to receive as binary data.
+    pub binary_outputs: BinaryOutputs,
 }
 
 /// The whole inference stack, boxed: cheap to clone, shareable across threads.
@@ -164,26 +169,34 @@ impl InferenceService {
         let seconds = started.elapsed().as_secs_f64();
         self.metrics
             .observe_request(&call.model, &version_label, &call.variant, outcome, seconds);
-        let (id, outputs, captured_inputs) = result?;
+        let ran = result?;
         Ok(Inferred {
             model: target,
-            id,
-            outputs,
+            id: ran.id,
+            outputs: ran.outputs,
             variant: call.variant,
-            captured_inputs,
+            captured_inputs: ran.captured_inputs,
+            binary_outputs: ran.binary_outputs,
         })
     }
 
-    async fn run(
-        &self,
-        target: &ModelVersion,
-        call: &InferCall,
-    ) -> Result<(Option<String>, Vec<Tensor>, Option<Vec<Tensor>>), InferenceError> {
+    async fn run(&self, target: &ModelVersion, call: &InferCall) -> Result<Ran, InferenceError> {
         let limits = DecodeLimits {
             max_elements: self.limits.max_tensor_elements,
             max_depth: self.limits.max_json_depth,
         };
-        let request = decode_request(&call.body, limits)?;
+        let (header, binary) = match call.binary_header_len {
+            Some(n) if n <= call.body.len() => call.body.split_at(n),
+            Some(n) => {
+                return Err(DecodeError::Json(format!(
+                    "Inference-Header-Content-Length {n} is longer than the {}-byte body",
+                    call.body.len()
+                ))
+                .into())
+            }
+            None => (&call.body[..], &[][..]),
+        };
+        let request = decode_with_binary(header, binary, limits)?;
         let outputs = validate(&target.signature, &request)?;
         let captured = call.capture_inputs.then(|| request.inputs.clone());
         if let Some(drift) = &target.drift {
@@ -199,8 +212,21 @@ impl InferenceService {
                 .observe_queue(&target.name, &version, queued.as_secs_f64());
             outputs
         });
-        Ok((request.id, result?, captured))
+        Ok(Ran {
+            id: request.id,
+            outputs: result?,
+            captured_inputs: captured,
+            binary_outputs: request.binary_outputs,
+        })
     }
+}
+
+/// What one run produced, before it becomes an [`Inferred`].
+struct Ran {
+    id: Option<String>,
+    outputs: Vec<Tensor>,
+    captured_inputs: Option<Vec<Tensor>>,
+    binary_outputs: BinaryOutputs,
 }
 
 impl Service<InferCall> for InferenceService {

@@ -241,6 +241,7 @@ mod tests {
             id: None,
             inputs,
             outputs: outputs.map(|o| o.into_iter().map(String::from).collect()),
+            binary_outputs: Default::default(),
         }
     }
 

@@ -689,3 +689,73 @@ fn openapi_documents_every_endpoint() {
         paths.keys().collect::<Vec<_>>()
     );
 }
+
+/// Triton's binary extension: a JSON header plus raw bytes in, binary outputs out; malformed framing is a 400.
+#[test]
+fn binary_tensor_data_requests_and_errors() {
+    let (_repo, server) = server();
+    let send = |header: &Value, raw: &[u8], length: Option<String>| {
+        let header = header.to_string();
+        let mut body = header.clone().into_bytes();
+        body.extend_from_slice(raw);
+        let mut request = client()
+            .post(server.url("/v2/models/iris/infer"))
+            .body(body);
+        request = request.header(
+            "inference-header-content-length",
+            length.unwrap_or_else(|| header.len().to_string()),
+        );
+        request.send().unwrap()
+    };
+    let floats: Vec<u8> = [5.1f32, 3.5, 1.4, 0.2]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let header = json!({
+        "inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}],
+        "outputs": [{"name": "label", "parameters": {"binary_data": true}}, {"name": "probabilities"}]
+    });
+    let response = send(&header, &floats, None);
+    assert_eq!(response.status(), 200);
+    let length: usize = response.headers()["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = response.bytes().unwrap();
+    let head: Value = serde_json::from_slice(&bytes[..length]).unwrap();
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+    assert!(head["outputs"][0].get("data").is_none());
+    assert_eq!(
+        head["outputs"][1]["data"].as_array().unwrap().len(),
+        3,
+        "not asked as binary: JSON data"
+    );
+    assert_eq!(
+        i64::from_le_bytes(bytes[length..length + 8].try_into().unwrap()),
+        0
+    );
+
+    for (raw, length, needle) in [
+        (&floats[..12], None, "16 is more than the 12 bytes"),
+        (
+            &[floats.clone(), vec![0; 4]].concat()[..],
+            None,
+            "4 bytes of binary data follow",
+        ),
+        (&floats[..], Some("9999".to_owned()), "longer than"),
+        (&floats[..], Some("many".to_owned()), "must be a byte count"),
+    ] {
+        let response = send(&header, raw, length);
+        assert_eq!(response.status(), 400);
+        let reply: Value = response.json().unwrap();
+        assert!(reply["error"].as_str().unwrap().contains(needle), "{reply}");
+    }
+    let short = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 12}}]});
+    let response = send(&short, &floats[..12], None);
+    assert_eq!(response.status(), 400);
+    assert!(response
+        .text()
+        .unwrap()
+        .contains("the shape needs 4 elements"));
+}

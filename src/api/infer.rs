@@ -11,7 +11,7 @@ use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::inference::InferCall;
 use crate::model::InferError;
-use crate::tensor::json::InferResponse;
+use crate::tensor::json::{encode_binary_response, InferResponse};
 
 /// The version that served the request, also in the body's `model_version`.
 pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
@@ -33,7 +33,7 @@ pub async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run(&state, InferCall::new(&model, None, headers, body?)).await
+    run(&state, call(&model, None, headers, body?)?).await
 }
 
 #[utoipa::path(
@@ -51,14 +51,38 @@ pub async fn infer_version(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    run(
-        &state,
-        InferCall::new(&model, Some(&version), headers, body?),
-    )
-    .await
+    run(&state, call(&model, Some(&version), headers, body?)?).await
 }
 
-/// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none).
+/// Triton's binary extension: the length of the JSON header at the start of the body.
+pub const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
+
+fn call(
+    model: &str,
+    version: Option<&str>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<InferCall, ApiError> {
+    let header_len = match headers.get(&HEADER_LENGTH) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Inference-Header-Content-Length must be a byte count".into(),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let mut call = InferCall::new(model, version, headers, body);
+    call.binary_header_len = header_len;
+    Ok(call)
+}
+
+/// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none); with
+/// `Inference-Header-Content-Length` it is a JSON header followed by raw tensor bytes.
 async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
     let done = state.pipeline.clone().oneshot(call).await?;
     let response = InferResponse {
@@ -67,18 +91,39 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
         id: done.id,
         outputs: done.outputs,
     };
-    let json = serde_json::to_vec(&response).map_err(|e| {
+    let encoding_error = |e: serde_json::Error| {
         ApiError::Inference(InferError::Internal(format!("encoding the response: {e}")).into())
-    })?;
+    };
+    let binary = response
+        .outputs
+        .iter()
+        .any(|t| done.binary_outputs.wants(&t.name));
+    let (body, content_type, header_len) = if binary {
+        let (body, header_len) =
+            encode_binary_response(&response, &done.binary_outputs).map_err(encoding_error)?;
+        (body, "application/octet-stream", Some(header_len))
+    } else {
+        (
+            serde_json::to_vec(&response).map_err(encoding_error)?,
+            "application/json",
+            None,
+        )
+    };
     let variant = HeaderValue::from_str(&done.variant)
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        ),
-        (MODEL_VERSION, HeaderValue::from(done.model.version)),
-        (VARIANT, variant),
-    ];
-    Ok((headers, json).into_response())
+    let mut reply = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (MODEL_VERSION, HeaderValue::from(done.model.version)),
+            (VARIANT, variant),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(n) = header_len {
+        reply
+            .headers_mut()
+            .insert(HEADER_LENGTH, HeaderValue::from(n));
+    }
+    Ok(reply)
 }

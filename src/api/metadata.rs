@@ -12,7 +12,11 @@ use crate::model::signature::TensorMetadata;
 use crate::model::{IoSpec, ModelVersion};
 
 /// V2 extensions this server implements.
-pub const EXTENSIONS: &[&str] = &["model_configuration"];
+pub const EXTENSIONS: &[&str] = &[
+    "model_configuration",
+    "model_repository",
+    "binary_tensor_data",
+];
 
 #[utoipa::path(
     get,

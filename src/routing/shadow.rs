@@ -138,6 +138,7 @@ impl ShadowMirror {
                 id: None,
                 inputs: job.inputs,
                 outputs: Some(names),
+                binary_outputs: Default::default(),
             };
             let outputs = validate(&target.signature, &request).map_err(|e| e.to_string())?;
             target

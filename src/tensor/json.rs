@@ -32,7 +32,7 @@ pub enum DecodeError {
         shape: Vec<i64>,
         limit: usize,
     },
-    #[error("input '{input}': no 'data' given")]
+    #[error("input '{input}': no 'data' given (and no parameters.binary_data_size)")]
     MissingData { input: String },
     #[error("input '{input}': shape {shape:?} needs {expected} elements but 'data' holds {given}")]
     ElementCount {
@@ -59,6 +59,22 @@ pub struct InferRequest {
     pub inputs: Vec<Tensor>,
     /// Output names the client asked for; `None` means all outputs.
     pub outputs: Option<Vec<String>>,
+    /// Which outputs the client wants as binary data (Triton's extension).
+    pub binary_outputs: BinaryOutputs,
+}
+
+/// Outputs requested as raw binary data: all of them (`parameters.binary_data_output`) or those named with
+/// `parameters.binary_data: true`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BinaryOutputs {
+    pub all: bool,
+    pub named: Vec<String>,
+}
+
+impl BinaryOutputs {
+    pub fn wants(&self, output: &str) -> bool {
+        self.all || self.named.iter().any(|n| n == output)
+    }
 }
 
 #[derive(Deserialize)]
@@ -69,6 +85,18 @@ struct WireRequest<'a> {
     inputs: Vec<WireInput<'a>>,
     #[serde(default)]
     outputs: Option<Vec<WireOutput>>,
+    #[serde(default)]
+    parameters: WireParameters,
+}
+
+/// The `parameters` objects sluice reads (others are ignored, as the protocol allows).
+#[derive(Deserialize, Default)]
+struct WireParameters {
+    #[serde(default)]
+    binary_data_output: bool,
+    #[serde(default)]
+    binary_data: bool,
+    binary_data_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -78,11 +106,15 @@ struct WireInput<'a> {
     datatype: String,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
+    #[serde(default)]
+    parameters: WireParameters,
 }
 
 #[derive(Deserialize)]
 struct WireOutput {
     name: String,
+    #[serde(default)]
+    parameters: WireParameters,
 }
 
 /// Bounds a decode enforces before it allocates.
@@ -96,21 +128,50 @@ pub struct DecodeLimits {
 
 /// Decodes a V2 JSON inference request within `limits`.
 pub fn decode_request(body: &[u8], limits: DecodeLimits) -> Result<InferRequest, DecodeError> {
-    check_depth(body, limits.max_depth)?;
+    decode_with_binary(body, &[], limits)
+}
+
+/// Decodes a request of Triton's binary extension: `header` is the JSON part (the first
+/// `Inference-Header-Content-Length` bytes), `binary` the raw tensor bytes of the inputs that declare
+/// `parameters.binary_data_size`, in input order.
+pub fn decode_with_binary(
+    header: &[u8],
+    binary: &[u8],
+    limits: DecodeLimits,
+) -> Result<InferRequest, DecodeError> {
+    check_depth(header, limits.max_depth)?;
     let max_elements = limits.max_elements;
     let wire: WireRequest<'_> =
-        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+        serde_json::from_slice(header).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let mut rest = binary;
     let inputs = wire
         .inputs
         .into_iter()
-        .map(|input| decode_input(input, max_elements))
+        .map(|input| decode_input(input, max_elements, &mut rest))
         .collect::<Result<Vec<_>, _>>()?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Json(format!(
+            "{} bytes of binary data follow the inputs that declare binary_data_size",
+            rest.len()
+        )));
+    }
+    let named = wire
+        .outputs
+        .iter()
+        .flatten()
+        .filter(|o| o.parameters.binary_data)
+        .map(|o| o.name.clone())
+        .collect();
     Ok(InferRequest {
         id: wire.id,
         inputs,
         outputs: wire
             .outputs
             .map(|outs| outs.into_iter().map(|o| o.name).collect()),
+        binary_outputs: BinaryOutputs {
+            all: wire.parameters.binary_data_output,
+            named,
+        },
     })
 }
 
@@ -142,12 +203,17 @@ fn check_depth(body: &[u8], max: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn decode_input(input: WireInput<'_>, max_elements: usize) -> Result<Tensor, DecodeError> {
+fn decode_input(
+    input: WireInput<'_>,
+    max_elements: usize,
+    binary: &mut &[u8],
+) -> Result<Tensor, DecodeError> {
     let WireInput {
         name,
         shape: raw_shape,
         datatype,
         data,
+        parameters,
     } = input;
     let Some(dtype) = DataType::parse(&datatype) else {
         return Err(DecodeError::UnknownDatatype {
@@ -175,6 +241,26 @@ fn decode_input(input: WireInput<'_>, max_elements: usize) -> Result<Tensor, Dec
             })
         }
     };
+    if let Some(size) = parameters.binary_data_size {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > binary.len() {
+            return Err(DecodeError::Data {
+                input: name,
+                message: format!(
+                    "binary_data_size {size} is more than the {} bytes of binary data left",
+                    binary.len()
+                ),
+            });
+        }
+        let (bytes, rest) = binary.split_at(size);
+        *binary = rest;
+        let data =
+            super::binary::decode(dtype, bytes, expected).map_err(|message| DecodeError::Data {
+                input: name.clone(),
+                message,
+            })?;
+        return Ok(Tensor { name, shape, data });
+    }
     let Some(raw) = data else {
         return Err(DecodeError::MissingData { input: name });
     };
@@ -420,6 +506,44 @@ impl<'de, T: Element> Visitor<'de> for Flatten<'_, T> {
             T::DATATYPE
         )))
     }
+}
+
+/// Encodes a response in Triton's binary extension: the JSON header (outputs in `binary` carry
+/// `parameters.binary_data_size` instead of `data`) followed by their raw bytes. Returns the body and the header
+/// length (the `Inference-Header-Content-Length` value).
+pub fn encode_binary_response(
+    response: &InferResponse<'_>,
+    binary: &BinaryOutputs,
+) -> Result<(Vec<u8>, usize), serde_json::Error> {
+    let mut raw = Vec::new();
+    let outputs: Vec<serde_json::Value> = response
+        .outputs
+        .iter()
+        .map(|t| {
+            if binary.wants(&t.name) {
+                let start = raw.len();
+                super::binary::encode(&t.data, &mut raw);
+                serde_json::json!({
+                    "name": t.name, "datatype": t.datatype().as_str(), "shape": t.shape,
+                    "parameters": { "binary_data_size": raw.len() - start },
+                })
+            } else {
+                serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+            }
+        })
+        .collect();
+    let mut header = serde_json::json!({
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+        "outputs": outputs,
+    });
+    if let Some(id) = &response.id {
+        header["id"] = serde_json::Value::from(id.as_str());
+    }
+    let mut body = serde_json::to_vec(&header)?;
+    let header_len = body.len();
+    body.extend_from_slice(&raw);
+    Ok((body, header_len))
 }
 
 /// A V2 inference response, serialised straight from the typed output buffers.

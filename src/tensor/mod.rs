@@ -3,6 +3,7 @@
 //! Owns [`DataType`] (the V2 datatype names), [`TensorData`] (one typed buffer per datatype, never a generic JSON
 //! tree) and [`Tensor`]. The V2 JSON codec lives in [`json`]. Knows nothing about ONNX Runtime or HTTP.
 
+pub mod binary;
 pub mod json;
 
 use half::f16;

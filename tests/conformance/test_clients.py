@@ -144,3 +144,28 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(server, tmp_pa
     summary = result.stdout[-3000:]
     assert result.returncode == 0, summary + result.stderr[-2000:]
     assert "20/20" in result.stdout or "Tested: 2" in result.stdout, summary
+
+
+def test_triton_binary_tensor_data_matches_python_onnxruntime(server, reference):
+    """tritonclient's default binary mode (Triton's binary_tensor_data extension) for inputs and outputs."""
+    client = triton.InferenceServerClient(url=server)
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    for case in reference:
+        inputs = []
+        for tensor in case["inputs"]:
+            inp = triton.InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
+            inp.set_data_from_numpy(as_array(tensor), binary_data=True)
+            inputs.append(inp)
+        outputs = [triton.InferRequestedOutput(t["name"], binary_data=True) for t in case["outputs"]]
+        result = client.infer(case["model"], inputs, model_version=case["version"], outputs=outputs)
+        for tensor in case["outputs"]:
+            assert_same(result.as_numpy(tensor["name"]), as_array(tensor))
+    # Mixed: binary inputs, JSON outputs (no outputs named: tritonclient then asks for all outputs in binary).
+    case = next(c for c in reference if c["model"] == "tumor_risk")
+    inputs = []
+    for tensor in case["inputs"]:
+        inp = triton.InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
+        inp.set_data_from_numpy(as_array(tensor), binary_data=True)
+        inputs.append(inp)
+    result = client.infer("tumor_risk", inputs)
+    assert_same(result.as_numpy("label"), as_array(case["outputs"][0]))

@@ -1,41 +1,63 @@
-//! Criterion benchmarks of the request path's CPU work: V2 JSON decode and validation.
+//! Criterion benchmarks of the request path's CPU work: V2 JSON and binary decode of a 1×3×224×224 FP32 request,
+//! validation, dynamic-batching merge and split, and the routing decision.
 //!
-//! Run: `cargo bench --bench codec`. Numbers are for comparison between commits on one machine.
+//! Run: `cargo bench --bench codec`. Numbers are for comparison between commits on one machine; the figures in
+//! `benches/RESULTS.md` name the command that produced them.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use sluice::model::batch::{merge, split};
 use sluice::model::{IoKind, IoSpec, Signature};
-use sluice::tensor::json::{decode_request, DecodeLimits};
+use sluice::routing::policy::{bucket_for_key, RoutingPolicy, Variant};
+use sluice::tensor::json::{decode_request, decode_with_binary, DecodeLimits};
+use sluice::tensor::{DataType, Tensor, TensorData};
+use sluice::validate::validate;
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_elements: 1 << 24,
     max_depth: 32,
 };
-use sluice::tensor::DataType;
-use sluice::validate::validate;
+const IMAGE: usize = 3 * 224 * 224;
 
-fn image_request() -> String {
-    let n = 3 * 224 * 224;
-    let data: Vec<String> = (0..n)
-        .map(|i| format!("{:.4}", (i % 255) as f32 / 255.0))
-        .collect();
+fn image_values() -> Vec<f32> {
+    (0..IMAGE).map(|i| (i % 255) as f32 / 255.0).collect()
+}
+
+fn image_json() -> String {
+    let data: Vec<String> = image_values().iter().map(|x| format!("{x:.4}")).collect();
     format!(
         r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,3,224,224],"data":[{}]}}]}}"#,
         data.join(",")
     )
 }
 
+fn image_binary() -> (Vec<u8>, Vec<u8>) {
+    let header = format!(
+        r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,3,224,224],"parameters":{{"binary_data_size":{}}}}}]}}"#,
+        IMAGE * 4
+    );
+    let raw = image_values()
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    (header.into_bytes(), raw)
+}
+
 const IRIS: &str = r#"{"id":"1","inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
 
 fn decode(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decode_json");
+    let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Bytes(IRIS.len() as u64));
-    group.bench_function("iris_1x4_fp32", |b| {
+    group.bench_function("json_iris_1x4_fp32", |b| {
         b.iter(|| decode_request(black_box(IRIS.as_bytes()), LIMITS))
     });
-    let image = image_request();
-    group.throughput(Throughput::Bytes(image.len() as u64));
-    group.bench_function("image_1x3x224x224_fp32", |b| {
-        b.iter(|| decode_request(black_box(image.as_bytes()), LIMITS))
+    let json = image_json();
+    group.throughput(Throughput::Elements(IMAGE as u64));
+    group.bench_function("json_image_1x3x224x224_fp32", |b| {
+        b.iter(|| decode_request(black_box(json.as_bytes()), LIMITS))
+    });
+    let (header, raw) = image_binary();
+    group.bench_function("binary_image_1x3x224x224_fp32", |b| {
+        b.iter(|| decode_with_binary(black_box(&header), black_box(&raw), LIMITS))
     });
     group.finish();
 }
@@ -57,11 +79,57 @@ fn validation(c: &mut Criterion) {
             },
         }],
     };
-    let request = decode_request(image_request().as_bytes(), LIMITS).unwrap();
+    let request = decode_request(image_json().as_bytes(), LIMITS).unwrap();
     c.bench_function("validate_1x3x224x224", |b| {
         b.iter(|| validate(black_box(&signature), black_box(&request)))
     });
 }
 
-criterion_group!(benches, decode, validation);
+fn batching(c: &mut Criterion) {
+    let row = |v: f32| {
+        vec![Tensor {
+            name: "float_input".into(),
+            shape: vec![1, 64],
+            data: TensorData::Fp32(vec![v; 64]),
+        }]
+    };
+    let requests: Vec<Vec<Tensor>> = (0..32).map(|i| row(i as f32)).collect();
+    let parts: Vec<&[Tensor]> = requests.iter().map(Vec::as_slice).collect();
+    c.bench_function("batch_merge_32x64_fp32", |b| {
+        b.iter(|| merge(black_box(&parts), 32))
+    });
+    let output = Tensor {
+        name: "probabilities".into(),
+        shape: vec![32, 10],
+        data: TensorData::Fp32(vec![0.1; 320]),
+    };
+    let counts = vec![1; 32];
+    c.bench_function("batch_split_32x10_fp32", |b| {
+        b.iter(|| split(black_box(vec![output.clone()]), &counts, 32))
+    });
+}
+
+fn routing(c: &mut Criterion) {
+    let policy = RoutingPolicy {
+        stable: Some(1),
+        variants: vec![
+            Variant {
+                name: "canary".into(),
+                version: 2,
+                weight: 10.0,
+            },
+            Variant {
+                name: "b".into(),
+                version: 3,
+                weight: 20.0,
+            },
+        ],
+        ..Default::default()
+    };
+    c.bench_function("routing_sticky_decision", |b| {
+        b.iter(|| policy.choose(bucket_for_key(black_box("iris"), black_box("user-12345"))))
+    });
+}
+
+criterion_group!(benches, decode, validation, batching, routing);
 criterion_main!(benches);

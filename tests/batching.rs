@@ -6,22 +6,6 @@ mod common;
 use common::{metrics_text, post_json, repo_with, TestServer};
 use serde_json::{json, Value};
 
-fn images(n: usize) -> Vec<Vec<f32>> {
-    let mut state = 0x1234_5678_9abc_def1_u64;
-    (0..n)
-        .map(|_| {
-            (0..64)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state % 17) as f32 / 16.0
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn batched_results_equal_unbatched_results() {
     let repo = repo_with(&["digits_mlp", "misdeclared"]);
@@ -42,7 +26,7 @@ fn batched_results_equal_unbatched_results() {
     .unwrap();
     let server = TestServer::start(repo.path());
 
-    let images = images(48);
+    let images = common::digit_images(48, 0x1234_5678_9abc_def1);
     let body = |image: &[f32]| json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 64], "data": image}]});
     let (server_ref, body) = (&server, &body);
     let batched: Vec<Value> = std::thread::scope(|s| {

@@ -249,23 +249,6 @@ fn digits_repo() -> tempfile::TempDir {
     repo
 }
 
-/// Deterministic pseudo-random 8x8 images (xorshift), so the test needs no dataset.
-fn images(n: usize) -> Vec<Vec<f32>> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    (0..n)
-        .map(|_| {
-            (0..64)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    (state % 17) as f32 / 16.0
-                })
-                .collect()
-        })
-        .collect()
-}
-
 fn digits_body(image: &[f32]) -> Value {
     json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 64], "data": image}]})
 }
@@ -285,7 +268,7 @@ fn shadow_comparison_numbers_are_correct() {
         &[("SLUICE__ROUTING__SHADOW_QUEUE_CAPACITY", "1000")],
     );
     let n = 300;
-    let images = images(n);
+    let images = common::digit_images(n, 0x2545_f491_4f6c_dd1d);
     let (mut agree, mut abs_sum, mut abs_max, mut float_n) = (0usize, 0f64, 0f64, 0usize);
     for image in &images {
         let (status, primary) = post_json(&server, "/v2/models/digits/infer", &digits_body(image));
@@ -375,7 +358,7 @@ fn a_slow_shadow_never_slows_or_fails_the_primary() {
             ("SLUICE__ROUTING__SHADOW_DELAY_MS", "2000"),
         ],
     );
-    let images = images(50);
+    let images = common::digit_images(50, 0x2545_f491_4f6c_dd1d);
     let run = |label: &str| -> Vec<f64> {
         let started = Instant::now();
         let mut latencies: Vec<f64> = images

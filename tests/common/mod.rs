@@ -281,3 +281,20 @@ pub fn rss_kib(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// `n` deterministic pseudo-random 8x8 images (values k/16), for the digit models.
+pub fn digit_images(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            (0..64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 17) as f32 / 16.0
+                })
+                .collect()
+        })
+        .collect()
+}

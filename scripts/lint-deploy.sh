@@ -22,6 +22,12 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "kubectl (with its built-in kustomize v4 or later) is needed to render k8s/; it is on the CI machine." >&2
+  echo "Install it from https://kubernetes.io/docs/tasks/tools/ (Debian's kubernetes-client 1.20 is too old)." >&2
+  exit 1
+fi
+
 echo "hadolint Dockerfile" >&2
 "$venv/bin/hadolint" Dockerfile
 

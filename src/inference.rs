@@ -104,6 +104,9 @@ pub struct Inferred {
     pub binary_outputs: BinaryOutputs,
 }
 
+/// The future every service of the inference stack returns.
+pub type InferFuture = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
+
 /// The whole inference stack, boxed: cheap to clone, shareable across threads.
 pub type Pipeline = BoxCloneSyncService<InferCall, Inferred, InferenceError>;
 
@@ -232,7 +235,7 @@ struct Ran {
 impl Service<InferCall> for InferenceService {
     type Response = Inferred;
     type Error = InferenceError;
-    type Future = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
+    type Future = InferFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), InferenceError>> {
         // Back-pressure happens per version, in the session pool; the service itself is always ready.

@@ -380,7 +380,7 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn model_loaded(&self, model: &str, seconds: f64) {
+    pub fn observe_load(&self, model: &str, seconds: f64) {
         self.load_duration
             .with_label_values(&[model])
             .observe(seconds);

@@ -5,10 +5,8 @@
 //! fails a request.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +19,7 @@ use tokio::sync::mpsc;
 use tower::{Layer, Service};
 
 use crate::config::PayloadLogSettings;
-use crate::inference::{InferCall, InferenceError, Inferred};
+use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::tensor::Tensor;
@@ -254,7 +252,7 @@ where
 {
     type Response = Inferred;
     type Error = InferenceError;
-    type Future = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
+    type Future = InferFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), InferenceError>> {
         self.inner.poll_ready(cx)

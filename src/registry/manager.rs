@@ -298,7 +298,6 @@ impl RepositoryManager {
         }
         let default = default_of(&slots, pinned);
         ModelEntry {
-            description: config.description,
             versions: slots,
             default,
             reason: None,
@@ -424,7 +423,7 @@ impl RepositoryManager {
         match &result {
             Ok(_) => {
                 tracing::info!(model, version, seconds, "model version loaded");
-                self.metrics.model_loaded(model, seconds);
+                self.metrics.observe_load(model, seconds);
             }
             Err(reason) => {
                 tracing::error!(model, version, %reason, "model version failed to load");
@@ -501,7 +500,6 @@ fn unloaded_entry(old: ModelEntry, dir: &ModelDir) -> ModelEntry {
         })
         .collect();
     ModelEntry {
-        description: old.description,
         versions,
         default: None,
         reason: Some("unloaded by an operator".into()),

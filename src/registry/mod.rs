@@ -30,7 +30,6 @@ pub type ModelMap = BTreeMap<String, ModelEntry>;
 
 #[derive(Debug, Default, Clone)]
 pub struct ModelEntry {
-    pub description: Option<String>,
     /// Every version found on disk, loaded or not.
     pub versions: BTreeMap<u64, VersionSlot>,
     /// The version that serves requests that name none.

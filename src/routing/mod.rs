@@ -8,8 +8,6 @@ pub mod policy;
 pub mod shadow;
 pub mod table;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -18,7 +16,7 @@ use tower::{Layer, Service};
 
 pub use self::policy::{RoutingPolicy, PINNED, STABLE};
 pub use self::table::{RoutingChange, RoutingError, RoutingTable, Staged};
-use crate::inference::{InferCall, InferenceError, Inferred};
+use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::registry::{ManageError, Registry, RepositoryManager};
 
 /// Applies a staged routing change safely: reconcile first (the staged policy's versions are pinned, so they load),
@@ -113,7 +111,7 @@ where
 {
     type Response = Inferred;
     type Error = InferenceError;
-    type Future = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
+    type Future = InferFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), InferenceError>> {
         self.inner.poll_ready(cx)

@@ -8,8 +8,6 @@
 //! counted, never returned to a client.
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +18,7 @@ use tokio::sync::mpsc;
 use tower::{Layer, Service};
 
 use super::RoutingTable;
-use crate::inference::{InferCall, InferenceError, Inferred};
+use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::tensor::json::InferRequest;
@@ -285,7 +283,7 @@ where
 {
     type Response = Inferred;
     type Error = InferenceError;
-    type Future = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
+    type Future = InferFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), InferenceError>> {
         self.inner.poll_ready(cx)

@@ -1,4 +1,7 @@
+use half::f16;
+
 use super::*;
+use crate::tensor::TensorData;
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_elements: 1_000,

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use std::future::Future;
 
-use crate::api::AppState;
+use crate::api::{AppState, Shared};
 use crate::config::Settings;
 use crate::inference::{self, InferenceService};
 use crate::metrics::Metrics;
@@ -351,7 +351,7 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
     let admin_token = settings
         .admin_token()
         .map_err(|e| StartError::Config(e.to_string()))?;
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         registry,
         metrics,
         pipeline,
@@ -359,7 +359,7 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         mirror,
         manager: Arc::new(manager),
         admin_token: admin_token.map(Arc::from),
-    })
+    }))
 }
 
 /// Re-reads the routing file every `interval`; a change is applied and the repository reconciled, so versions the

@@ -27,9 +27,27 @@ use crate::registry::{Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
 use crate::routing::RoutingTable;
 
-/// Shared state of every handler: cheap to clone (all `Arc`s).
+/// Shared state of every handler. One `Arc`: axum clones the state for every request (into each layer and
+/// extractor that takes it), so a clone must be a single reference-count increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     /// The inference tower stack (routing → shadow → core).

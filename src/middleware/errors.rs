@@ -6,8 +6,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 
-/// `axum::middleware::map_response`: a 4xx/5xx without a JSON body gets one that names the problem.
-pub async fn v2_error_body<B>(response: Response<B>) -> Response
+/// A response mapper (`tower::ServiceBuilder::map_response`, synchronous, so it adds no future of its own): a
+/// 4xx/5xx without a JSON body gets one that names the problem.
+pub fn v2_error_body<B>(response: Response<B>) -> Response
 where
     B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,

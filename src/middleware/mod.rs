@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -20,7 +20,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -37,38 +36,33 @@ pub fn app(state: AppState, settings: &Settings, api_keys: ApiKeys) -> Router {
         settings.limits.max_concurrent_requests,
         settings.limits.max_queued_requests,
         settings.server.max_body_bytes,
+        Duration::from_millis(settings.server.request_timeout_ms),
         Arc::clone(&state.metrics),
     );
-    let protected = api::model_routes()
-        // Per route, after routing: unknown paths get 404, not 401.
-        .route_layer(axum::middleware::from_fn_with_state(
+    let mut protected = api::model_routes();
+    // Per route, after routing: unknown paths get 404, not 401. Without keys there is nothing to check, and the
+    // layer is left out rather than run on every request.
+    if !api_keys.is_empty() {
+        protected = protected.route_layer(axum::middleware::from_fn_with_state(
             api_keys,
             auth::require_key,
         ));
-    let limited = protected.merge(api::admin_routes()).layer(
-        ServiceBuilder::new()
-            // The timeout wraps the queue: time spent waiting for a slot counts, so an accepted request either
-            // finishes or gets a 504 within request_timeout_ms.
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::GATEWAY_TIMEOUT,
-                Duration::from_millis(settings.server.request_timeout_ms),
-            ))
-            // Load shedding on API routes only: health probes must answer even when the server is saturated.
-            .layer(axum::middleware::from_fn_with_state(
-                overload,
-                overload::shed,
-            )),
-    );
+    }
+    // Load shedding and the timeout on API routes only: health probes must answer even when the server is
+    // saturated.
+    let limited = protected
+        .merge(api::admin_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            overload,
+            overload::admit,
+        ));
     let mut routes = limited
         .merge(api::health_routes())
         .merge(api::openapi_routes());
     if settings.server.metrics_port == 0 {
         routes = routes.merge(api::metrics_routes());
     }
-    let routes = api::with_fallbacks(routes)
-        // Read by the body extractors after decompression, so it bounds the decompressed size.
-        .layer(DefaultBodyLimit::max(settings.server.max_body_bytes))
-        .with_state(state);
+    let routes = api::with_fallbacks(routes).with_state(state);
     with_common_layers(routes, settings)
 }
 
@@ -77,8 +71,43 @@ pub fn metrics_app(state: AppState) -> Router {
     api::with_fallbacks(api::metrics_routes()).with_state(state)
 }
 
-/// Wraps `router` in the layers every route shares (request id, tracing, V2 errors, panics, CORS, compression).
+/// Wraps `router` in the layers every route shares (request id, tracing, V2 errors, panics, CORS, compression, body
+/// limits).
+///
+/// Only the trace layer is applied per route (`Router::layer`), because its span names the matched route. The rest
+/// form one concrete stack around the whole router: `Router::layer` boxes every route once per layer and clones that
+/// box on every request, which on a small model cost more than the inference itself (benches/RESULTS.md).
 pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
+    // One span per request: request id, method, matched route; model, version and variant are recorded by the
+    // inference service. Every log line of the request, errors included, carries them.
+    let traced = router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request<_>| {
+                // Borrowed, and formatted only if the span is enabled: nothing is allocated per request when the
+                // log level leaves request spans off.
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or(req.uri().path(), MatchedPath::as_str);
+                let request_id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "request",
+                    request_id = %request_id,
+                    method = %req.method(),
+                    route = %route,
+                    model = tracing::field::Empty,
+                    version = tracing::field::Empty,
+                    variant = tracing::field::Empty,
+                )
+            })
+            .on_response(DefaultOnResponse::new().level(Level::INFO))
+            // Failures are logged where they are understood (`ApiError`), not again as a bare status.
+            .on_failure(()),
+    );
     let cors = cors(&settings.server.cors_allowed_origins);
     let stack = ServiceBuilder::new()
         // First: mark credentials sensitive, so no later layer (tracing in particular) ever logs them.
@@ -86,41 +115,14 @@ pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
             AUTHORIZATION,
             API_KEY,
         ]))
-        // Accept the caller's x-request-id or make one, before the span opens so the span carries it.
+        // Accept the caller's x-request-id or make one, before the span opens (inside the router) so the span
+        // carries it.
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        // One span per request: request id, method, matched route; model, version and variant are recorded by
-        // the inference service. Every log line of the request, errors included, carries them.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
-                    let route = req
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-                    let request_id = req
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!(
-                        "request",
-                        request_id = %request_id,
-                        method = %req.method(),
-                        route = %route,
-                        model = tracing::field::Empty,
-                        version = tracing::field::Empty,
-                        variant = tracing::field::Empty,
-                    )
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO))
-                // Failures are logged where they are understood (`ApiError`), not again as a bare status.
-                .on_failure(()),
-        )
         // Echo the request id on the response.
         .layer(PropagateRequestIdLayer::x_request_id())
         // Outside everything that can produce a bare error status (timeout, decompression, panics), so every
         // error leaves in the V2 shape.
-        .layer(axum::middleware::map_response(errors::v2_error_body))
+        .map_response(errors::v2_error_body)
         // A panicking handler becomes a 500; the connection and the process survive.
         .layer(CatchPanicLayer::custom(errors::panic_response))
         // CORS before authentication, so preflight requests are answered without credentials.
@@ -133,8 +135,10 @@ pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
             limits::refuse_oversized,
         ))
         // Inflate gzip/deflate request bodies; the body limit above applies to the inflated bytes.
-        .layer(RequestDecompressionLayer::new());
-    router.layer(stack)
+        .layer(RequestDecompressionLayer::new())
+        // Read by the body extractors after decompression, so it bounds the decompressed size.
+        .layer(DefaultBodyLimit::max(settings.server.max_body_bytes));
+    Router::new().fallback_service(stack.service(traced))
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

@@ -1,8 +1,11 @@
-//! Load shedding: at most `max_concurrent` requests run, at most `max_queued` wait for a slot, and the rest are
-//! refused at once with 503 and `Retry-After`, so memory and latency stay bounded under any load.
+//! Admission of API requests: load shedding and the request timeout, in one layer (each layer costs every request
+//! a little, and these two always go together). At most `max_concurrent` requests run, at most `max_queued` wait
+//! for a slot, and the rest are refused at once with 503 and `Retry-After`, so memory and latency stay bounded under
+//! any load. An admitted request either finishes or gets a 504 within `timeout`, time spent queued included.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::header::RETRY_AFTER;
@@ -23,6 +26,8 @@ pub struct Overload {
     max_queued: usize,
     /// Read (and discarded) from a refused request, so the client gets the 503 instead of a reset connection.
     max_body_bytes: usize,
+    /// From arrival to response, queueing included.
+    timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -40,10 +45,12 @@ impl Overload {
         max_concurrent: usize,
         max_queued: usize,
         max_body_bytes: usize,
+        timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Overload {
         Overload {
             max_body_bytes,
+            timeout,
             running: Arc::new(Semaphore::new(max_concurrent)),
             queued: Arc::new(AtomicUsize::new(0)),
             max_queued,
@@ -53,9 +60,11 @@ impl Overload {
 }
 
 /// The middleware function (`axum::middleware::from_fn_with_state`).
-pub async fn shed(State(overload): State<Overload>, request: Request, next: Next) -> Response {
-    let permit = match Arc::clone(&overload.running).try_acquire_owned() {
-        Ok(permit) => permit,
+pub async fn admit(State(overload): State<Overload>, request: Request, next: Next) -> Response {
+    let running = Arc::clone(&overload.running);
+    // A free slot is taken at once; otherwise the request queues, if the queue has room.
+    let (permit, queued) = match Arc::clone(&running).try_acquire_owned() {
+        Ok(permit) => (Some(permit), None),
         Err(_) => {
             if overload.queued.fetch_add(1, Ordering::AcqRel) >= overload.max_queued {
                 overload.queued.fetch_sub(1, Ordering::AcqRel);
@@ -63,16 +72,27 @@ pub async fn shed(State(overload): State<Overload>, request: Request, next: Next
                 drain_body(request, overload.max_body_bytes).await;
                 return refuse();
             }
-            let _queued = Queued(Arc::clone(&overload.queued));
-            match Arc::clone(&overload.running).acquire_owned().await {
-                Ok(permit) => permit,
-                Err(_) => return refuse(),
-            }
+            (None, Some(Queued(Arc::clone(&overload.queued))))
         }
     };
-    let response = next.run(request).await;
-    drop(permit);
-    response
+    let admitted = async move {
+        let _permit = match permit {
+            Some(permit) => permit,
+            None => {
+                let permit = running.acquire_owned().await;
+                drop(queued);
+                match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return refuse(),
+                }
+            }
+        };
+        next.run(request).await
+    };
+    match tokio::time::timeout(overload.timeout, admitted).await {
+        Ok(response) => response,
+        Err(_) => timed_out(),
+    }
 }
 
 /// Reads and discards (without buffering) up to `limit` bytes of a request body we answer without using. Answering
@@ -88,6 +108,13 @@ pub async fn drain_body(request: Request, limit: usize) {
             _ => break,
         }
     }
+}
+
+fn timed_out() -> Response {
+    let body = Json(serde_json::json!({
+        "error": "the request took longer than the server's request timeout (server.request_timeout_ms)"
+    }));
+    (StatusCode::GATEWAY_TIMEOUT, body).into_response()
 }
 
 fn refuse() -> Response {

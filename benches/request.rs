@@ -1,7 +1,8 @@
 //! Criterion benchmarks of one small-model request through sluice in-process, without sockets, so the server's own
 //! per-request work can be measured apart from the kernel and the load generator: the whole application (every
-//! middleware layer, the handler, the inference stack, the session run) via `oneshot`, the inference stack alone,
-//! and the floor — the same ONNX Runtime session behind `spawn_blocking` with no protocol work.
+//! middleware layer, the handler, the inference stack, the session run) via `oneshot`, the same handlers without any
+//! middleware, the inference stack alone, and the floor — the same ONNX Runtime session behind `spawn_blocking` with
+//! no protocol work.
 //!
 //! Run: `cargo bench --bench request` (needs ONNX Runtime: `scripts/fetch-onnxruntime.sh`). The model is
 //! `models/iris/2` (gradient-boosted trees, 1×4 FP32) on 2 sessions × 1 intra-op thread, as in the load benchmark.
@@ -85,22 +86,31 @@ fn request_path(c: &mut Criterion) {
         ApiKeys::new(Vec::new(), settings.server.max_body_bytes),
     );
 
+    // The same handlers with no middleware at all: the difference to the whole application is what the middleware
+    // stack costs per request.
+    let bare_routes = sluice::api::model_routes().with_state(state.clone());
+
     let mut group = c.benchmark_group("small model request");
-    group.bench_function("whole application (oneshot)", |b| {
-        b.iter_custom(|iters| {
-            cpu_time(iters, || {
-                rt.block_on(async {
-                    let request = Request::post("/v2/models/m/infer")
-                        .header("content-type", "application/json")
-                        .body(Body::from(BODY))
-                        .unwrap();
-                    let response = app.clone().oneshot(request).await.unwrap();
-                    assert!(response.status().is_success());
-                    response.into_body().collect().await.unwrap().to_bytes()
+    for (name, service) in [
+        ("whole application (oneshot)", app),
+        ("handlers without middleware", bare_routes),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                cpu_time(iters, || {
+                    rt.block_on(async {
+                        let request = Request::post("/v2/models/m/infer")
+                            .header("content-type", "application/json")
+                            .body(Body::from(BODY))
+                            .unwrap();
+                        let response = service.clone().oneshot(request).await.unwrap();
+                        assert!(response.status().is_success());
+                        response.into_body().collect().await.unwrap().to_bytes()
+                    })
                 })
             })
-        })
-    });
+        });
+    }
     group.bench_function("inference stack only", |b| {
         b.iter_custom(|iters| {
             cpu_time(iters, || {

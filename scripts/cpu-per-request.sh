@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# CPU time per request, sluice against the bare axum handler, on the small model (iris GBT, 1×4 FP32; 2 sessions × 1
+# intra-op thread, as in scripts/bench.sh). Each server runs on 127.0.0.1 in turn; wrk drives it for 5 s at
+# concurrency 8 while `perf stat` counts the server's task-clock and context switches; the script prints both per
+# request. This is the figure the load benchmark's throughput follows when the machine is CPU-bound.
+# Needs the release build (`cargo build --release --bin sluice --examples`); installs wrk and perf from Debian.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+scripts/fetch-onnxruntime.sh
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v perf >/dev/null 2>&1 || need+=(linux-perf)
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+cargo build --release --locked --bin sluice --examples
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/repo/m/1"
+cp models/iris/2/model.onnx "$work/repo/m/1/"
+printf '[session]\npool_size = 2\nintra_op_threads = 1\n' > "$work/repo/m/model.toml"
+printf '{"inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[0.0,0.4375,0.875,0.25]}]}' > "$work/json.body"
+python3 -c "import struct, sys; sys.stdout.buffer.write(struct.pack('<4f', 0.0, 0.4375, 0.875, 0.25))" > "$work/raw.body"
+for kind in json raw; do
+  printf 'wrk.method = "POST"\nlocal f = io.open("%s/%s.body", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.headers["Content-Type"] = "application/%s"\n' \
+    "$work" "$kind" "$([ "$kind" = json ] && echo json || echo octet-stream)" > "$work/$kind.lua"
+done
+
+port=18097
+measure() { # name url lua pid
+  local name="$1" url="$2" lua="$3" pid="$4"
+  for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  wrk -t2 -c8 -d2s -s "$lua" "$url" >/dev/null
+  wrk -t2 -c8 -d5s -s "$lua" "$url" > "$work/wrk.out" &
+  local w=$!
+  sleep 0.25
+  perf stat -e task-clock,context-switches -p "$pid" -o "$work/stat.out" -- sleep 4.5
+  wait "$w"
+  python3 - "$name" "$work/wrk.out" "$work/stat.out" <<'EOF'
+import re, sys
+name, wrk, stat = sys.argv[1], open(sys.argv[2]).read(), open(sys.argv[3]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk).group(1))
+ms = float(re.search(r"([\d,.]+)\s+msec task-clock", stat).group(1).replace(",", ""))
+cs = float(re.search(r"([\d,]+)\s+context-switches", stat).group(1).replace(",", ""))
+n = rps * 4.5
+print(f"{name:8} {rps:9.0f} requests/s   {ms * 1000 / n:5.1f} µs CPU/request   {cs / n:4.2f} context switches/request")
+EOF
+}
+
+SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 \
+  target/release/sluice --models "$work/repo" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
+pid=$!
+measure sluice "http://127.0.0.1:$port/v2/models/m/infer" "$work/json.lua" "$pid"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+target/release/examples/bare models/iris/2/model.onnx "$port" 1,4 2 1 >/dev/null 2>&1 &
+pid=$!
+measure bare "http://127.0.0.1:$port/infer" "$work/raw.lua" "$pid"
+kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -164,7 +164,7 @@ impl InferenceService {
         span.record("variant", call.variant.as_str());
         let _in_flight = self.metrics.in_flight(&call.model, &version_label);
 
-        let result = self.run(&target, &call).await;
+        let result = self.run(&target, &version_label, &call).await;
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(e) => e.outcome(),
@@ -183,7 +183,12 @@ impl InferenceService {
         })
     }
 
-    async fn run(&self, target: &ModelVersion, call: &InferCall) -> Result<Ran, InferenceError> {
+    async fn run(
+        &self,
+        target: &ModelVersion,
+        version: &str,
+        call: &InferCall,
+    ) -> Result<Ran, InferenceError> {
         let limits = DecodeLimits {
             max_elements: self.limits.max_tensor_elements,
             max_depth: self.limits.max_json_depth,
@@ -207,12 +212,11 @@ impl InferenceService {
         }
         let started = Instant::now();
         let result = target.infer_timed(request.inputs, outputs).await;
-        let version = target.version.to_string();
         self.metrics
-            .observe_inference(&target.name, &version, started.elapsed().as_secs_f64());
+            .observe_inference(&target.name, version, started.elapsed().as_secs_f64());
         let result = result.map(|(outputs, queued)| {
             self.metrics
-                .observe_queue(&target.name, &version, queued.as_secs_f64());
+                .observe_queue(&target.name, version, queued.as_secs_f64());
             outputs
         });
         Ok(Ran {

@@ -1,5 +1,6 @@
 //! Gives every error response the V2 shape. Errors from our handlers already are `{"error": …}`; this rewrites the
-//! bare ones that tower layers produce (timeout 504, decompression 415, panics are handled by `catch_panic`).
+//! bare ones that layers produce (the admission layer's timeout 504, decompression 415; panics are handled by
+//! `catch_panic`).
 
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;

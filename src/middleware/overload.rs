@@ -91,7 +91,8 @@ pub async fn admit(State(overload): State<Overload>, request: Request, next: Nex
     };
     match tokio::time::timeout(overload.timeout, admitted).await {
         Ok(response) => response,
-        Err(_) => timed_out(),
+        // A bare 504: the V2 error mapper (`errors::v2_error_body`) gives it the body that names the setting.
+        Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
     }
 }
 
@@ -108,13 +109,6 @@ pub async fn drain_body(request: Request, limit: usize) {
             _ => break,
         }
     }
-}
-
-fn timed_out() -> Response {
-    let body = Json(serde_json::json!({
-        "error": "the request took longer than the server's request timeout (server.request_timeout_ms)"
-    }));
-    (StatusCode::GATEWAY_TIMEOUT, body).into_response()
 }
 
 fn refuse() -> Response {

@@ -1,8 +1,9 @@
 //! Criterion benchmarks of one small-model request through sluice in-process, without sockets, so the server's own
 //! per-request work can be measured apart from the kernel and the load generator: the whole application (every
 //! middleware layer, the handler, the inference stack, the session run) via `oneshot`, the same handlers without any
-//! middleware, the inference stack alone, and the floor — the same ONNX Runtime session behind `spawn_blocking` with
-//! no protocol work.
+//! middleware, the inference stack alone, and the floor — the same ONNX Runtime session run with no protocol work.
+//! sluice runs this model's sessions inline on the polling thread (its runs are predicted at a few µs, under
+//! `inline_run_max_us`), so the floor does too, as the load benchmark's bare handler does.
 //!
 //! Run: `cargo bench --bench request` (needs ONNX Runtime: `scripts/fetch-onnxruntime.sh`). The model is
 //! `models/iris/2` (gradient-boosted trees, 1×4 FP32) on 2 sessions × 1 intra-op thread, as in the load benchmark.
@@ -46,8 +47,8 @@ fn repository() -> tempfile::TempDir {
 }
 
 /// Runs `once` `iters` times and returns the CPU time of the calling thread, which polls the request future: the
-/// protocol work (middleware, handler, decoding, validation, encoding) and the hand-off to the blocking pool,
-/// without the session run itself (on a blocking thread) and without wall-clock noise from idle threads waking.
+/// protocol work (middleware, handler, decoding, validation, encoding) and the session run (inline for this model),
+/// without wall-clock noise from idle threads waking.
 /// Under load the server is CPU-bound, so this per-request CPU is what its throughput depends on.
 fn cpu_time<T>(iters: u64, mut once: impl FnMut() -> T) -> Duration {
     let start = ThreadTime::now();
@@ -127,7 +128,7 @@ fn request_path(c: &mut Criterion) {
         })
     });
 
-    // The floor: the same model on the same session settings, raw floats in, raw bytes out, one blocking hop.
+    // The floor: the same model on the same session settings, raw floats in, raw bytes out, run where sluice runs it.
     let sessions: Arc<Vec<Mutex<Session>>> = Arc::new(
         (0..2)
             .map(|_| {
@@ -149,30 +150,25 @@ fn request_path(c: &mut Criterion) {
         .iter()
         .flat_map(|x| x.to_le_bytes())
         .collect();
-    group.bench_function("floor: session behind spawn_blocking", |b| {
+    group.bench_function("floor: session run inline", |b| {
         b.iter_custom(|iters| {
             cpu_time(iters, || {
                 rt.block_on(async {
-                    let sessions = Arc::clone(&sessions);
                     let body = raw.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let floats: Vec<f32> = body
-                            .chunks_exact(4)
-                            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                            .collect();
-                        let mut session = sessions[0].lock().unwrap();
-                        let input = Tensor::from_array(([1usize, 4], floats)).unwrap();
-                        let outputs = session.run(ort::inputs![input]).unwrap();
-                        let mut out = Vec::new();
-                        for (_, value) in outputs.iter() {
-                            if let Ok((_, data)) = value.try_extract_tensor::<f32>() {
-                                out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-                            }
+                    let floats: Vec<f32> = body
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                        .collect();
+                    let mut session = sessions[0].lock().unwrap();
+                    let input = Tensor::from_array(([1usize, 4], floats)).unwrap();
+                    let outputs = session.run(ort::inputs![input]).unwrap();
+                    let mut out = Vec::new();
+                    for (_, value) in outputs.iter() {
+                        if let Ok((_, data)) = value.try_extract_tensor::<f32>() {
+                            out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
                         }
-                        out
-                    })
-                    .await
-                    .unwrap()
+                    }
+                    out
                 })
             })
         })

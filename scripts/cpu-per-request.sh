@@ -59,7 +59,7 @@ pid=$!
 measure sluice "http://127.0.0.1:$port/v2/models/m/infer" "$work/json.lua" "$pid"
 kill "$pid"; wait "$pid" 2>/dev/null || true
 
-target/release/examples/bare models/iris/2/model.onnx "$port" 1,4 2 1 >/dev/null 2>&1 &
+target/release/examples/bare models/iris/2/model.onnx "$port" 1,4 2 1 inline >/dev/null 2>&1 &
 pid=$!
 measure bare "http://127.0.0.1:$port/infer" "$work/raw.lua" "$pid"
 kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -2,7 +2,12 @@
 //! work (raw little-endian FP32 bytes in, raw output bytes out), so the table shows what HTTP and the load generator
 //! cost on this machine by themselves.
 //!
-//! `cargo run --release --example bare -- <model.onnx> <port> <shape,comma,separated> <sessions> <intra_threads>`
+//! The run happens where sluice would do it: `inline` on the async worker (sluice does that for runs it predicts to
+//! take at most 50 µs, such as the small model's), `blocking` through `spawn_blocking` (compute-heavy models). So the
+//! floor never pays a hand-off that sluice skips.
+//!
+//! `cargo run --release --example bare -- <model.onnx> <port> <shape,comma,separated> <sessions> <intra_threads>
+//! <inline|blocking>`
 
 use std::sync::{Arc, Mutex};
 
@@ -17,10 +22,12 @@ struct Pool {
     sessions: Vec<Mutex<Session>>,
     next: std::sync::atomic::AtomicUsize,
     shape: Vec<usize>,
+    inline: bool,
 }
 
 async fn infer(State(pool): State<Arc<Pool>>, body: Bytes) -> Vec<u8> {
-    tokio::task::spawn_blocking(move || {
+    let inline = pool.inline;
+    let run = move || {
         let floats: Vec<f32> = body
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -45,15 +52,23 @@ async fn infer(State(pool): State<Arc<Pool>>, body: Bytes) -> Vec<u8> {
             }
         }
         out
-    })
-    .await
-    .unwrap()
+    };
+    if inline {
+        run()
+    } else {
+        tokio::task::spawn_blocking(run).await.unwrap()
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (model, port, shape, sessions, intra) = (&args[1], &args[2], &args[3], &args[4], &args[5]);
+    let inline = match args[6].as_str() {
+        "inline" => true,
+        "blocking" => false,
+        other => panic!("the run mode is inline or blocking, not {other}"),
+    };
     let (_, env) = sluice::runtime::load(None).expect("ONNX Runtime");
     let shape: Vec<usize> = shape.split(',').map(|d| d.parse().unwrap()).collect();
     let sessions = (0..sessions.parse::<usize>().unwrap())
@@ -75,6 +90,7 @@ async fn main() {
         sessions,
         next: Default::default(),
         shape,
+        inline,
     });
     let app = Router::new().route("/infer", post(infer)).with_state(pool);
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))

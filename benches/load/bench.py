@@ -137,7 +137,8 @@ def bodies(tmp: Path, name: str, input_name: str, shape) -> dict:
     return {"header_len": len(header)}
 
 
-def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sessions: int, intra: int, results: list):
+def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sessions: int, intra: int, bare_mode: str, results: list):
+    """`bare_mode`: where the bare handler runs the session (`inline` or `blocking`), as sluice does for this model."""
     info = bodies(tmp, label, input_name, shape)
     repo = tmp / f"repo-{label}"
     (repo / "m" / "1").mkdir(parents=True)
@@ -151,7 +152,7 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
             "/v2/models/m/infer", f"{label}-json.body", json_headers),
         "sluice binary": (None, "/v2/models/m/infer", f"{label}-binary.body", {"Inference-Header-Content-Length": str(info["header_len"]), "Content-Type": "application/octet-stream"}),
         "bare axum + same session": (
-            lambda p: BareServer(model, p, shape, sessions, intra),
+            lambda p: BareServer(model, p, shape, sessions, intra, bare_mode),
             "/infer", f"{label}-raw.body", {"Content-Type": "application/octet-stream"}),
         "FastAPI + onnxruntime": (
             lambda p: PyServer("fastapi_server.py", model, p, intra, f"http://127.0.0.1:{p}/docs"),
@@ -184,8 +185,8 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
                 server.stop()
 
 
-def BareServer(model, port, shape, sessions, intra):
-    proc = subprocess.Popen([str(RELEASE / "examples" / "bare"), str(model), str(port), ",".join(map(str, shape)), str(sessions), str(intra)],
+def BareServer(model, port, shape, sessions, intra, mode):
+    proc = subprocess.Popen([str(RELEASE / "examples" / "bare"), str(model), str(port), ",".join(map(str, shape)), str(sessions), str(intra), mode],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     server = Server.__new__(Server)
     server.proc = proc
@@ -256,8 +257,8 @@ def main():
     results = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
-        bench_model(tmp, "iris GBT (small)", ROOT / "models/iris/2/model.onnx", "float_input", [1, 4], 2, 1, results)
-        bench_model(tmp, "open-nsfw CNN", cnn, "input:0", [1, 224, 224, 3], 1, 2, results)
+        bench_model(tmp, "iris GBT (small)", ROOT / "models/iris/2/model.onnx", "float_input", [1, 4], 2, 1, "inline", results)
+        bench_model(tmp, "open-nsfw CNN", cnn, "input:0", [1, 224, 224, 3], 1, 2, "blocking", results)
         batch = batching(tmp, results)
     rss = idle_rss()
     small, big = "iris GBT (small)", "open-nsfw CNN"
@@ -284,7 +285,9 @@ Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()
 Command: `scripts/bench.sh` (load generator: `wrk`, {DURATION} s per point after a 2 s warm-up, loopback only).
 Thread settings: the small model runs on 2 sessions × 1 intra-op thread everywhere; the CNN on 1 session × 2 threads
 (ONNX Runtime in-process uses the same sessions and threads; the Python servers use one session with the same
-intra-op threads). All servers and the load generator share the machine's cores, as the ratios below assume.
+intra-op threads). The bare handler runs the session where sluice does: inline on the async worker for the small
+model (sluice predicts its runs at a few µs, under `inline_run_max_us`), through `spawn_blocking` for the CNN.
+All servers and the load generator share the machine's cores, as the ratios below assume.
 
 ## Targets
 

@@ -49,6 +49,9 @@ pub struct SessionSettings {
     pub intra_op_threads: Option<usize>,
     pub inter_op_threads: Option<usize>,
     pub optimization_level: Option<OptimizationLevel>,
+    /// Runs predicted to take at most this long (µs) happen on the async worker that holds the request instead of
+    /// the blocking pool (see `pool::RunCost`); 0 sends every run to the blocking pool.
+    pub inline_run_max_us: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -66,6 +69,12 @@ impl SessionSettings {
     pub fn effective_pool_size(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.pool_size.unwrap_or(cores.min(4)).max(1)
+    }
+
+    /// The longest predicted run done on the async worker when unset: 50 µs, within what Tokio advises between two
+    /// `.await`s, and far below a compute-heavy model's runs, which therefore always go to the blocking pool.
+    pub fn effective_inline_run_max(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.inline_run_max_us.unwrap_or(50))
     }
 }
 
@@ -149,7 +158,11 @@ impl ModelVersion {
         if batching.is_some() {
             batch::check_batchable(&signature)?;
         }
-        let pool = Arc::new(SessionPool::new(sessions, options.max_waiting));
+        let pool = Arc::new(SessionPool::new(
+            sessions,
+            options.max_waiting,
+            settings.effective_inline_run_max(),
+        ));
         let batcher = batching
             .filter(|_| tokio::runtime::Handle::try_current().is_ok())
             .map(|b| {
@@ -157,9 +170,11 @@ impl ModelVersion {
                 let run: RunBatch = Arc::new(move |inputs, outputs| {
                     let pool = Arc::clone(&runner);
                     Box::pin(async move {
-                        pool.with_session(move |session| run(session, inputs, &outputs))
-                            .await
-                            .map(|(out, _)| out)
+                        pool.with_session(elements(&inputs), move |session| {
+                            run(session, inputs, &outputs)
+                        })
+                        .await
+                        .map(|(out, _)| out)
                     })
                 });
                 Batcher::start(
@@ -199,7 +214,9 @@ impl ModelVersion {
             Some(batcher) => batcher.submit(inputs, outputs).await,
             None => {
                 self.pool
-                    .with_session(move |session| run(session, inputs, &outputs))
+                    .with_session(elements(&inputs), move |session| {
+                        run(session, inputs, &outputs)
+                    })
                     .await
             }
         }
@@ -218,6 +235,11 @@ fn build_session(env: &Environment, path: &Path, s: &SessionSettings) -> ort::Re
     };
     builder = builder.with_optimization_level(level)?;
     builder.commit_from_file(path)
+}
+
+/// Input elements of a run, which its predicted cost scales with.
+fn elements(inputs: &[Tensor]) -> usize {
+    inputs.iter().map(|t| t.data.len()).sum()
 }
 
 fn run(
@@ -271,6 +293,7 @@ mod tests {
             intra_op_threads: Some(2),
             inter_op_threads: Some(1),
             optimization_level: Some(OptimizationLevel::Disable),
+            inline_run_max_us: None,
         };
         let model = Arc::new(
             ModelVersion::load(
@@ -315,6 +338,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(zero.effective_pool_size(), 1);
+    }
+
+    #[test]
+    fn inline_runs_default_to_50_us_and_can_be_turned_off() {
+        assert_eq!(
+            SessionSettings::default().effective_inline_run_max(),
+            std::time::Duration::from_micros(50)
+        );
+        let off: SessionSettings = toml::from_str("inline_run_max_us = 0").unwrap();
+        assert_eq!(off.effective_inline_run_max(), std::time::Duration::ZERO);
     }
 
     #[test]

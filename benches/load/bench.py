@@ -96,6 +96,13 @@ def medians(runs: list, keys) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
+def latency_ms(out: str, percentile: int) -> float:
+    """A percentile from wrk's `--latency` distribution, in milliseconds."""
+    m = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
 def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) -> dict:
     script = body_file.with_suffix(".lua")
     lines = ['wrk.method = "POST"', f'local f = io.open("{body_file}", "rb")', "wrk.body = f:read(\"*all\")", "f:close()"]
@@ -113,12 +120,8 @@ def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) ->
         cpu = (cpu_ticks(pid) - before) / CLK_TCK / DURATION * 100
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        def latency(p):
-            m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-            value, unit = float(m.group(1)), m.group(2)
-            return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-        runs.append({"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": latency(50),
-                     "p99_ms": latency(99), "cpu_pct": cpu,
+        runs.append({"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": latency_ms(out, 50),
+                     "p99_ms": latency_ms(out, 99), "cpu_pct": cpu,
                      "errors": (int(errors.group(1)) if errors else 0) + (sum(map(int, socket.groups())) if socket else 0)})
     result = medians(runs, ("rps", "p50_ms", "p99_ms", "cpu_pct"))
     result["errors"] = sum(r["errors"] for r in runs)

@@ -27,6 +27,7 @@ accuracy = mlp.score(x, y)
 assert accuracy > 0.9, accuracy
 onx = to_onnx(mlp, initial_types=[("float_input", FloatTensorType([None, 64]))],
               target_opset={"": 17, "ai.onnx.ml": 3}, options={"zipmap": False})
+data = onx.SerializeToString()
 with open(sys.argv[1], "wb") as f:
-    f.write(onx.SerializeToString())
-print(f"wide MLP: training accuracy {accuracy:.3f}, {len(onx.SerializeToString())} bytes")
+    f.write(data)
+print(f"wide MLP: training accuracy {accuracy:.3f}, {len(data)} bytes")

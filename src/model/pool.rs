@@ -18,8 +18,8 @@ use super::InferError;
 
 pub struct SessionPool {
     /// One slot per session. A `std::sync::Mutex` because it is locked only for the length of one run (on a blocking
-    /// thread, or inline for a short run), never across an `.await`. A run that panics poisons only its slot's mutex; the session is still
-    /// usable (ONNX Runtime reported no corruption), so poison is ignored.
+    /// thread, or inline for a short run), never across an `.await`. A run that panics poisons only its slot's
+    /// mutex; the session is still usable (ONNX Runtime reported no corruption), so poison is ignored.
     slots: Arc<[Mutex<Session>]>,
     /// Indexes of idle slots. Held only to push or pop an index.
     idle: Arc<Mutex<Vec<usize>>>,

@@ -155,6 +155,8 @@ pub struct Limits {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// An INFO line for every request (failures are logged either way).
+    pub access: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

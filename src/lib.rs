@@ -2,14 +2,15 @@
 //!
 //! The path of one inference request, one module per step (data moves forward only):
 //!
-//! - [`middleware`]: the tower stack (one span per request, with model and version recorded later).
+//! - [`middleware`]: the tower stack (request ids, the request log, a debug-level span per request).
 //! - [`api`]: thin axum handlers; every error becomes a V2 `{"error": …}` body via [`api::ApiError`].
 //! - [`inference`]: the transport-agnostic pipeline that the handler calls, a tower stack:
 //!   - [`routing`] picks the version and variant (canary, sticky A/B) and mirrors a sample to a shadow version,
 //!   - [`registry`] resolves the model version (lock-free lookup in an atomically swapped map),
 //!   - [`tensor::json`] decodes the V2 JSON body straight into typed buffers ([`tensor`]),
 //!   - [`validate`] checks the request against the version's [`model::Signature`],
-//!   - [`model`] runs it on a session from the version's pool, on a blocking thread,
+//!   - [`model`] runs it on a session from the version's pool (inline when the run is predicted short, else on a
+//!     blocking thread),
 //!   - and the handler encodes the typed outputs as a V2 response.
 //!
 //! `sluice check` ([`check`]) validates a repository offline. Around it: [`config`] (defaults → file → env → flags), [`runtime`] (finding the ONNX Runtime library),

@@ -6,6 +6,10 @@
 //! configured path that does not exist is an error rather than a silent fall-through. Knows nothing about models.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ort::logging::LogLevel;
+use tracing::Level;
 
 /// The library file name the fetch script installs.
 pub const LIBRARY_FILE: &str = "libonnxruntime.so.1.32.0";
@@ -103,8 +107,27 @@ pub fn init(path: &Path) -> Result<ort::environment::Environment, RuntimeError> 
     })?;
     builder
         .with_name("sluice")
+        .with_logger(Arc::new(forward_log))
         .build()
         .map_err(|e| RuntimeError::Init(e.to_string()))
+}
+
+/// ONNX Runtime's own messages (a node that failed, a model's warnings), written through `tracing` like every
+/// other line, so they follow `log.format` and `log.level` instead of going to stderr in ONNX Runtime's format.
+/// Its INFO messages are chatty and go to DEBUG. Sessions only pass on warnings and worse
+/// (`model::build_session`), so a run never calls this for anything quieter.
+fn forward_log(level: LogLevel, category: &str, id: &str, location: &str, message: &str) {
+    macro_rules! forward {
+        ($level:expr) => {
+            tracing::event!(target: "onnxruntime", $level, category, id, location, "{message}")
+        };
+    }
+    match level {
+        LogLevel::Verbose => forward!(Level::TRACE),
+        LogLevel::Info => forward!(Level::DEBUG),
+        LogLevel::Warning => forward!(Level::WARN),
+        LogLevel::Error | LogLevel::Fatal => forward!(Level::ERROR),
+    }
 }
 
 /// `locate` then `init`, reading `ORT_DYLIB_PATH` from the environment.

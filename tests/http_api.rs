@@ -535,15 +535,24 @@ fn metrics_count_requests_by_model_version_and_outcome() {
     }
 }
 
-/// ONNX Runtime failing at run time is a 500 with the runtime's message, counted as a server error; the server
-/// keeps serving.
+/// ONNX Runtime failing at run time is a 500 with the runtime's message, counted as a server error and logged as
+/// one error line with the request's id and path (successes write no line without `log.access`); the server keeps
+/// serving.
 #[test]
 fn onnx_runtime_failures_are_500s_and_the_server_keeps_serving() {
     let repo = repo_with(&["reshape", "misdeclared"]);
-    let server = TestServer::start(repo.path());
+    let server = TestServer::start_with(repo.path(), &[], &[("SLUICE__LOG__FORMAT", "json")]);
     let body = |n: usize| json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [n], "data": vec![1.0; n]}]});
-    let (status, reply) = post_json(&server, "/v2/models/reshape/infer", &body(3));
-    assert_eq!(status, 500, "{reply}");
+    let (status, reply) = post_json(&server, "/v2/models/reshape/infer", &body(4));
+    assert_eq!(status, 200, "{reply}");
+    let failed = client()
+        .post(server.url("/v2/models/reshape/infer"))
+        .header("x-request-id", "failing-1")
+        .json(&body(3))
+        .send()
+        .unwrap();
+    assert_eq!(failed.status(), 500);
+    let reply: Value = failed.json().unwrap();
     let message = reply["error"].as_str().unwrap();
     assert!(
         message.starts_with("ONNX Runtime failed:") && message.contains("Reshape"),
@@ -552,6 +561,20 @@ fn onnx_runtime_failures_are_500s_and_the_server_keeps_serving() {
     let (status, reply) = post_json(&server, "/v2/models/reshape/infer", &body(4));
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["outputs"][0]["shape"], json!([2, 2]));
+
+    let line = server.wait_for_log_line(|v| v["fields"]["message"] == "request failed");
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["fields"]["request_id"], "failing-1", "{line}");
+    assert_eq!(line["fields"]["path"], "/v2/models/reshape/infer", "{line}");
+    assert_eq!(line["fields"]["status"], 500, "{line}");
+    assert_eq!(line["fields"]["error"], message, "{line}");
+    // The first success was answered before the failure was logged, so its line would be there by now.
+    let request_lines = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains(r#""message":"request""#))
+        .count();
+    assert_eq!(request_lines, 0, "{:?}", server.logs());
     let metrics = common::metrics_text(&server);
     assert!(
         metrics.contains(

@@ -197,7 +197,8 @@ async fn bad_paths_get_v2_errors() {
     );
 }
 
-/// A handler that panics becomes a 500 with a V2 body (with the request id), and the service keeps serving.
+/// A handler that panics becomes a 500 with a V2 body (with the request id) and a logged reason, and the service
+/// keeps serving.
 #[tokio::test]
 async fn panics_become_500s_with_v2_bodies() {
     async fn boom() -> &'static str {
@@ -215,6 +216,12 @@ async fn panics_become_500s_with_v2_bodies() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(response.headers().contains_key("x-request-id"));
+    // What the request log writes for it.
+    let failure = response.extensions().get::<sluice::api::Failure>().unwrap();
+    assert_eq!(
+        &*failure.0,
+        "a request handler panicked: deliberate test panic"
+    );
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert!(

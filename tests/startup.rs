@@ -3,7 +3,7 @@
 mod common;
 
 use common::{get_json, post_json, repo_with, run_sluice, TestServer};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn models_arg() -> String {
     common::models_dir().display().to_string()
@@ -218,10 +218,18 @@ fn a_model_that_fails_to_load_does_not_stop_the_others() {
     );
 }
 
+/// With `log.access`, every request gets one JSON line with its id, method, path, status, version and variant.
 #[test]
-fn json_logs_carry_a_request_span_with_model_and_version() {
+fn access_log_lines_carry_the_request_context() {
     let repo = repo_with(&["iris"]);
-    let server = TestServer::start_with(repo.path(), &[], &[("SLUICE__LOG__FORMAT", "json")]);
+    let server = TestServer::start_with(
+        repo.path(),
+        &[],
+        &[
+            ("SLUICE__LOG__FORMAT", "json"),
+            ("SLUICE__LOG__ACCESS", "true"),
+        ],
+    );
     let row = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
     let response = common::client()
         .post(server.url("/v2/models/iris/versions/1/infer"))
@@ -231,33 +239,18 @@ fn json_logs_carry_a_request_span_with_model_and_version() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let logs = server.logs();
-        let parsed: Vec<Value> = logs
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect();
-        let done = parsed.iter().find(|v| {
-            v["span"]["name"] == "request"
-                && v["span"]["route"] == "/v2/models/{model}/versions/{version}/infer"
-                && v["fields"]["message"] == "finished processing request"
-        });
-        if let Some(line) = done {
-            assert_eq!(line["span"]["model"], "iris", "{line}");
-            assert_eq!(line["span"]["version"], "1", "{line}");
-            assert_eq!(line["span"]["method"], "POST", "{line}");
-            assert_eq!(line["span"]["request_id"], "trace-me-42", "{line}");
-            assert_eq!(line["fields"]["status"], 200, "{line}");
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no request log line in:\n{}",
-            logs.join("\n")
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let line = server.wait_for_log_line(|v| {
+        v["fields"]["message"] == "request" && v["fields"]["request_id"] == "trace-me-42"
+    });
+    let fields = &line["fields"];
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(fields["method"], "POST", "{line}");
+    assert_eq!(fields["path"], "/v2/models/iris/versions/1/infer", "{line}");
+    assert_eq!(fields["status"], 200, "{line}");
+    assert_eq!(fields["model_version"], "1", "{line}");
+    assert_eq!(fields["variant"], "pinned", "{line}");
+    assert!(fields["latency_ms"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(fields.get("error").is_none(), "{line}");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! [`ApiError`]: every error the HTTP API returns, mapped to a status code by one exhaustive `match` and written
 //! in the V2 shape `{"error": "<message>"}`.
 
+use std::sync::Arc;
+
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
@@ -94,6 +96,11 @@ fn registry_status(e: &RegistryError) -> StatusCode {
     }
 }
 
+/// What went wrong, attached to an error response for the request log (`middleware::access` writes it with the
+/// request's id, method and path).
+#[derive(Debug, Clone)]
+pub struct Failure(pub Arc<str>);
+
 /// The V2 error body.
 #[derive(serde::Serialize)]
 struct ErrorBody {
@@ -103,15 +110,11 @@ struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %self, "request failed");
-        } else {
-            tracing::debug!(error = %self, "request rejected");
-        }
-        let body = Json(ErrorBody {
-            error: self.to_string(),
-        });
-        let mut response = (status, body).into_response();
+        let message = self.to_string();
+        // Logged with the request's context by the access layer, once the response is final.
+        let failure = Failure(Arc::from(message.as_str()));
+        let mut response = (status, Json(ErrorBody { error: message })).into_response();
+        response.extensions_mut().insert(failure);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()

@@ -20,7 +20,8 @@ use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use self::error::ApiError;
+pub use self::error::{ApiError, Failure};
+pub use self::infer::{MODEL_VERSION, VARIANT};
 use crate::inference::Pipeline;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RepositoryManager};

@@ -2,10 +2,14 @@
 //! bare ones that layers produce (the admission layer's timeout 504, decompression 415; panics are handled by
 //! `catch_panic`).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
+
+use crate::api::Failure;
 
 /// A response mapper (`tower::ServiceBuilder::map_response`, synchronous, so it adds no future of its own): a
 /// 4xx/5xx without a JSON body gets one that names the problem.
@@ -46,8 +50,13 @@ where
 }
 
 /// `tower_http::catch_panic`'s response: a 500 with a V2 body; the process keeps serving.
-pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    let failure = Failure(Arc::from(format!("a request handler panicked: {what}")));
     let body =
         serde_json::json!({ "error": "internal error: the request handler failed unexpectedly" })
             .to_string();
@@ -56,5 +65,6 @@ pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.extensions_mut().insert(failure);
     response
 }

@@ -1,6 +1,7 @@
 //! The HTTP middleware stack, assembled in one place so the order reads as written. `ServiceBuilder` layers run
 //! top to bottom: the first layer listed sees the request first and the response last.
 
+mod access;
 mod auth;
 mod errors;
 mod limits;
@@ -9,9 +10,9 @@ mod overload;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::extract::DefaultBodyLimit;
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::{HeaderName, HeaderValue};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -20,9 +21,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
+pub use self::access::AccessLayer;
 pub use self::auth::ApiKeys;
 pub use self::overload::Overload;
 use crate::api::{self, AppState};
@@ -71,43 +71,11 @@ pub fn metrics_app(state: AppState) -> Router {
     api::with_fallbacks(api::metrics_routes()).with_state(state)
 }
 
-/// Wraps `router` in the layers every route shares (request id, tracing, V2 errors, panics, CORS, compression, body
-/// limits).
-///
-/// Only the trace layer is applied per route (`Router::layer`), because its span names the matched route. The rest
-/// form one concrete stack around the whole router: `Router::layer` boxes every route once per layer and clones that
-/// box on every request, which on a small model cost more than the inference itself (benches/RESULTS.md).
+/// Wraps `router` in the layers every route shares (request id, request log, V2 errors, panics, CORS, compression,
+/// body limits): one concrete stack around the whole router. `Router::layer` would box every route once per layer
+/// and clone that box on every request, which on a small model cost more than the inference itself
+/// (benches/RESULTS.md).
 pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
-    // One span per request: request id, method, matched route; model, version and variant are recorded by the
-    // inference service. Every log line of the request, errors included, carries them.
-    let traced = router.layer(
-        TraceLayer::new_for_http()
-            .make_span_with(|req: &Request<_>| {
-                // Borrowed, and formatted only if the span is enabled: nothing is allocated per request when the
-                // log level leaves request spans off.
-                let route = req
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map_or(req.uri().path(), MatchedPath::as_str);
-                let request_id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!(
-                    "request",
-                    request_id = %request_id,
-                    method = %req.method(),
-                    route = %route,
-                    model = tracing::field::Empty,
-                    version = tracing::field::Empty,
-                    variant = tracing::field::Empty,
-                )
-            })
-            .on_response(DefaultOnResponse::new().level(Level::INFO))
-            // Failures are logged where they are understood (`ApiError`), not again as a bare status.
-            .on_failure(()),
-    );
     let cors = cors(&settings.server.cors_allowed_origins);
     let stack = ServiceBuilder::new()
         // First: mark credentials sensitive, so no later layer (tracing in particular) ever logs them.
@@ -115,9 +83,13 @@ pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
             AUTHORIZATION,
             API_KEY,
         ]))
-        // Accept the caller's x-request-id or make one, before the span opens (inside the router) so the span
-        // carries it.
+        // Accept the caller's x-request-id or make one, before the request span opens so the span carries it.
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        // The request log and the request span (debug level), outside the request-id echo so a logged response
+        // carries its id, and outside everything that can fail.
+        .layer(AccessLayer {
+            every_request: settings.log.access,
+        })
         // Echo the request id on the response.
         .layer(PropagateRequestIdLayer::x_request_id())
         // Outside everything that can produce a bare error status (timeout, decompression, panics), so every
@@ -138,7 +110,7 @@ pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
         .layer(RequestDecompressionLayer::new())
         // Read by the body extractors after decompression, so it bounds the decompressed size.
         .layer(DefaultBodyLimit::max(settings.server.max_body_bytes));
-    Router::new().fallback_service(stack.service(traced))
+    Router::new().fallback_service(stack.service(router))
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{OutputSelector, RunOptions, Session};
 use serde::Deserialize;
@@ -224,7 +225,7 @@ impl ModelVersion {
 }
 
 fn build_session(env: &Environment, path: &Path, s: &SessionSettings) -> ort::Result<Session> {
-    let mut builder = Session::builder(env)?;
+    let mut builder = Session::builder(env)?.with_log_level(LogLevel::Warning)?;
     builder = builder.with_intra_threads(s.intra_op_threads.unwrap_or(1))?;
     builder = builder.with_inter_threads(s.inter_op_threads.unwrap_or(1))?;
     let level = match s.optimization_level.unwrap_or(OptimizationLevel::All) {

@@ -7,6 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 pub fn models_dir() -> PathBuf {
@@ -164,6 +166,31 @@ impl TestServer {
 
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// The first log line, parsed as JSON, that `matches` accepts, waiting (bounded) for the server to write it.
+    /// For servers started with `SLUICE__LOG__FORMAT=json`.
+    pub fn wait_for_log_line(&self, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            let found = logs
+                .iter()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+                })
+                .find(|v| matches(v));
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching log line in:\n{}",
+                logs.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

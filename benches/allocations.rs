@@ -12,7 +12,9 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::body::Body;
 use http_body_util::BodyExt;
+use sluice::middleware::App;
 use tower::ServiceExt;
 
 mod support;
@@ -73,29 +75,30 @@ fn per_call(mut once: impl FnMut()) -> (f64, f64) {
     )
 }
 
+/// Allocations per request sent through `service` (the application or the bare handlers).
+fn through<S: App<Body>>(rt: &tokio::runtime::Runtime, service: &S) -> (f64, f64) {
+    per_call(|| {
+        rt.block_on(async {
+            let response = service
+                .clone()
+                .oneshot(support::infer_request())
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+            response.into_body().collect().await.unwrap().to_bytes();
+        })
+    })
+}
+
 fn main() {
     let fixture = Fixture::new();
     let rt = &fixture.rt;
     let mut rows = Vec::new();
-    for (name, service) in [
-        ("whole application", &fixture.app),
-        ("handlers without middleware", &fixture.handlers),
-    ] {
-        rows.push((
-            name,
-            per_call(|| {
-                rt.block_on(async {
-                    let response = service
-                        .clone()
-                        .oneshot(support::infer_request())
-                        .await
-                        .unwrap();
-                    assert!(response.status().is_success());
-                    response.into_body().collect().await.unwrap().to_bytes();
-                })
-            }),
-        ));
-    }
+    rows.push(("whole application", through(rt, &fixture.app)));
+    rows.push((
+        "handlers without middleware",
+        through(rt, &fixture.handlers),
+    ));
     rows.push((
         "inference stack only",
         per_call(|| {

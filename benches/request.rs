@@ -10,9 +10,12 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
 use cpu_time::ThreadTime;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use http_body_util::BodyExt;
+use sluice::middleware::App;
 use tower::ServiceExt;
 
 mod support;
@@ -34,6 +37,27 @@ fn cpu_time<T>(iters: u64, mut once: impl FnMut() -> T) -> Duration {
     start.elapsed()
 }
 
+/// One request at a time through `service` (the application or the bare handlers), CPU time per request.
+fn bench_service<S: App<Body>>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    service: &S,
+) {
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            cpu_time(iters, || {
+                rt.block_on(async {
+                    let request = support::infer_request();
+                    let response = service.clone().oneshot(request).await.unwrap();
+                    assert!(response.status().is_success());
+                    response.into_body().collect().await.unwrap().to_bytes()
+                })
+            })
+        })
+    });
+}
+
 fn request_path(c: &mut Criterion) {
     let fixture = Fixture::new();
     let Fixture {
@@ -48,23 +72,8 @@ fn request_path(c: &mut Criterion) {
     // the middleware stack costs per request.
 
     let mut group = c.benchmark_group("small model request");
-    for (name, service) in [
-        ("whole application (oneshot)", app),
-        ("handlers without middleware", handlers),
-    ] {
-        group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                cpu_time(iters, || {
-                    rt.block_on(async {
-                        let request = support::infer_request();
-                        let response = service.clone().oneshot(request).await.unwrap();
-                        assert!(response.status().is_success());
-                        response.into_body().collect().await.unwrap().to_bytes()
-                    })
-                })
-            })
-        });
-    }
+    bench_service(&mut group, "whole application (oneshot)", rt, app);
+    bench_service(&mut group, "handlers without middleware", rt, handlers);
     group.bench_function("inference stack only", |b| {
         b.iter_custom(|iters| {
             cpu_time(iters, || {

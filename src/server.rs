@@ -14,7 +14,7 @@ use crate::api::{AppState, Shared};
 use crate::config::Settings;
 use crate::inference::{self, InferenceService};
 use crate::metrics::Metrics;
-use crate::middleware::ApiKeys;
+use crate::middleware::{ApiKeys, App};
 use crate::model::LoadOptions;
 use crate::monitoring::payload::PayloadLog;
 use crate::registry::watch::{self, WatchSettings};
@@ -96,7 +96,7 @@ impl Server {
         let api_keys = settings
             .api_keys()
             .map_err(|e| StartError::Config(e.to_string()))?;
-        let app = crate::middleware::app(
+        let app = crate::middleware::app::<hyper::body::Incoming>(
             state.clone(),
             &settings,
             ApiKeys::new(api_keys, settings.server.max_body_bytes),
@@ -176,7 +176,7 @@ async fn grace_expired(mut closing: tokio::sync::watch::Receiver<bool>, grace: D
 /// answered rather than reset; then every connection is shut down gracefully (in-flight requests finish).
 async fn serve_http(
     listener: TcpListener,
-    app: axum::Router,
+    app: impl App<hyper::body::Incoming>,
     stop_accepting: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -230,7 +230,7 @@ async fn serve_http(
 /// Serves HTTPS with rustls (ring provider) from PEM files, with the same graceful shutdown.
 async fn serve_tls(
     listener: TcpListener,
-    app: axum::Router,
+    app: impl App<hyper::body::Incoming>,
     cert: &Path,
     key: &Path,
     stop_accepting: impl Future<Output = ()> + Send + 'static,
@@ -261,7 +261,7 @@ async fn serve_tls(
     let std_listener = listener.into_std().map_err(StartError::Serve)?;
     axum_server::from_tcp_rustls(std_listener, tls)
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(tower::make::Shared::new(app))
         .await
         .map_err(StartError::Serve)
 }

@@ -18,6 +18,7 @@ use sluice::api::AppState;
 use sluice::config::{Overrides, Settings};
 use sluice::inference::InferCall;
 use sluice::middleware::ApiKeys;
+use sluice::middleware::App;
 
 /// The V2 JSON request every benchmark sends (the load benchmark's small-model body).
 pub const BODY: &str = r#"{"inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[0.0,0.4375,0.875,0.25]}]}"#;
@@ -29,17 +30,19 @@ pub fn model_path() -> std::path::PathBuf {
 
 /// sluice's state with the model loaded, the whole application (every middleware layer) and the same handlers with
 /// no middleware, on a two-worker runtime.
-pub struct Fixture {
+pub struct Fixture<A> {
     pub rt: tokio::runtime::Runtime,
     pub env: Environment,
     pub state: AppState,
-    pub app: Router,
+    pub app: A,
     pub handlers: Router,
     _repository: tempfile::TempDir,
 }
 
-impl Fixture {
-    pub fn new() -> Fixture {
+impl Fixture<()> {
+    /// The fixture; the application's type is the server's concrete middleware stack, which has no name.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Fixture<impl App<Body>> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

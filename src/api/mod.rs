@@ -65,21 +65,30 @@ pub struct Shared {
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct V2Path<T>(pub T);
 
+const LIVE: &str = "/v2/health/live";
+const READY: &str = "/v2/health/ready";
+const METRICS: &str = "/metrics";
+const OPENAPI: &str = "/openapi.json";
+
+/// The paths admission never sheds or times out (`middleware::overload`): probes and scrapers must get an answer
+/// from a saturated server, and the API description serves no model data.
+pub const UNLIMITED_PATHS: [&str; 4] = [LIVE, READY, METRICS, OPENAPI];
+
 /// Health endpoints: always open (probes), never shed.
 pub fn health_routes() -> Router<AppState> {
     Router::new()
-        .route("/v2/health/live", get(health::live))
-        .route("/v2/health/ready", get(health::ready))
+        .route(LIVE, get(health::live))
+        .route(READY, get(health::ready))
 }
 
 /// `/metrics`: open for scrapers; on the main port or its own (`server.metrics_port`).
 pub fn metrics_routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(health::metrics))
+    Router::new().route(METRICS, get(health::metrics))
 }
 
 /// `/openapi.json`: open, like health (it describes the API, it serves no model data).
 pub fn openapi_routes() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi::document))
+    Router::new().route(OPENAPI, get(openapi::document))
 }
 
 /// Inference and metadata: behind the API keys when configured.

@@ -57,7 +57,7 @@ pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Ne
     if keys.accepts(request.headers()) {
         next.run(request).await
     } else {
-        super::overload::drain_body(request, keys.max_body_bytes).await;
+        super::overload::drain_body(request.into_body(), keys.max_body_bytes).await;
         ApiError::MissingApiKey.into_response()
     }
 }

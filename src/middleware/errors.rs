@@ -1,6 +1,6 @@
 //! Gives every error response the V2 shape. Errors from our handlers already are `{"error": …}`; this rewrites the
-//! bare ones that layers produce (the admission layer's timeout 504, decompression 415; panics are handled by
-//! `catch_panic`).
+//! bare ones that layers produce (the admission layer's timeout 504, decompression 415, the oversized-body 413 with
+//! its reason attached as [`Failure`]; panics are handled by `catch_panic`).
 
 use std::sync::Arc;
 
@@ -27,7 +27,12 @@ where
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let message = match status {
+    // A reason attached by whoever answered (the oversized-body check), else one for the status.
+    let attached = response
+        .extensions()
+        .get::<Failure>()
+        .map(|f| f.0.to_string());
+    let message = attached.unwrap_or_else(|| match status {
         StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => {
             "the request took longer than the server's request timeout (server.request_timeout_ms)"
                 .to_owned()
@@ -39,7 +44,7 @@ where
             "request body too large (server.max_body_bytes)".to_owned()
         }
         other => other.canonical_reason().unwrap_or("error").to_lowercase(),
-    };
+    });
     let (mut parts, _) = response.into_parts();
     parts
         .headers

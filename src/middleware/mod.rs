@@ -7,23 +7,27 @@ mod errors;
 mod limits;
 mod overload;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::{Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderName, HeaderValue};
-use axum::Router;
-use tower::ServiceBuilder;
+use axum::http::{HeaderName, HeaderValue, Request};
+use axum::response::Response;
+use axum::{BoxError, Router};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::decompression::{DecompressionBody, RequestDecompressionLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 pub use self::access::AccessLayer;
 pub use self::auth::ApiKeys;
+use self::limits::RefuseOversizedLayer;
 pub use self::overload::Overload;
 use crate::api::{self, AppState};
 use crate::config::Settings;
@@ -31,8 +35,14 @@ use crate::config::Settings;
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The application: every route with its middleware. `/metrics` is included unless it has its own port.
-pub fn app(state: AppState, settings: &Settings, api_keys: ApiKeys) -> Router {
-    let overload = Overload::new(
+pub fn app<B>(state: AppState, settings: &Settings, api_keys: ApiKeys) -> impl App<B>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send + Sync,
+{
+    // Load shedding and the timeout, innermost, for every path but the health probes, metrics and the API
+    // description (`api::UNLIMITED_PATHS`), which must answer even when the server is saturated.
+    let admission = Overload::new(
         settings.limits.max_concurrent_requests,
         settings.limits.max_queued_requests,
         settings.server.max_body_bytes,
@@ -48,22 +58,33 @@ pub fn app(state: AppState, settings: &Settings, api_keys: ApiKeys) -> Router {
             auth::require_key,
         ));
     }
-    // Load shedding and the timeout on API routes only: health probes must answer even when the server is
-    // saturated.
-    let limited = protected
+    let mut routes = protected
         .merge(api::admin_routes())
-        .layer(axum::middleware::from_fn_with_state(
-            overload,
-            overload::admit,
-        ));
-    let mut routes = limited
         .merge(api::health_routes())
         .merge(api::openapi_routes());
     if settings.server.metrics_port == 0 {
         routes = routes.merge(api::metrics_routes());
     }
     let routes = api::with_fallbacks(routes).with_state(state);
-    with_common_layers(routes, settings)
+    with_common_layers(admission.layer(routes), settings)
+}
+
+/// What [`app`] and [`with_common_layers`] build: a service for requests with bodies of type `B` (hyper's for the
+/// server, axum's in tests).
+pub trait App<B>:
+    Service<Request<B>, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, B> App<B> for T where
+    T: Service<Request<B>, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
 }
 
 /// A router serving only `/metrics`, for `server.metrics_port`.
@@ -71,11 +92,23 @@ pub fn metrics_app(state: AppState) -> Router {
     api::with_fallbacks(api::metrics_routes()).with_state(state)
 }
 
-/// Wraps `router` in the layers every route shares (request id, request log, V2 errors, panics, CORS, compression,
-/// body limits): one concrete stack around the whole router. `Router::layer` would box every route once per layer
-/// and clone that box on every request, which on a small model cost more than the inference itself
-/// (benches/RESULTS.md).
-pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
+/// Wraps `inner` (the router, with admission) in the layers every route shares (request id, request log, V2 errors,
+/// panics, CORS, compression, body limits): one concrete stack of tower layers around the whole router, served as
+/// it is (no outer router). `Router::layer` would box every route once per layer and clone that box on every
+/// request, and axum's middleware functions box their future and the rest of the stack on every request; on a
+/// small model those cost more than the inference itself (benches/RESULTS.md). Only API-key checking, which runs
+/// only when keys are configured, is such a function.
+pub fn with_common_layers<S, B>(inner: S, settings: &Settings) -> impl App<B>
+where
+    S: Service<Request<DecompressionBody<B>>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send + Sync,
+{
     let cors = cors(&settings.server.cors_allowed_origins);
     let stack = ServiceBuilder::new()
         // First: mark credentials sensitive, so no later layer (tracing in particular) ever logs them.
@@ -102,15 +135,14 @@ pub fn with_common_layers(router: Router, settings: &Settings) -> Router {
         // Compress responses for clients that accept it.
         .layer(CompressionLayer::new())
         // A declared body over the limit is refused before decompression or any handler.
-        .layer(axum::middleware::from_fn_with_state(
-            settings.server.max_body_bytes,
-            limits::refuse_oversized,
-        ))
+        .layer(RefuseOversizedLayer {
+            max_body_bytes: settings.server.max_body_bytes,
+        })
         // Inflate gzip/deflate request bodies; the body limit above applies to the inflated bytes.
         .layer(RequestDecompressionLayer::new())
         // Read by the body extractors after decompression, so it bounds the decompressed size.
         .layer(DefaultBodyLimit::max(settings.server.max_body_bytes));
-    Router::new().fallback_service(stack.service(router))
+    stack.service(inner)
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

@@ -3,17 +3,23 @@
 //! for a slot, and the rest are refused at once with 503 and `Retry-After`, so memory and latency stay bounded under
 //! any load. An admitted request either finishes or gets a 504 within `timeout`, time spent queued included.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::body::{Bytes, HttpBody};
 use axum::http::header::RETRY_AFTER;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use tokio::sync::Semaphore;
+use axum::{BoxError, Json};
+use futures_util::future::{BoxFuture, Either};
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
 
@@ -59,49 +65,123 @@ impl Overload {
     }
 }
 
-/// The middleware function (`axum::middleware::from_fn_with_state`).
-pub async fn admit(State(overload): State<Overload>, request: Request, next: Next) -> Response {
-    let running = Arc::clone(&overload.running);
-    // A free slot is taken at once; otherwise the request queues, if the queue has room.
-    let (permit, queued) = match Arc::clone(&running).try_acquire_owned() {
-        Ok(permit) => (Some(permit), None),
-        Err(_) => {
-            if overload.queued.fetch_add(1, Ordering::AcqRel) >= overload.max_queued {
-                overload.queued.fetch_sub(1, Ordering::AcqRel);
-                overload.metrics.request_shed();
-                drain_body(request, overload.max_body_bytes).await;
-                return refuse();
-            }
-            (None, Some(Queued(Arc::clone(&overload.queued))))
+impl<S> Layer<S> for Overload {
+    type Service = Admission<S>;
+
+    fn layer(&self, inner: S) -> Admission<S> {
+        Admission {
+            inner,
+            overload: self.clone(),
         }
-    };
-    let admitted = async move {
-        let _permit = match permit {
-            Some(permit) => permit,
-            None => {
-                let permit = running.acquire_owned().await;
-                drop(queued);
-                match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return refuse(),
-                }
+    }
+}
+
+/// The admission service: a tower layer with its own future, because it runs on every API request and a boxed
+/// middleware function allocates twice per request and calls through two more trait objects.
+#[derive(Clone)]
+pub struct Admission<S> {
+    inner: S,
+    overload: Overload,
+}
+
+impl<S, B> Service<Request<B>> for Admission<S>
+where
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Admitted<S::Future>, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The service that was polled ready serves this request; the clone is left for the next one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let overload = &self.overload;
+        if unlimited(request.uri().path()) {
+            return Either::Right(Box::pin(inner.call(request)));
+        }
+        // A free slot is taken at once: the common case, without allocating.
+        if let Ok(permit) = Arc::clone(&overload.running).try_acquire_owned() {
+            return Either::Left(Admitted {
+                inner: tokio::time::timeout(overload.timeout, inner.call(request)),
+                _permit: permit,
+            });
+        }
+        // Otherwise the request queues, if the queue has room.
+        if overload.queued.fetch_add(1, Ordering::AcqRel) >= overload.max_queued {
+            overload.queued.fetch_sub(1, Ordering::AcqRel);
+            overload.metrics.request_shed();
+            let max_body_bytes = overload.max_body_bytes;
+            return Either::Right(Box::pin(async move {
+                drain_body(request.into_body(), max_body_bytes).await;
+                Ok(refuse())
+            }));
+        }
+        let queued = Queued(Arc::clone(&overload.queued));
+        let running = Arc::clone(&overload.running);
+        let waited = async move {
+            let permit = running.acquire_owned().await;
+            drop(queued);
+            match permit {
+                Ok(_permit) => inner.call(request).await,
+                Err(_) => Ok(refuse()),
             }
         };
-        next.run(request).await
-    };
-    match tokio::time::timeout(overload.timeout, admitted).await {
-        Ok(response) => response,
-        // A bare 504: the V2 error mapper (`errors::v2_error_body`) gives it the body that names the setting.
-        Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
+        let timeout = overload.timeout;
+        Either::Right(Box::pin(async move {
+            tokio::time::timeout(timeout, waited)
+                .await
+                .unwrap_or_else(|_| Ok(timed_out()))
+        }))
     }
+}
+
+/// Health probes, metrics and the API description answer even when the server is saturated.
+fn unlimited(path: &str) -> bool {
+    crate::api::UNLIMITED_PATHS.contains(&path)
+}
+
+pin_project! {
+    /// An admitted request: its slot is held until the response (or the timeout) completes.
+    pub struct Admitted<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl<F> Future for Admitted<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::task::ready!(self.project().inner.poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(_) => Poll::Ready(Ok(timed_out())),
+        }
+    }
+}
+
+/// A bare 504: the V2 error mapper (`errors::v2_error_body`) gives it the body that names the setting.
+fn timed_out() -> Response {
+    StatusCode::GATEWAY_TIMEOUT.into_response()
 }
 
 /// Reads and discards (without buffering) up to `limit` bytes of a request body we answer without using. Answering
 /// while the client is still sending would close the connection under it, and the client would see a reset
 /// instead of our answer.
-pub async fn drain_body(request: Request, limit: usize) {
+pub async fn drain_body<B: HttpBody<Data = Bytes>>(body: B, limit: usize) {
     use http_body_util::BodyExt;
-    let mut body = request.into_body();
+    let mut body = std::pin::pin!(body);
     let mut read = 0usize;
     while read <= limit {
         match body.frame().await {
@@ -120,4 +200,80 @@ fn refuse() -> Response {
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// Holds the only slot with a request that waits for `release`; a second API request is shed at once, a probe is
+    /// let through, and once the slot is free API requests run again.
+    #[tokio::test]
+    async fn saturated_admission_sheds_api_requests_and_lets_probes_through() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let inner = {
+            let release = Arc::clone(&release);
+            tower::service_fn(move |request: Request<Body>| {
+                let release = Arc::clone(&release);
+                async move {
+                    if request.uri().path() == "/v2/models/slow/infer" {
+                        release.notified().await;
+                    }
+                    Ok::<_, Infallible>(StatusCode::OK.into_response())
+                }
+            })
+        };
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let overload = Overload::new(1, 0, 1024, Duration::from_secs(60), metrics);
+        let service = overload.layer(inner);
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+
+        let held = tokio::spawn(service.clone().oneshot(get("/v2/models/slow/infer")));
+        while overload.running.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let shed = service
+            .clone()
+            .oneshot(get("/v2/models/m/infer"))
+            .await
+            .unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.headers()[RETRY_AFTER], "1");
+        for probe in crate::api::UNLIMITED_PATHS {
+            let answered = service.clone().oneshot(get(probe)).await.unwrap();
+            assert_eq!(answered.status(), StatusCode::OK, "{probe}");
+        }
+
+        release.notify_one();
+        assert_eq!(held.await.unwrap().unwrap().status(), StatusCode::OK);
+        let after = service.oneshot(get("/v2/models/m/infer")).await.unwrap();
+        assert_eq!(after.status(), StatusCode::OK);
+    }
+
+    /// A request that outlives the timeout (queueing included) gets a 504, and its slot is freed.
+    #[tokio::test]
+    async fn admitted_requests_time_out_and_free_their_slot() {
+        let inner = tower::service_fn(|_: Request<Body>| async {
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(StatusCode::OK.into_response())
+        });
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let overload = Overload::new(1, 1, 1024, Duration::from_millis(50), metrics);
+        let service = overload.layer(inner);
+        let get = || {
+            Request::get("/v2/models/m/infer")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let (first, queued) = tokio::join!(
+            service.clone().oneshot(get()),
+            service.clone().oneshot(get())
+        );
+        assert_eq!(first.unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(queued.unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(overload.running.available_permits(), 1);
+        assert_eq!(overload.queued.load(Ordering::Acquire), 0);
+    }
 }

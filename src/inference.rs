@@ -22,7 +22,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
 use crate::config::Limits;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::{Metrics, Outcome, VersionSeries};
 use crate::model::{InferError, ModelVersion};
 use crate::monitoring::payload::{PayloadLog, PayloadLogLayer};
 use crate::registry::{Registry, RegistryError};
@@ -162,9 +162,12 @@ impl InferenceService {
         span.record("model", call.model.as_str());
         span.record("version", version_label.as_str());
         span.record("variant", call.variant.as_str());
-        let _in_flight = self.metrics.in_flight(&call.model, &version_label);
+        let series = target
+            .series
+            .get_or_init(|| self.metrics.version_series(&target.name, &version_label));
+        let _in_flight = series.in_flight();
 
-        let result = self.run(&target, &version_label, &call).await;
+        let result = self.run(&target, series, &call).await;
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(e) => e.outcome(),
@@ -186,7 +189,7 @@ impl InferenceService {
     async fn run(
         &self,
         target: &ModelVersion,
-        version: &str,
+        series: &VersionSeries,
         call: &InferCall,
     ) -> Result<Ran, InferenceError> {
         let limits = DecodeLimits {
@@ -212,11 +215,9 @@ impl InferenceService {
         }
         let started = Instant::now();
         let result = target.infer_timed(request.inputs, outputs).await;
-        self.metrics
-            .observe_inference(&target.name, version, started.elapsed().as_secs_f64());
+        series.observe_inference(started.elapsed().as_secs_f64());
         let result = result.map(|(outputs, queued)| {
-            self.metrics
-                .observe_queue(&target.name, version, queued.as_secs_f64());
+            series.observe_queue(queued.as_secs_f64());
             outputs
         });
         Ok(Ran {

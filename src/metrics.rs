@@ -41,6 +41,31 @@ impl Drop for InFlight {
     }
 }
 
+/// The series every request to one model version updates (in flight, inference time, queue time), looked up by
+/// label once and kept with the version (`ModelVersion::series`) rather than looked up on every request.
+#[derive(Clone)]
+pub struct VersionSeries {
+    in_flight: prometheus::IntGauge,
+    inference: prometheus::Histogram,
+    queue: prometheus::Histogram,
+}
+
+impl VersionSeries {
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn observe_inference(&self, seconds: f64) {
+        self.inference.observe(seconds);
+    }
+
+    /// Time a request waited for a session or a batch.
+    pub fn observe_queue(&self, seconds: f64) {
+        self.queue.observe(seconds);
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
@@ -367,17 +392,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a request as in flight on `(model, version)` until the returned guard drops.
-    pub fn in_flight(&self, model: &str, version: &str) -> InFlight {
-        let gauge = self.in_flight.with_label_values(&[model, version]);
-        gauge.inc();
-        InFlight(gauge)
-    }
-
-    pub fn observe_inference(&self, model: &str, version: &str, seconds: f64) {
-        self.inference_duration
-            .with_label_values(&[model, version])
-            .observe(seconds);
+    /// One model version's per-request series (see [`VersionSeries`]).
+    pub fn version_series(&self, model: &str, version: &str) -> VersionSeries {
+        VersionSeries {
+            in_flight: self.in_flight.with_label_values(&[model, version]),
+            inference: self.inference_duration.with_label_values(&[model, version]),
+            queue: self.queue_duration.with_label_values(&[model, version]),
+        }
     }
 
     pub fn observe_load(&self, model: &str, seconds: f64) {
@@ -390,7 +411,6 @@ impl Metrics {
         self.load_failures.with_label_values(&[model]).inc();
     }
 
-    /// Replaces the per-version readiness gauges and the loaded count with `(model, version, loaded)` rows.
     /// Rows in one batched run.
     pub fn observe_batch(&self, model: &str, version: &str, rows: usize) {
         self.batch_size
@@ -398,13 +418,7 @@ impl Metrics {
             .observe(rows as f64);
     }
 
-    /// Time a request waited for a session.
-    pub fn observe_queue(&self, model: &str, version: &str, seconds: f64) {
-        self.queue_duration
-            .with_label_values(&[model, version])
-            .observe(seconds);
-    }
-
+    /// Replaces the per-version readiness gauges and the loaded count with `(model, version, loaded)` rows.
     pub fn set_model_states<'a>(&self, states: impl Iterator<Item = (&'a str, u64, bool)>) {
         self.model_ready.reset();
         self.model_info.reset();

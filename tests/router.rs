@@ -215,7 +215,13 @@ async fn panics_become_500s_with_v2_bodies() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(response.headers().contains_key("x-request-id"));
+    // No id was sent: a new UUID v4.
+    let id = response.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(
+        uuid::Uuid::parse_str(id).unwrap().get_version_num(),
+        4,
+        "{id}"
+    );
     // What the request log writes for it.
     let failure = response.extensions().get::<sluice::api::Failure>().unwrap();
     assert_eq!(

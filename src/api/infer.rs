@@ -1,8 +1,7 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: V2 JSON in, V2 JSON out, through the inference tower stack.
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
@@ -30,10 +29,10 @@ pub const VARIANT: HeaderName = HeaderName::from_static("x-sluice-variant");
 pub async fn infer(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    run(&state, call(&model, None, headers, body?)?).await
+    let (headers, body) = headers_and_body(request).await?;
+    run(&state, call(&model, None, headers, body)?).await
 }
 
 #[utoipa::path(
@@ -48,10 +47,19 @@ pub async fn infer(
 pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    run(&state, call(&model, Some(&version), headers, body?)?).await
+    let (headers, body) = headers_and_body(request).await?;
+    run(&state, call(&model, Some(&version), headers, body)?).await
+}
+
+/// The request's headers (moved out: axum's `HeaderMap` extractor would copy them) and its body, read by axum's
+/// `Bytes` extractor (so `DefaultBodyLimit` applies and an over-long body is a 413).
+async fn headers_and_body(request: Request) -> Result<(HeaderMap, Bytes), ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let body = Bytes::from_request(Request::from_parts(parts, body), &()).await?;
+    Ok((headers, body))
 }
 
 /// Triton's binary extension: the length of the JSON header at the start of the body.
@@ -109,7 +117,8 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
             None,
         )
     };
-    let variant = HeaderValue::from_str(&done.variant)
+    // The variant's own buffer becomes the header value (no copy).
+    let variant = HeaderValue::from_maybe_shared(Bytes::from(done.variant))
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let mut reply = (
         [

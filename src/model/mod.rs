@@ -10,7 +10,7 @@ pub mod pool;
 pub mod signature;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use ort::environment::Environment;
 use ort::logging::LogLevel;
@@ -23,6 +23,7 @@ use self::batch::{Batcher, RunBatch};
 pub use self::card::ModelCard;
 pub use self::pool::SessionPool;
 pub use self::signature::{IoKind, IoSpec, Signature};
+use crate::metrics::VersionSeries;
 use crate::monitoring::drift::DriftMonitor;
 use crate::tensor::Tensor;
 
@@ -113,6 +114,8 @@ pub struct ModelVersion {
     batcher: Option<Batcher>,
     /// Shared with the batcher's runs.
     pool: Arc<SessionPool>,
+    /// This version's request metrics, looked up on its first request (`inference`).
+    pub series: OnceLock<VersionSeries>,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -193,6 +196,7 @@ impl ModelVersion {
             drift,
             batcher,
             pool,
+            series: OnceLock::new(),
         })
     }
 

@@ -3,10 +3,11 @@
 //!
 //! The span is at DEBUG level, so it costs nothing unless debug logging is on for this module: an enabled span is
 //! created, formatted and torn down on every request, and with the line per request that used to go with it, cost
-//! 15–20 % of the small model's throughput at the default level (benches/RESULTS.md). The lines written here need no span: this layer sits outside
-//! the router and the request-id layers, so it knows the method and path from the request and the request id,
-//! status, model version and variant from the response; a failure's message comes with the response
-//! ([`Failure`], set by [`crate::api::ApiError`] and the panic handler).
+//! 15–20 % of the small model's throughput at the default level (benches/RESULTS.md). The lines written here need
+//! no span: this layer sits outside the router, between the layer that sets the request id and the one that echoes
+//! it, so it knows the method and path from the request and the request id, status, model version and variant from
+//! the response; a failure's message comes with the response ([`Failure`], set by [`crate::api::ApiError`], the
+//! panic handler and the oversized-body check).
 //!
 //! Levels: a 500 (ONNX Runtime failed, a handler panicked) is an ERROR line; other 4xx/5xx answers (bad input,
 //! shedding, timeouts, which Prometheus counts) are DEBUG lines, so an overload does not also flood the log; with

@@ -247,8 +247,9 @@ pub struct PayloadLogging<S> {
 
 impl<S> Service<InferCall> for PayloadLogging<S>
 where
-    S: Service<InferCall, Response = Inferred, Error = InferenceError> + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<InferCall, Response = Inferred, Error = InferenceError, Future = InferFuture>
+        + Send
+        + 'static,
 {
     type Response = Inferred;
     type Error = InferenceError;
@@ -272,9 +273,12 @@ where
             .filter(|p| {
                 p.sample_rate > 0.0 && rand::rng().random_bool(p.sample_rate.clamp(0.0, 1.0))
             });
-        let sampled = policy.is_some();
+        let Some(policy) = policy else {
+            // Not sampled: nothing to do after the run.
+            return self.inner.call(call);
+        };
         let shadow_wanted = call.capture_inputs;
-        call.capture_inputs |= sampled;
+        call.capture_inputs = true;
         let request_id = call
             .headers
             .get("x-request-id")
@@ -287,30 +291,28 @@ where
         let log = self.log.clone();
         Box::pin(async move {
             let mut done = future.await?;
-            if let Some(policy) = policy {
-                let inputs: Vec<Value> = done
-                    .captured_inputs
-                    .iter()
-                    .flatten()
-                    .filter_map(|t| logged_input(t, &policy))
-                    .collect();
-                let time = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
-                let record = json!({
-                    "time": time,
-                    "request_id": request_id,
-                    "model": done.model.name,
-                    "version": done.model.version.to_string(),
-                    "variant": if variant.is_empty() { done.variant.clone() } else { variant },
-                    "inputs": inputs,
-                    "outputs": done.outputs,
-                    "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
-                });
-                log.offer(&done.model.name, record);
-                if !shadow_wanted {
-                    done.captured_inputs = None;
-                }
+            let inputs: Vec<Value> = done
+                .captured_inputs
+                .iter()
+                .flatten()
+                .filter_map(|t| logged_input(t, &policy))
+                .collect();
+            let time = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let record = json!({
+                "time": time,
+                "request_id": request_id,
+                "model": done.model.name,
+                "version": done.model.version.to_string(),
+                "variant": if variant.is_empty() { done.variant.clone() } else { variant },
+                "inputs": inputs,
+                "outputs": done.outputs,
+                "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
+            });
+            log.offer(&done.model.name, record);
+            if !shadow_wanted {
+                done.captured_inputs = None;
             }
             Ok(done)
         })

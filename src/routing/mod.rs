@@ -106,8 +106,10 @@ impl<S> Routing<S> {
 
 impl<S> Service<InferCall> for Routing<S>
 where
-    S: Service<InferCall, Response = Inferred, Error = InferenceError> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<InferCall, Response = Inferred, Error = InferenceError, Future = InferFuture>
+        + Clone
+        + Send
+        + 'static,
 {
     type Response = Inferred;
     type Error = InferenceError;
@@ -119,16 +121,18 @@ where
 
     fn call(&mut self, mut call: InferCall) -> Self::Future {
         self.route(&mut call);
+        // Only a routed variant's outcomes are recorded (automatic rollback); other requests need nothing after
+        // the run, so their future is passed on as it is.
+        if call.variant == PINNED || call.variant == STABLE {
+            return self.inner.call(call);
+        }
         let (model, variant) = (call.model.clone(), call.variant.clone());
         let table = Arc::clone(&self.table);
         let future = self.inner.call(call);
         Box::pin(async move {
             let result = future.await;
-            if variant != PINNED {
-                let ok =
-                    !matches!(&result, Err(e) if e.outcome() != crate::metrics::Outcome::Success);
-                table.record(&model, &variant, ok);
-            }
+            let ok = !matches!(&result, Err(e) if e.outcome() != crate::metrics::Outcome::Success);
+            table.record(&model, &variant, ok);
             result
         })
     }

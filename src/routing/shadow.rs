@@ -278,8 +278,9 @@ pub struct Shadow<S> {
 
 impl<S> Service<InferCall> for Shadow<S>
 where
-    S: Service<InferCall, Response = Inferred, Error = InferenceError> + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<InferCall, Response = Inferred, Error = InferenceError, Future = InferFuture>
+        + Send
+        + 'static,
 {
     type Response = Inferred;
     type Error = InferenceError;
@@ -298,14 +299,16 @@ where
             .and_then(|a| a.policy.shadow.clone())
             .filter(|s| rand::rng().random_bool(s.sample_rate.clamp(0.0, 1.0)))
             .map(|s| s.version);
-        call.capture_inputs |= shadow_version.is_some();
+        let Some(shadow_version) = shadow_version else {
+            // Not mirrored: nothing to do after the run.
+            return self.inner.call(call);
+        };
+        call.capture_inputs = true;
         let future = self.inner.call(call);
         let mirror = self.mirror.clone();
         Box::pin(async move {
             let mut done = future.await?;
-            if let (Some(shadow_version), Some(inputs)) =
-                (shadow_version, done.captured_inputs.take())
-            {
+            if let Some(inputs) = done.captured_inputs.take() {
                 if shadow_version != done.model.version {
                     mirror.offer(ShadowJob {
                         model: done.model.name.clone(),

@@ -15,7 +15,7 @@ use axum::body::{Bytes, HttpBody};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{BoxError, Json};
+use axum::Json;
 use futures_util::future::{BoxFuture, Either};
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -89,7 +89,6 @@ where
     S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
 {
     type Response = Response;
     type Error = Infallible;

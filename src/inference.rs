@@ -10,6 +10,7 @@
 //! Owns [`InferCall`] / [`Inferred`] (what flows through the stack), [`InferenceError`] (which joins the errors of
 //! each stage) and the per-request metrics. A future gRPC front end would call the same [`Pipeline`].
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,8 +66,9 @@ pub struct InferCall {
     pub headers: HeaderMap,
     /// The V2 JSON body.
     pub body: Bytes,
-    /// The variant label: `pinned` when the client named a version, else set by routing.
-    pub variant: String,
+    /// The variant label: `pinned` when the client named a version, else set by routing (borrowed for `pinned` and
+    /// `stable`, so most requests carry no copy of it).
+    pub variant: Cow<'static, str>,
     /// Set by the shadow layer: keep a copy of the validated inputs for the shadow run.
     pub capture_inputs: bool,
     /// Triton's binary extension: the JSON header is the first this-many bytes of `body`, raw tensor bytes follow.
@@ -74,17 +76,18 @@ pub struct InferCall {
 }
 
 impl InferCall {
-    pub fn new(model: &str, version: Option<&str>, headers: HeaderMap, body: Bytes) -> InferCall {
+    pub fn new(
+        model: String,
+        version: Option<String>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> InferCall {
         InferCall {
-            model: model.to_owned(),
-            version: version.map(str::to_owned),
+            model,
+            variant: Cow::Borrowed(if version.is_some() { PINNED } else { "" }),
+            version,
             headers,
             body,
-            variant: if version.is_some() {
-                PINNED.to_owned()
-            } else {
-                String::new()
-            },
             capture_inputs: false,
             binary_header_len: None,
         }
@@ -97,7 +100,7 @@ pub struct Inferred {
     pub model: Arc<ModelVersion>,
     pub id: Option<String>,
     pub outputs: Vec<Tensor>,
-    pub variant: String,
+    pub variant: Cow<'static, str>,
     /// The validated inputs, when the shadow layer asked for them.
     pub captured_inputs: Option<Vec<Tensor>>,
     /// Outputs the client asked to receive as binary data.
@@ -157,14 +160,13 @@ impl InferenceService {
         let target = self
             .registry
             .resolve(&call.model, call.version.as_deref())?;
-        let version_label = target.version.to_string();
-        let span = tracing::Span::current();
-        span.record("model", call.model.as_str());
-        span.record("version", version_label.as_str());
-        span.record("variant", call.variant.as_str());
         let series = target
             .series
-            .get_or_init(|| self.metrics.version_series(&target.name, &version_label));
+            .get_or_init(|| self.metrics.version_series(&target.name, target.version));
+        let span = tracing::Span::current();
+        span.record("model", call.model.as_str());
+        span.record("version", series.version());
+        span.record("variant", &*call.variant);
         let _in_flight = series.in_flight();
 
         let result = self.run(&target, series, &call).await;
@@ -174,7 +176,7 @@ impl InferenceService {
         };
         let seconds = started.elapsed().as_secs_f64();
         self.metrics
-            .observe_request(&call.model, &version_label, &call.variant, outcome, seconds);
+            .observe_request(&call.model, series, &call.variant, outcome, seconds);
         let ran = result?;
         Ok(Inferred {
             model: target,

@@ -8,6 +8,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::routing::STABLE;
+
 /// Latency buckets in seconds, from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -41,16 +43,26 @@ impl Drop for InFlight {
     }
 }
 
-/// The series every request to one model version updates (in flight, inference time, queue time), looked up by
-/// label once and kept with the version (`ModelVersion::series`) rather than looked up on every request.
+/// The series every request to one model version updates (in flight, inference time, queue time, and the request
+/// count and duration of its commonest case, a successful request to the stable variant), looked up by label once and
+/// kept with the version (`ModelVersion::series`) rather than looked up on every request.
 #[derive(Clone)]
 pub struct VersionSeries {
+    /// The version as a label value.
+    version: String,
     in_flight: prometheus::IntGauge,
     inference: prometheus::Histogram,
     queue: prometheus::Histogram,
+    stable_success: prometheus::IntCounter,
+    stable_duration: prometheus::Histogram,
 }
 
 impl VersionSeries {
+    /// The version as a label value.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.inc();
         InFlight(self.in_flight.clone())
@@ -289,14 +301,21 @@ impl Metrics {
         })
     }
 
+    /// One finished inference request to `series`' version, routed to `variant`.
     pub fn observe_request(
         &self,
         model: &str,
-        version: &str,
+        series: &VersionSeries,
         variant: &str,
         outcome: Outcome,
         seconds: f64,
     ) {
+        if variant == STABLE && outcome == Outcome::Success {
+            series.stable_success.inc();
+            series.stable_duration.observe(seconds);
+            return;
+        }
+        let version = series.version.as_str();
         self.requests
             .with_label_values(&[model, version, variant, outcome.label()])
             .inc();
@@ -393,11 +412,21 @@ impl Metrics {
     }
 
     /// One model version's per-request series (see [`VersionSeries`]).
-    pub fn version_series(&self, model: &str, version: &str) -> VersionSeries {
+    pub fn version_series(&self, model: &str, version: u64) -> VersionSeries {
+        let version = version.to_string();
+        let v = version.as_str();
         VersionSeries {
-            in_flight: self.in_flight.with_label_values(&[model, version]),
-            inference: self.inference_duration.with_label_values(&[model, version]),
-            queue: self.queue_duration.with_label_values(&[model, version]),
+            in_flight: self.in_flight.with_label_values(&[model, v]),
+            inference: self.inference_duration.with_label_values(&[model, v]),
+            queue: self.queue_duration.with_label_values(&[model, v]),
+            stable_success: self.requests.with_label_values(&[
+                model,
+                v,
+                STABLE,
+                Outcome::Success.label(),
+            ]),
+            stable_duration: self.request_duration.with_label_values(&[model, v, STABLE]),
+            version,
         }
     }
 

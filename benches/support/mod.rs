@@ -102,7 +102,7 @@ pub fn infer_request() -> Request<Body> {
 /// The same request as the inference stack receives it from the handler: model `m`, no version, [`BODY`].
 pub fn infer_call() -> InferCall {
     InferCall::new(
-        "m",
+        "m".to_owned(),
         None,
         Default::default(),
         Bytes::from_static(BODY.as_bytes()),

@@ -4,13 +4,14 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use std::borrow::Cow;
 use tower::ServiceExt;
 
 use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::inference::InferCall;
 use crate::model::InferError;
-use crate::tensor::json::{encode_binary_response, InferResponse};
+use crate::tensor::json::{encode_binary_response, encode_response, InferResponse};
 
 /// The version that served the request, also in the body's `model_version`.
 pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
@@ -32,7 +33,7 @@ pub async fn infer(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (headers, body) = headers_and_body(request).await?;
-    run(&state, call(&model, None, headers, body)?).await
+    run(&state, call(model, None, headers, body)?).await
 }
 
 #[utoipa::path(
@@ -50,7 +51,7 @@ pub async fn infer_version(
     request: Request,
 ) -> Result<Response, ApiError> {
     let (headers, body) = headers_and_body(request).await?;
-    run(&state, call(&model, Some(&version), headers, body)?).await
+    run(&state, call(model, Some(version), headers, body)?).await
 }
 
 /// The request's headers (moved out: axum's `HeaderMap` extractor would copy them) and its body, read by axum's
@@ -66,8 +67,8 @@ async fn headers_and_body(request: Request) -> Result<(HeaderMap, Bytes), ApiErr
 pub const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
 fn call(
-    model: &str,
-    version: Option<&str>,
+    model: String,
+    version: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<InferCall, ApiError> {
@@ -95,7 +96,7 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
     let done = state.pipeline.clone().oneshot(call).await?;
     let response = InferResponse {
         model_name: &done.model.name,
-        model_version: done.model.version.to_string(),
+        model_version: done.model.version,
         id: done.id,
         outputs: done.outputs,
     };
@@ -112,14 +113,17 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
         (body, "application/octet-stream", Some(header_len))
     } else {
         (
-            serde_json::to_vec(&response).map_err(encoding_error)?,
+            encode_response(&response).map_err(encoding_error)?,
             "application/json",
             None,
         )
     };
     // The variant's own buffer becomes the header value (no copy).
-    let variant = HeaderValue::from_maybe_shared(Bytes::from(done.variant))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let variant = match done.variant {
+        Cow::Borrowed(name) => HeaderValue::from_static(name),
+        Cow::Owned(name) => HeaderValue::from_maybe_shared(Bytes::from(name))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+    };
     let mut reply = (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),

@@ -61,7 +61,7 @@ pub async fn predict(
         })?;
     let signature = state.registry.resolve(model, None)?.signature.clone();
     let v2 = to_v2(&signature, instances)?;
-    let call = InferCall::new(model, None, headers, Bytes::from(v2.to_string()));
+    let call = InferCall::new(model.to_owned(), None, headers, Bytes::from(v2.to_string()));
     let done = state.pipeline.clone().oneshot(call).await?;
     Ok(Json(
         json!({ "predictions": predictions(&done.outputs, instances.len()) }),

@@ -35,9 +35,9 @@ pub fn to_input(tensor: Tensor) -> Result<(String, SessionInputValue<'static>), 
 }
 
 /// Copies an ONNX Runtime output into a tensor, taking the shape from the actual value.
-pub fn from_output(name: &str, value: &DynValue) -> Result<Tensor, InferError> {
+pub fn from_output(name: String, value: &DynValue) -> Result<Tensor, InferError> {
     let err = |message: String| InferError::Output {
-        output: name.to_owned(),
+        output: name.clone(),
         message,
     };
     let ValueType::Tensor { ty, .. } = value.dtype() else {
@@ -76,9 +76,5 @@ pub fn from_output(name: &str, value: &DynValue) -> Result<Tensor, InferError> {
         .into_iter()
         .map(|d| usize::try_from(d).map_err(|_| err(format!("has a negative dimension {d}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Tensor {
-        name: name.to_owned(),
-        shape,
-        data,
-    })
+    Ok(Tensor { name, shape, data })
 }

@@ -214,7 +214,7 @@ mod tests {
         };
         let (result, _) = pool
             .with_session(rows * 4, |session| {
-                let labels = run(session, vec![input], &["label".to_owned()])?;
+                let labels = run(session, vec![input], vec!["label".to_owned()])?;
                 Ok((std::thread::current().id(), labels))
             })
             .await?;

@@ -8,6 +8,7 @@ pub mod policy;
 pub mod shadow;
 pub mod table;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -72,7 +73,7 @@ impl<S> Routing<S> {
             return;
         }
         let Some(active) = self.table.get(&call.model) else {
-            call.variant = STABLE.to_owned();
+            call.variant = Cow::Borrowed(STABLE);
             return;
         };
         let policy = &active.policy;
@@ -90,7 +91,7 @@ impl<S> Routing<S> {
             // A variant whose version is not ready must not fail requests: they go to stable instead.
             if self.registry.resolve(&call.model, Some(&version)).is_ok() {
                 call.version = Some(version);
-                call.variant = variant.name.clone();
+                call.variant = Cow::Owned(variant.name.clone());
                 return;
             }
             tracing::warn!(model = %call.model, variant = %variant.name, "variant version not ready; routed to stable");
@@ -100,7 +101,7 @@ impl<S> Routing<S> {
             .stable
             .map(|v| v.to_string())
             .filter(|v| self.registry.resolve(&call.model, Some(v)).is_ok());
-        call.variant = STABLE.to_owned();
+        call.variant = Cow::Borrowed(STABLE);
     }
 }
 

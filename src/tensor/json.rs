@@ -283,6 +283,21 @@ fn decode_input(
     Ok(Tensor { name, shape, data })
 }
 
+/// Encodes a response as V2 JSON into one buffer sized from the outputs up front (serde_json's own buffer starts
+/// small and grows by copying).
+pub fn encode_response(response: &InferResponse) -> serde_json::Result<Vec<u8>> {
+    // Names, datatypes and shapes, then about a dozen bytes per element (a typical float and its comma).
+    let estimate = 96
+        + response
+            .outputs
+            .iter()
+            .map(|t| 64 + t.name.len() + 8 * t.shape.len() + 12 * t.data.len())
+            .sum::<usize>();
+    let mut body = Vec::with_capacity(estimate);
+    serde_json::to_writer(&mut body, response)?;
+    Ok(body)
+}
+
 /// Encodes a response in Triton's binary extension: the JSON header (outputs in `binary` carry
 /// `parameters.binary_data_size` instead of `data`) followed by their raw bytes. Returns the body and the header
 /// length (the `Inference-Header-Content-Length` value).
@@ -309,7 +324,7 @@ pub fn encode_binary_response(
         .collect();
     let mut header = serde_json::json!({
         "model_name": response.model_name,
-        "model_version": response.model_version,
+        "model_version": response.model_version.to_string(),
         "outputs": outputs,
     });
     if let Some(id) = &response.id {
@@ -325,10 +340,17 @@ pub fn encode_binary_response(
 #[derive(Debug, Serialize)]
 pub struct InferResponse<'a> {
     pub model_name: &'a str,
-    pub model_version: String,
+    /// A number, written as the string V2 specifies.
+    #[serde(serialize_with = "as_string")]
+    pub model_version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     pub outputs: Vec<Tensor>,
+}
+
+/// Writes a number as a JSON string (formatted straight into the output).
+fn as_string<S: serde::Serializer>(n: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(n)
 }
 
 impl Serialize for Tensor {

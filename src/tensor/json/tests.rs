@@ -181,7 +181,7 @@ fn id_and_requested_outputs_are_kept() {
 fn response_serialises_typed_buffers() {
     let response = InferResponse {
         model_name: "m",
-        model_version: "2".into(),
+        model_version: 2,
         id: Some("r1".into()),
         outputs: vec![
             Tensor {

@@ -6,6 +6,7 @@ Run it through scripts/bench.sh, which installs what it needs. Everything target
 durations.
 """
 
+import functools
 import json
 import os
 import platform
@@ -104,6 +105,7 @@ def latency_ms(out: str, percentile: int) -> float:
 
 
 def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) -> dict:
+    """One measured run: a 2 s warm-up, then `DURATION` s with the server's CPU counted."""
     script = body_file.with_suffix(".lua")
     lines = ['wrk.method = "POST"', f'local f = io.open("{body_file}", "rb")', "wrk.body = f:read(\"*all\")", "f:close()"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
@@ -113,33 +115,49 @@ def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) ->
     # drop out of the latency figures, which then describe only the lucky ones.
     base = ["wrk", "-t", str(threads), "-c", str(concurrency), "--latency", "--timeout", "60s", "-s", str(script)]
     subprocess.run(base + ["-d", "2s", url], capture_output=True)  # warm-up
-    runs = []
-    for _ in range(REPEATS):
+    before = cpu_ticks(pid)
+    out = subprocess.run(base + ["-d", f"{DURATION}s", url], capture_output=True, text=True).stdout
+    cpu = (cpu_ticks(pid) - before) / CLK_TCK / DURATION * 100
+    settle(pid)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": latency_ms(out, 50),
+            "p99_ms": latency_ms(out, 99), "cpu_pct": cpu,
+            "errors": (int(errors.group(1)) if errors else 0) + (sum(map(int, socket.groups())) if socket else 0)}
+
+
+def settle(pid: int, limit: float = 60) -> None:
+    """Waits until the server is idle (at most 1 tick of CPU in 250 ms): a server may still be working through the
+    requests queued when the load generator stopped, which must not run into the next contender's measurement."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
         before = cpu_ticks(pid)
-        out = subprocess.run(base + ["-d", f"{DURATION}s", url], capture_output=True, text=True).stdout
-        cpu = (cpu_ticks(pid) - before) / CLK_TCK / DURATION * 100
-        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        runs.append({"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": latency_ms(out, 50),
-                     "p99_ms": latency_ms(out, 99), "cpu_pct": cpu,
-                     "errors": (int(errors.group(1)) if errors else 0) + (sum(map(int, socket.groups())) if socket else 0)})
-    result = medians(runs, ("rps", "p50_ms", "p99_ms", "cpu_pct"))
+        time.sleep(0.25)
+        if cpu_ticks(pid) - before <= 1:
+            return
+
+
+def repeated(run) -> dict:
+    """`REPEATS` runs of `run`, each figure's median taken on its own, errors summed."""
+    runs = [run() for _ in range(REPEATS)]
+    return summary(runs)
+
+
+def summary(runs: list) -> dict:
+    cpu = [r["cpu_pct"] for r in runs]
+    result = medians(runs, ("rps", "p50_ms", "p99_ms"))
+    result["cpu_pct"] = None if None in cpu else statistics.median(cpu)
     result["errors"] = sum(r["errors"] for r in runs)
     return result
 
 
 def inprocess(model: Path, shape, sessions, intra, concurrency) -> dict:
-    runs = []
-    for _ in range(REPEATS):
-        out = subprocess.run(
-            [str(RELEASE / "examples" / "inprocess"), str(model), ",".join(map(str, shape)), str(sessions), str(intra), str(concurrency), str(DURATION)],
-            capture_output=True, text=True, check=True,
-        ).stdout
-        runs.append(json.loads(out.strip().splitlines()[-1]))
-    result = medians(runs, ("rps", "p50_ms", "p99_ms"))
-    result["cpu_pct"] = None
-    result["errors"] = 0
-    return result
+    """One run of ONNX Runtime in-process for `DURATION` s."""
+    out = subprocess.run(
+        [str(RELEASE / "examples" / "inprocess"), str(model), ",".join(map(str, shape)), str(sessions), str(intra), str(concurrency), str(DURATION)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return {**json.loads(out.strip().splitlines()[-1]), "cpu_pct": None, "errors": 0}
 
 
 def bodies(tmp: Path, name: str, input_name: str, shape) -> dict:
@@ -173,6 +191,7 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
             lambda p: Server([str(RELEASE / "sluice"), "--models", str(repo), "--host", "127.0.0.1", "--port", str(p)], f"http://127.0.0.1:{p}/v2/health/ready",
                              {"SLUICE__LOG__LEVEL": "warn", "SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS": "1024", "SLUICE__LIMITS__MAX_QUEUE_PER_VERSION": "1024"}),
             "/v2/models/m/infer", f"{label}-json.body", json_headers),
+        # The same sluice server as the JSON rows.
         "sluice binary": (None, "/v2/models/m/infer", f"{label}-binary.body", {"Inference-Header-Content-Length": str(info["header_len"]), "Content-Type": "application/octet-stream"}),
         "bare axum + same session": (
             lambda p: BareServer(model, p, shape, sessions, intra, bare_mode),
@@ -184,27 +203,36 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
             lambda p: PyServer("kserve_server.py", model, p, intra, f"http://127.0.0.1:{p}/v2/models/model/ready"),
             "/v2/models/model/infer", f"{label}-json.body", json_headers),
     }
-    for c in CONCURRENCY:
-        r = inprocess(model, shape, sessions, intra, c)
-        results.append({"model": label, "server": "ONNX Runtime in-process", "concurrency": c, **r})
-        print(label, "in-process", c, r, flush=True)
-    sluice = None
-    for name, (start, path, body, headers) in servers.items():
-        port = free_port()
-        if name == "sluice binary":
-            server, port = sluice
-        else:
-            server = start(port)
-        try:
-            for c in CONCURRENCY:
-                r = wrk(f"http://127.0.0.1:{port}{path}", tmp / body, headers, c, server.proc.pid)
+    # Every server starts first and stays up (an idle one uses no CPU). Then at each concurrency every contender,
+    # ONNX Runtime in-process included, is measured once per round, in an order that rotates from round to round: the
+    # runs a target's ratio compares are interleaved seconds apart, not taken minutes apart, so the machine's drift
+    # over minutes (±15 % here) bears on both sides of a ratio alike.
+    started = {}
+    try:
+        for name, (start, path, body, headers) in servers.items():
+            if start is None:
+                started[name] = started["sluice JSON"]
+            else:
+                port = free_port()
+                started[name] = (start(port), port)
+        contenders = {"ONNX Runtime in-process": functools.partial(inprocess, model, shape, sessions, intra)}
+        for name, (_, path, body, headers) in servers.items():
+            server, port = started[name]
+            contenders[name] = functools.partial(wrk, f"http://127.0.0.1:{port}{path}", tmp / body, headers, pid=server.proc.pid)
+        names = list(contenders)
+        for c in CONCURRENCY:
+            runs = {name: [] for name in names}
+            for round_ in range(REPEATS):
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    runs[name].append(contenders[name](c))
+            for name in names:
+                r = summary(runs[name])
                 results.append({"model": label, "server": name, "concurrency": c, **r})
                 print(label, name, c, r, flush=True)
-        finally:
-            # The sluice server serves both its JSON and its binary rows, then stops.
-            if name == "sluice JSON":
-                sluice = (server, port)
-            else:
+    finally:
+        for name, (server, _) in started.items():
+            if name != "sluice binary":
                 server.stop()
 
 
@@ -243,7 +271,7 @@ def batching(tmp: Path, model: Path, label: str, results: list) -> dict:
         server = Server([str(RELEASE / "sluice"), "--models", str(repo), "--host", "127.0.0.1", "--port", str(port)], f"http://127.0.0.1:{port}/v2/health/ready",
                         {"SLUICE__LOG__LEVEL": "warn", "SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS": "1024"})
         try:
-            r = wrk(f"http://127.0.0.1:{port}/v2/models/m/infer", body, {"Content-Type": "application/json"}, 32, server.proc.pid)
+            r = repeated(lambda: wrk(f"http://127.0.0.1:{port}/v2/models/m/infer", body, {"Content-Type": "application/json"}, 32, server.proc.pid))
         finally:
             server.stop()
         out[mode] = r
@@ -308,7 +336,9 @@ def main():
 Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; `{subprocess.run(['rustc', '--version'], capture_output=True, text=True).stdout.strip()}`.
 Command: `scripts/bench.sh` (load generator: `wrk`, loopback only; each point, in-process ones included, is the median
 of {REPEATS} runs of {DURATION} s (after a 2 s warm-up for servers), each figure's median taken on its own; errors —
-non-2xx responses and socket errors, timeouts (60 s) included — are summed).
+non-2xx responses and socket errors, timeouts (60 s) included — are summed). All servers of a model run at once (idle
+while others are measured), and at each concurrency the contenders' runs are interleaved, one each per round in an
+order that rotates between rounds, so the two sides of a ratio are measured seconds apart rather than minutes apart.
 Thread settings: the small model runs on 2 sessions × 1 intra-op thread everywhere; the CNN on 1 session × 2 threads
 (ONNX Runtime in-process uses the same sessions and threads; the Python servers use one session with the same
 intra-op threads). The bare handler runs the session where sluice does: inline on the async worker for the small

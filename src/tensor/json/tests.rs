@@ -204,6 +204,56 @@ fn response_serialises_typed_buffers() {
 }
 
 #[test]
+fn binary_response_header_describes_raw_outputs_and_inlines_the_rest() {
+    let response = InferResponse {
+        model_name: "m",
+        model_version: 3,
+        id: Some("r2".into()),
+        outputs: vec![
+            Tensor {
+                name: "p".into(),
+                shape: vec![1, 2],
+                data: TensorData::Fp32(vec![0.25, -1.5]),
+            },
+            Tensor {
+                name: "s".into(),
+                shape: vec![1],
+                data: TensorData::Bytes(vec!["ok".into()]),
+            },
+            Tensor {
+                name: "l".into(),
+                shape: vec![1],
+                data: TensorData::Int64(vec![7]),
+            },
+        ],
+    };
+    let binary = BinaryOutputs {
+        all: false,
+        named: vec!["p".into(), "s".into()],
+    };
+    let (body, header_len) = encode_binary_response(&response, &binary).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&body[..header_len]).unwrap();
+    assert_eq!(
+        header,
+        serde_json::json!({
+            "model_name": "m", "model_version": "3", "id": "r2",
+            "outputs": [
+                {"name": "p", "datatype": "FP32", "shape": [1, 2], "parameters": {"binary_data_size": 8}},
+                {"name": "s", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}},
+                {"name": "l", "datatype": "INT64", "shape": [1], "data": [7]},
+            ]
+        })
+    );
+    // The raw bytes follow the header in output order: FP32 little-endian, then BYTES with a 4-byte length prefix.
+    let mut raw = Vec::new();
+    raw.extend(0.25f32.to_le_bytes());
+    raw.extend((-1.5f32).to_le_bytes());
+    raw.extend(2u32.to_le_bytes());
+    raw.extend(b"ok");
+    assert_eq!(&body[header_len..], &raw[..]);
+}
+
+#[test]
 fn deep_nesting_is_refused_before_parsing() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let body =

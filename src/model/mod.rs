@@ -258,7 +258,7 @@ fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let runtime = |e: ort::Error| InferError::Runtime(e.to_string());
     // Every output in the model's order (a request that names none): a plain run, without run options to build and
-    // free (about a tenth of a small model's run).
+    // free on every request.
     let all = outputs.len() == session.outputs().len()
         && session
             .outputs()

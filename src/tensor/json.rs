@@ -286,18 +286,19 @@ fn decode_input(
 /// Encodes a response as V2 JSON into one buffer sized from the outputs up front (serde_json's own buffer starts
 /// small and grows by copying).
 pub fn encode_response(response: &InferResponse) -> serde_json::Result<Vec<u8>> {
-    let mut body = Vec::with_capacity(json_size_estimate(&response.outputs));
+    let estimate = ENVELOPE_BYTES + response.outputs.iter().map(json_size).sum::<usize>();
+    let mut body = Vec::with_capacity(estimate);
     serde_json::to_writer(&mut body, response)?;
     Ok(body)
 }
 
-/// About how many bytes a response's JSON takes: names, datatypes and shapes, then about a dozen bytes per element
-/// (a typical float and its comma).
-fn json_size_estimate<'a>(outputs: impl IntoIterator<Item = &'a Tensor>) -> usize {
-    96 + outputs
-        .into_iter()
-        .map(|t| 64 + t.name.len() + 8 * t.shape.len() + 12 * t.data.len())
-        .sum::<usize>()
+/// About how many bytes a response's JSON takes besides its outputs (model name and version, id, punctuation).
+const ENVELOPE_BYTES: usize = 96;
+
+/// About how many bytes an output's JSON takes: name, datatype and shape, then about a dozen bytes per element (a
+/// typical float and its comma).
+fn json_size(t: &Tensor) -> usize {
+    64 + t.name.len() + 8 * t.shape.len() + 12 * t.data.len()
 }
 
 /// Encodes a response in Triton's binary extension: the JSON header (outputs in `binary` carry
@@ -330,10 +331,13 @@ pub fn encode_binary_response(
         id: response.id.as_deref(),
         outputs,
     };
-    // Outputs sent as raw bytes take a fixed-size entry in the header.
-    let (binary_outputs, inline): (Vec<_>, Vec<_>) =
-        header.outputs.iter().partition(|o| o.binary_size.is_some());
-    let estimate = json_size_estimate(inline.iter().map(|o| o.tensor)) + 128 * binary_outputs.len();
+    // An output sent as raw bytes takes a fixed-size entry in the header.
+    let estimate = ENVELOPE_BYTES
+        + header
+            .outputs
+            .iter()
+            .map(|o| o.binary_size.map_or_else(|| json_size(o.tensor), |_| 128))
+            .sum::<usize>();
     let mut body = Vec::with_capacity(estimate + raw.len());
     serde_json::to_writer(&mut body, &header)?;
     let header_len = body.len();

@@ -22,9 +22,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::{DecompressionBody, RequestDecompressionLayer};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 pub use self::access::AccessLayer;
@@ -118,15 +115,12 @@ where
             AUTHORIZATION,
             API_KEY,
         ]))
-        // Accept the caller's x-request-id or make one, before the request span opens so the span carries it.
-        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
-        // The request log and the request span (debug level), outside the request-id echo so a logged response
-        // carries its id, and outside everything that can fail.
+        // The request id (the caller's x-request-id or a new one, echoed on the response), the request span (debug
+        // level) and the request log; outside everything that can fail, so every response carries its id and is
+        // logged.
         .layer(AccessLayer {
             every_request: settings.log.access,
         })
-        // Echo the request id on the response.
-        .layer(PropagateRequestIdLayer::x_request_id())
         // Outside everything that can produce a bare error status (timeout, decompression, panics), so every
         // error leaves in the V2 shape.
         .map_response(errors::v2_error_body)
@@ -145,19 +139,6 @@ where
         // Read by the body extractors after decompression, so it bounds the decompressed size.
         .layer(DefaultBodyLimit::max(settings.server.max_body_bytes));
     stack.service(inner)
-}
-
-/// A random UUID (v4) for a request that brings no `x-request-id`, formatted on the stack: one allocation, where
-/// `tower_http`'s `MakeRequestUuid` makes a `String` first.
-#[derive(Debug, Clone, Copy)]
-struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let mut buffer = uuid::Uuid::encode_buffer();
-        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
-        HeaderValue::from_str(id).ok().map(RequestId::new)
-    }
 }
 
 fn cors(origins: &[String]) -> Option<CorsLayer> {

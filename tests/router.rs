@@ -197,6 +197,51 @@ async fn bad_paths_get_v2_errors() {
     );
 }
 
+/// The inference routes are served ahead of the router when their path needs no decoding; every other spelling goes
+/// through the router to the same handler, and both answer alike.
+#[tokio::test]
+async fn inference_paths_answer_alike_ahead_of_and_through_the_router() {
+    let state = state(None);
+    state.manager.reconcile().await.unwrap();
+    state.registry.set_ready(true);
+    let (status, direct) = call(&state, "POST", "/v2/models/iris/infer", IRIS).await;
+    assert_eq!(status, StatusCode::OK, "{direct}");
+    assert_eq!(direct["model_name"], "iris");
+    for path in [
+        "/v2/models/ir%69s/infer",
+        "/v2/models/iris/versions/%32/infer",
+        "/v2/models/iris/versions/2/infer",
+    ] {
+        assert_eq!(
+            call(&state, "POST", path, IRIS).await,
+            (StatusCode::OK, direct.clone()),
+            "{path}"
+        );
+    }
+    let (status, body) = call(&state, "POST", "/v2/models/iris/versions/9/infer", IRIS).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(&state, "POST", "/v2/models/nope/infer", IRIS).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nope"), "{body}");
+    // Not inference routes: the router's 404 and 405, with V2 bodies.
+    for path in [
+        "/v2/models/iris/infer/",
+        "/v2/models//infer",
+        "/v2/models/iris/x/2/infer",
+    ] {
+        let (status, body) = call(&state, "POST", path, IRIS).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(body["error"].is_string(), "{path}: {body}");
+    }
+    let (status, body) = call(&state, "GET", "/v2/models/iris/infer", "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    // A malformed body is the handler's 400 either way.
+    for path in ["/v2/models/iris/infer", "/v2/models/ir%69s/infer"] {
+        let (status, body) = call(&state, "POST", path, "{").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+}
+
 /// A handler that panics becomes a 500 with a V2 body (with the request id) and a logged reason, and the service
 /// keeps serving.
 #[tokio::test]

@@ -1,11 +1,21 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: V2 JSON in, V2 JSON out, through the inference tower stack.
+//!
+//! Both routes are registered in the router like every other, and [`InferRoutes`] also serves them ahead of the
+//! router: axum's routing (route matching, path extraction into extensions, boxing the route and its handler's
+//! future) cost a small-model request about a tenth of its throughput under load, more than everything else the
+//! router dispatches to (benches/RESULTS.md).
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
-use axum::response::{IntoResponse, Response};
 use std::borrow::Cow;
-use tower::ServiceExt;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::BoxError;
+use futures_util::future::{BoxFuture, Either};
+use tower::{Service, ServiceExt};
 
 use super::openapi;
 use super::{ApiError, AppState, V2Path};
@@ -32,8 +42,7 @@ pub async fn infer(
     V2Path(model): V2Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, body) = headers_and_body(request).await?;
-    run(&state, call(model, None, headers, body)?).await
+    serve(&state, model, None, request).await
 }
 
 #[utoipa::path(
@@ -50,8 +59,86 @@ pub async fn infer_version(
     V2Path((model, version)): V2Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    serve(&state, model, Some(version), request).await
+}
+
+/// Both routes' handler.
+async fn serve(
+    state: &AppState,
+    model: String,
+    version: Option<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (headers, body) = headers_and_body(request).await?;
-    run(&state, call(model, Some(version), headers, body)?).await
+    run(state, call(model, version, headers, body)?).await
+}
+
+/// Serves the two inference routes itself and hands every other request to the router.
+///
+/// Only paths whose model and version segments need no percent-decoding are served here; those, and everything
+/// when API keys are configured (the router checks them per route), go through the router, to the same handler.
+#[derive(Clone)]
+pub struct InferRoutes<R> {
+    state: AppState,
+    router: R,
+    enabled: bool,
+}
+
+impl<R> InferRoutes<R> {
+    /// `enabled: false` sends every request to the router.
+    pub fn new(state: AppState, router: R, enabled: bool) -> InferRoutes<R> {
+        InferRoutes {
+            state,
+            router,
+            enabled,
+        }
+    }
+}
+
+impl<R, B> Service<axum::http::Request<B>> for InferRoutes<R>
+where
+    R: Service<axum::http::Request<B>, Response = Response, Error = Infallible>,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, R::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.router.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        if self.enabled && request.method() == Method::POST {
+            if let Some((model, version)) = infer_path(request.uri().path()) {
+                let (model, version) = (model.to_owned(), version.map(str::to_owned));
+                let state = self.state.clone();
+                return Either::Left(Box::pin(async move {
+                    let request = request.map(Body::new);
+                    Ok(serve(&state, model, version, request).await.into_response())
+                }));
+            }
+        }
+        Either::Right(self.router.call(request))
+    }
+}
+
+/// The model and version of an inference path, as the router would extract them, when no segment needs decoding:
+/// `/v2/models/{model}/infer` or `/v2/models/{model}/versions/{version}/infer`.
+fn infer_path(path: &str) -> Option<(&str, Option<&str>)> {
+    let segments = path.strip_prefix("/v2/models/")?.strip_suffix("/infer")?;
+    let literal = |s: &str| !s.is_empty() && !s.contains('%');
+    let mut parts = segments.split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(model), None, _, _) if literal(model) => Some((model, None)),
+        (Some(model), Some("versions"), Some(version), None)
+            if literal(model) && literal(version) =>
+        {
+            Some((model, Some(version)))
+        }
+        _ => None,
+    }
 }
 
 /// The request's headers (moved out: axum's `HeaderMap` extractor would copy them) and its body, read by axum's
@@ -139,4 +226,38 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
             .insert(HEADER_LENGTH, HeaderValue::from(n));
     }
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::infer_path;
+
+    #[test]
+    fn inference_paths_are_recognised_as_the_router_would_match_them() {
+        assert_eq!(infer_path("/v2/models/iris/infer"), Some(("iris", None)));
+        assert_eq!(
+            infer_path("/v2/models/iris/versions/2/infer"),
+            Some(("iris", Some("2")))
+        );
+        // A model may be called "versions".
+        assert_eq!(
+            infer_path("/v2/models/versions/infer"),
+            Some(("versions", None))
+        );
+        for other in [
+            "/v2/models/iris/infer/",
+            "/v2/models//infer",
+            "/v2/models/iris/versions//infer",
+            "/v2/models/iris/x/2/infer",
+            "/v2/models/iris/versions/2/3/infer",
+            "/v2/models/iris/ready",
+            "/v2/models/infer",
+            "/v1/models/iris/infer",
+            // Percent-encoded segments are decoded by the router.
+            "/v2/models/ir%69s/infer",
+            "/v2/models/iris/versions/%32/infer",
+        ] {
+            assert_eq!(infer_path(other), None, "{other}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use self::error::{ApiError, Failure};
-pub use self::infer::{MODEL_VERSION, VARIANT};
+pub use self::infer::{InferRoutes, MODEL_VERSION, VARIANT};
 use crate::inference::Pipeline;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RepositoryManager};

@@ -51,7 +51,8 @@ where
     let mut protected = api::model_routes();
     // Per route, after routing: unknown paths get 404, not 401. Without keys there is nothing to check, and the
     // layer is left out rather than run on every request.
-    if !api_keys.is_empty() {
+    let open = api_keys.is_empty();
+    if !open {
         protected = protected.route_layer(axum::middleware::from_fn_with_state(
             api_keys,
             auth::require_key,
@@ -64,7 +65,9 @@ where
     if settings.server.metrics_port == 0 {
         routes = routes.merge(api::metrics_routes());
     }
-    let routes = api::with_fallbacks(routes).with_state(state);
+    let routes = api::with_fallbacks(routes).with_state(state.clone());
+    // The inference routes ahead of the router, unless keys must be checked (the router does that per route).
+    let routes = api::InferRoutes::new(state, routes, open);
     with_common_layers(admission.layer(routes), settings)
 }
 

@@ -1,12 +1,19 @@
-//! A request's identity and its log line: the `x-request-id` every request carries (the caller's, or a new UUID v4),
-//! echoed on the response; one log line per failed request (always) and per request (with `log.access`); and the
-//! `request` span that carries a request's context into every log line written while it runs.
+//! The edge of every request: its identity, its log line, panics and the V2 shape of errors.
 //!
-//! The id is set on the request's headers, where everything inside reads it (the span, the log line, payload
-//! logging). One layer does what tower-http's `SetRequestId` and `PropagateRequestId` did with this one between
-//! them: they also stored the id in the request's and the response's extensions (two maps and two entries allocated
-//! per request, which nothing here read), and the three layers together cost a small-model request about 5 % of its
-//! throughput (benches/RESULTS.md).
+//! - The `x-request-id` every request carries (the caller's, or a new UUID v4), set on the request's headers, where
+//!   everything inside reads it (the span, the log line, payload logging), and echoed on the response. tower-http's
+//!   `SetRequestId` and `PropagateRequestId` also stored it in the request's and the response's extensions (two maps
+//!   and two entries allocated per request, which nothing here read).
+//! - A panic anywhere inside, in a service's `call` or while its future is polled, becomes a 500 with a V2 body
+//!   ([`errors::panic_response`]); the connection and the process keep serving.
+//! - A bare error status from a layer inside (the admission timeout's 504, decompression's 415, the oversized-body
+//!   413) gets a V2 body ([`errors::v2_error_body`]).
+//! - One log line per failed request (always) and per request (with `log.access`), and the `request` span that
+//!   carries a request's context into every log line written while it runs.
+//!
+//! One layer and one future do all of it: as separate tower-http layers and a response mapper (request id twice,
+//! panic catching, error bodies) each wrapped the future and the panic catcher boxed the response body again, which
+//! together cost a small-model request several percent of its throughput (benches/RESULTS.md).
 //!
 //! The span is at DEBUG level, so it costs nothing unless debug logging is on for this module: an enabled span is
 //! created, formatted and torn down on every request, and with the line per request that used to go with it, cost
@@ -20,20 +27,26 @@
 //! shedding, timeouts, which Prometheus counts) are DEBUG lines, so an overload does not also flood the log; with
 //! `log.access` every request gets an INFO line.
 
+use std::any::Any;
+use std::convert::Infallible;
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use axum::BoxError;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
+use super::errors;
 use crate::api::Failure;
 
-/// Gives every request an id and logs requests, as described in the module documentation.
+/// Gives every request an id, catches panics, shapes errors and logs requests (see the module documentation).
 #[derive(Debug, Clone, Copy)]
 pub struct AccessLayer {
     /// An INFO line for every request, not only for failures.
@@ -59,10 +72,12 @@ pub struct Access<S> {
 
 impl<S, B, ResBody> Service<Request<B>> for Access<S>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<ResBody>;
-    type Error = S::Error;
+    type Response = Response<Body>;
+    type Error = Infallible;
     type Future = AccessFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -90,8 +105,13 @@ where
         );
         let method = request.method().clone();
         let uri = request.uri().clone();
+        let (inner, panicked) = match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+            Ok(inner) => (Some(inner.instrument(span)), None),
+            Err(panic) => (None, Some(panic)),
+        };
         AccessFuture {
-            inner: self.inner.call(request).instrument(span),
+            inner,
+            panicked,
             started: self.every_request.then(Instant::now),
             id: Some(id),
             method,
@@ -102,8 +122,10 @@ where
 
 pin_project! {
     pub struct AccessFuture<F> {
+        // `None` when calling the inner service panicked.
         #[pin]
-        inner: Instrumented<F>,
+        inner: Option<Instrumented<F>>,
+        panicked: Option<Box<dyn Any + Send>>,
         // Set when every request is logged (the line carries the latency).
         started: Option<Instant>,
         // The request's id, for the response (taken when it is ready).
@@ -113,22 +135,34 @@ pin_project! {
     }
 }
 
-impl<F, ResBody, E> Future for AccessFuture<F>
+impl<F, ResBody> Future for AccessFuture<F>
 where
-    F: Future<Output = Result<Response<ResBody>, E>>,
+    F: Future<Output = Result<Response<ResBody>, Infallible>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
-    type Output = Result<Response<ResBody>, E>;
+    type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut result = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &mut result {
-            if let Some(id) = this.id.take() {
-                response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
-            }
-            log(response, this.method, this.uri, *this.started);
+        let mut response = match this.inner.as_pin_mut() {
+            Some(inner) => match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Ok(response))) => errors::v2_error_body(response),
+                Ok(Poll::Ready(Err(never))) => match never {},
+                Err(panic) => errors::panic_response(panic),
+            },
+            None => errors::panic_response(
+                this.panicked
+                    .take()
+                    .unwrap_or_else(|| Box::new("polled after completion")),
+            ),
+        };
+        if let Some(id) = this.id.take() {
+            response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
         }
-        Poll::Ready(result)
+        log(&response, this.method, this.uri, *this.started);
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -262,5 +296,67 @@ mod tests {
             .unwrap();
         let response = service.oneshot(request).await.unwrap();
         assert_eq!(response.headers()[&X_REQUEST_ID], "from-handler");
+    }
+
+    /// A service that panics in `call` itself (not in its future).
+    #[derive(Clone)]
+    struct PanicsInCall;
+
+    impl Service<Request<Body>> for PanicsInCall {
+        type Response = Response<Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Response<Body>, std::convert::Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            panic!("in call")
+        }
+    }
+
+    #[tokio::test]
+    async fn panics_in_call_or_while_polled_become_500s_with_v2_bodies_and_ids() {
+        let in_call = AccessLayer {
+            every_request: false,
+        }
+        .layer(PanicsInCall);
+        let while_polled = AccessLayer {
+            every_request: false,
+        }
+        .layer(tower::service_fn(|_: Request<Body>| async {
+            if true {
+                panic!("while polled");
+            }
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        }));
+        let request = || {
+            Request::builder()
+                .header("x-request-id", "panicky")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let responses = [
+            (in_call.oneshot(request()).await.unwrap(), "in call"),
+            (
+                while_polled.oneshot(request()).await.unwrap(),
+                "while polled",
+            ),
+        ];
+        for (response, what) in responses {
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(response.headers()[&X_REQUEST_ID], "panicky");
+            let failure = response.extensions().get::<Failure>().unwrap();
+            assert!(failure.0.ends_with(what), "{}", failure.0);
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(
+                body["error"].as_str().unwrap().contains("internal error"),
+                "{body}"
+            );
+        }
     }
 }

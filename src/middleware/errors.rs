@@ -1,6 +1,7 @@
 //! Gives every error response the V2 shape. Errors from our handlers already are `{"error": …}`; this rewrites the
 //! bare ones that layers produce (the admission layer's timeout 504, decompression 415, the oversized-body 413 with
-//! its reason attached as [`Failure`]; panics are handled by `catch_panic`).
+//! its reason attached as [`Failure`]) and answers for a panic. Both are applied by the edge layer
+//! ([`super::access`]).
 
 use std::sync::Arc;
 
@@ -11,8 +12,7 @@ use axum::response::Response;
 
 use crate::api::Failure;
 
-/// A response mapper (`tower::ServiceBuilder::map_response`, synchronous, so it adds no future of its own): a
-/// 4xx/5xx without a JSON body gets one that names the problem.
+/// A 4xx/5xx without a JSON body gets one that names the problem.
 pub fn v2_error_body<B>(response: Response<B>) -> Response
 where
     B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
@@ -54,7 +54,7 @@ where
     Response::from_parts(parts, Body::from(body))
 }
 
-/// `tower_http::catch_panic`'s response: a 500 with a V2 body; the process keeps serving.
+/// The answer for a panic: a 500 with a V2 body; the process keeps serving.
 pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = panic
         .downcast_ref::<&str>()

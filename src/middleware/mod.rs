@@ -3,6 +3,7 @@
 
 mod access;
 mod auth;
+mod compress;
 mod errors;
 mod limits;
 mod overload;
@@ -18,14 +19,13 @@ use axum::http::{HeaderName, HeaderValue, Request};
 use axum::response::Response;
 use axum::{BoxError, Router};
 use tower::{Layer, Service, ServiceBuilder};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::{DecompressionBody, RequestDecompressionLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 pub use self::access::AccessLayer;
 pub use self::auth::ApiKeys;
+use self::compress::CompressWhenAskedLayer;
 use self::limits::RefuseOversizedLayer;
 pub use self::overload::Overload;
 use crate::api::{self, AppState};
@@ -119,20 +119,16 @@ where
             API_KEY,
         ]))
         // The request id (the caller's x-request-id or a new one, echoed on the response), the request span (debug
-        // level) and the request log; outside everything that can fail, so every response carries its id and is
-        // logged.
+        // level), the request log, panics turned into 500s and bare error statuses (timeout, decompression) given
+        // V2 bodies; outside everything that can fail, so every response carries its id, is logged and leaves in
+        // the V2 shape, and a panic anywhere inside leaves the connection and the process serving.
         .layer(AccessLayer {
             every_request: settings.log.access,
         })
-        // Outside everything that can produce a bare error status (timeout, decompression, panics), so every
-        // error leaves in the V2 shape.
-        .map_response(errors::v2_error_body)
-        // A panicking handler becomes a 500; the connection and the process survive.
-        .layer(CatchPanicLayer::custom(errors::panic_response))
         // CORS before authentication, so preflight requests are answered without credentials.
         .option_layer(cors)
         // Compress responses for clients that accept it.
-        .layer(CompressionLayer::new())
+        .layer(CompressWhenAskedLayer)
         // A declared body over the limit is refused before decompression or any handler.
         .layer(RefuseOversizedLayer {
             max_body_bytes: settings.server.max_body_bytes,

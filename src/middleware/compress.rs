@@ -23,22 +23,20 @@ use tower_http::compression::{Compression, CompressionBody, CompressionLayer};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CompressWhenAskedLayer;
 
-impl<S: Clone> Layer<S> for CompressWhenAskedLayer {
+impl<S> Layer<S> for CompressWhenAskedLayer {
     type Service = CompressWhenAsked<S>;
 
     fn layer(&self, inner: S) -> CompressWhenAsked<S> {
         CompressWhenAsked {
-            compressing: CompressionLayer::new().layer(inner.clone()),
-            plain: inner,
+            compressing: CompressionLayer::new().layer(inner),
         }
     }
 }
 
-/// The same inner service twice: behind `Compression`, and as it is.
+/// The inner service behind `Compression`, which is called directly when the client does not ask.
 #[derive(Clone)]
 pub struct CompressWhenAsked<S> {
     compressing: Compression<S>,
-    plain: S,
 }
 
 type Compressed<F, B> = Map<
@@ -58,14 +56,8 @@ where
     type Future = Either<Compressed<S::Future, ResBody>, Plain<S::Future, ResBody>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Either may serve the next request: both must be ready.
-        let compressing = self.compressing.poll_ready(cx)?;
-        let plain = self.plain.poll_ready(cx)?;
-        if compressing.is_ready() && plain.is_ready() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
+        // `Compression` is ready when the inner service is.
+        self.compressing.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
@@ -76,7 +68,12 @@ where
                     .map(into_axum_body::<CompressionBody<ResBody>>),
             )
         } else {
-            Either::Right(self.plain.call(request).map(add_vary::<ResBody>))
+            Either::Right(
+                self.compressing
+                    .get_mut()
+                    .call(request)
+                    .map(add_vary::<ResBody>),
+            )
         }
     }
 }

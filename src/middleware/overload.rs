@@ -71,7 +71,7 @@ impl<S> Layer<S> for Overload {
     fn layer(&self, inner: S) -> Admission<S> {
         Admission {
             inner,
-            overload: self.clone(),
+            overload: Arc::new(self.clone()),
         }
     }
 }
@@ -81,7 +81,9 @@ impl<S> Layer<S> for Overload {
 #[derive(Clone)]
 pub struct Admission<S> {
     inner: S,
-    overload: Overload,
+    /// Shared: the whole middleware stack is cloned for every request (hyper's service adapter does), so a clone
+    /// here is one reference count, not one per field.
+    overload: Arc<Overload>,
 }
 
 impl<S, B> Service<Request<B>> for Admission<S>
@@ -99,17 +101,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The service that was polled ready serves this request; the clone is left for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let overload = &self.overload;
         if unlimited(request.uri().path()) {
-            return Either::Right(Box::pin(inner.call(request)));
+            return Either::Right(Box::pin(self.inner.call(request)));
         }
         // A free slot is taken at once: the common case, without allocating.
         if let Ok(permit) = Arc::clone(&overload.running).try_acquire_owned() {
             return Either::Left(Admitted {
-                inner: tokio::time::timeout(overload.timeout, inner.call(request)),
+                inner: tokio::time::timeout(overload.timeout, self.inner.call(request)),
                 _permit: permit,
             });
         }
@@ -123,6 +122,9 @@ where
                 Ok(refuse())
             }));
         }
+        // The service that was polled ready serves this request when it gets a slot; a clone is left for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let queued = Queued(Arc::clone(&overload.queued));
         let running = Arc::clone(&overload.running);
         let waited = async move {

@@ -107,8 +107,6 @@ mod tests {
     use axum::http::header::CONTENT_ENCODING;
     use axum::routing::get;
     use axum::Router;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     use super::*;
 
@@ -126,13 +124,7 @@ mod tests {
         if let Some(accept) = accept {
             request = request.header(ACCEPT_ENCODING, accept);
         }
-        let response = app()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let (parts, body) = response.into_parts();
-        let bytes = body.collect().await.unwrap().to_bytes();
-        (Response::from_parts(parts, Body::empty()), bytes)
+        super::super::respond(app(), request.body(Body::empty()).unwrap()).await
     }
 
     #[tokio::test]

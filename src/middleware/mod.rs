@@ -4,6 +4,7 @@
 mod access;
 mod auth;
 mod compress;
+mod decompress;
 mod errors;
 mod limits;
 mod overload;
@@ -12,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Bytes, HttpBody};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderName, HeaderValue, Request};
@@ -20,12 +21,12 @@ use axum::response::Response;
 use axum::{BoxError, Router};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::decompression::{DecompressionBody, RequestDecompressionLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 pub use self::access::AccessLayer;
 pub use self::auth::ApiKeys;
 use self::compress::CompressWhenAskedLayer;
+use self::decompress::DecompressWhenEncodedLayer;
 use self::limits::RefuseOversizedLayer;
 pub use self::overload::Overload;
 use crate::api::{self, AppState};
@@ -102,7 +103,7 @@ pub fn metrics_app(state: AppState) -> Router {
 /// only when keys are configured, is such a function.
 pub fn with_common_layers<S, B>(inner: S, settings: &Settings) -> impl App<B>
 where
-    S: Service<Request<DecompressionBody<B>>, Response = Response, Error = Infallible>
+    S: Service<Request<Body>, Response = Response, Error = Infallible>
         + Clone
         + Send
         + Sync
@@ -133,8 +134,9 @@ where
         .layer(RefuseOversizedLayer {
             max_body_bytes: settings.server.max_body_bytes,
         })
-        // Inflate gzip/deflate request bodies; the body limit above applies to the inflated bytes.
-        .layer(RequestDecompressionLayer::new())
+        // Inflate gzip/deflate request bodies (requests without Content-Encoding skip it); the body limit below
+        // applies to the inflated bytes.
+        .layer(DecompressWhenEncodedLayer)
         // Read by the body extractors after decompression, so it bounds the decompressed size.
         .layer(DefaultBodyLimit::max(settings.server.max_body_bytes));
     stack.service(inner)
@@ -155,4 +157,17 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
             .allow_headers([AUTHORIZATION, API_KEY, axum::http::header::CONTENT_TYPE]),
     )
+}
+
+/// Sends `request` through `service` and returns the response's head and its whole body (the layers' unit tests).
+#[cfg(test)]
+async fn respond<S>(service: S, request: Request<Body>) -> (Response, Bytes)
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let (parts, body) = service.oneshot(request).await.unwrap().into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (Response::from_parts(parts, Body::empty()), bytes)
 }

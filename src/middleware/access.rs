@@ -1,5 +1,9 @@
-//! The edge of every request: its identity, its log line, panics and the V2 shape of errors.
+//! The edge of every request: its credentials hidden, its identity, its log line, panics and the V2 shape of errors.
 //!
+//! - Credentials (`Authorization`, `x-api-key`) are marked sensitive first, so nothing inside (the span, any debug
+//!   formatting of the headers) ever prints them. tower-http's `SetSensitiveRequestHeaders` did that as a layer of
+//!   its own and looked each name up with `HeaderMap::entry`, which reserves room for an insert: a request's map,
+//!   parsed to its exact size, was reallocated on every request, credentials or not.
 //! - The `x-request-id` every request carries (the caller's, or a new UUID v4), set on the request's headers, where
 //!   everything inside reads it (the span, the log line, payload logging), and echoed on the response. tower-http's
 //!   `SetRequestId` and `PropagateRequestId` also stored it in the request's and the response's extensions (two maps
@@ -36,6 +40,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
+use axum::http::header::{Entry, AUTHORIZATION};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use axum::BoxError;
 use pin_project_lite::pin_project;
@@ -85,6 +90,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        mark_sensitive(request.headers_mut());
         let id = match request.headers().get(&X_REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
@@ -167,6 +173,23 @@ where
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request headers that carry credentials.
+const CREDENTIALS: [HeaderName; 2] = [AUTHORIZATION, super::API_KEY];
+
+/// Marks every credential header sensitive. `contains_key` first: `entry` would reserve room for an insert.
+fn mark_sensitive(headers: &mut HeaderMap) {
+    for name in &CREDENTIALS {
+        if !headers.contains_key(name) {
+            continue;
+        }
+        if let Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
+    }
+}
 
 /// A random UUID (v4), formatted on the stack: one allocation, for the header value.
 fn new_request_id() -> HeaderValue {
@@ -358,5 +381,44 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn credentials_reach_the_inside_marked_sensitive_and_other_headers_do_not() {
+        let service = AccessLayer {
+            every_request: false,
+        }
+        .layer(tower::service_fn(|request: Request<Body>| async move {
+            let sensitive = |name: &str| {
+                let values: Vec<bool> = request
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .map(HeaderValue::is_sensitive)
+                    .collect();
+                format!("{name}={values:?}")
+            };
+            let seen = [
+                sensitive("authorization"),
+                sensitive("x-api-key"),
+                sensitive("content-type"),
+            ];
+            Ok(Response::new(Body::from(seen.join(" "))))
+        }));
+        let request = Request::builder()
+            .header("authorization", "Bearer secret")
+            .header("x-api-key", "one")
+            .header("x-api-key", "two")
+            .header("content-type", "application/json")
+            .body(Body::empty())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(
+            body,
+            "authorization=[true] x-api-key=[true, true] content-type=[false]"
+        );
     }
 }

@@ -21,7 +21,6 @@ use axum::response::Response;
 use axum::{BoxError, Router};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 pub use self::access::AccessLayer;
 pub use self::auth::ApiKeys;
@@ -114,12 +113,7 @@ where
 {
     let cors = cors(&settings.server.cors_allowed_origins);
     let stack = ServiceBuilder::new()
-        // First: mark credentials sensitive, so no later layer (tracing in particular) ever logs them.
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            AUTHORIZATION,
-            API_KEY,
-        ]))
-        // The request id (the caller's x-request-id or a new one, echoed on the response), the request span (debug
+        // First: credentials marked sensitive (so nothing inside ever logs them), the request id (the caller's x-request-id or a new one, echoed on the response), the request span (debug
         // level), the request log, panics turned into 500s and bare error statuses (timeout, decompression) given
         // V2 bodies; outside everything that can fail, so every response carries its id, is logged and leaves in
         // the V2 shape, and a panic anywhere inside leaves the connection and the process serving.

@@ -211,20 +211,16 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
         Cow::Owned(name) => HeaderValue::from_maybe_shared(Bytes::from(name))
             .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
     };
-    let mut reply = (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (MODEL_VERSION, HeaderValue::from(done.model.version)),
-            (VARIANT, variant),
-        ],
-        body,
-    )
-        .into_response();
+    // Sized for these and the two the edge adds (x-request-id, vary), so no insert grows it.
+    let mut headers = HeaderMap::with_capacity(6);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(MODEL_VERSION, HeaderValue::from(done.model.version));
+    headers.insert(VARIANT, variant);
     if let Some(n) = header_len {
-        reply
-            .headers_mut()
-            .insert(HEADER_LENGTH, HeaderValue::from(n));
+        headers.insert(HEADER_LENGTH, HeaderValue::from(n));
     }
+    let mut reply = Response::new(Body::from(body));
+    *reply.headers_mut() = headers;
     Ok(reply)
 }
 

@@ -134,10 +134,11 @@ impl SessionPool {
         F: FnOnce(&mut Session) -> Result<T, InferError> + Send + 'static,
         T: Send + 'static,
     {
-        let waited_from = Instant::now();
-        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => permit,
+        // A free session is taken at once (the common case): the wait is zero and needs no clock.
+        let (permit, waited) = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => (permit, Duration::ZERO),
             Err(_) => {
+                let waited_from = Instant::now();
                 if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
                     self.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(InferError::Overloaded {
@@ -145,10 +146,11 @@ impl SessionPool {
                     });
                 }
                 let _waiting = Waiting(Arc::clone(&self.waiting));
-                Arc::clone(&self.permits)
+                let permit = Arc::clone(&self.permits)
                     .acquire_owned()
                     .await
-                    .map_err(|_| InferError::Internal("session pool closed".into()))?
+                    .map_err(|_| InferError::Internal("session pool closed".into()))?;
+                (permit, waited_from.elapsed())
             }
         };
         let index = self
@@ -157,7 +159,6 @@ impl SessionPool {
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
             .ok_or_else(|| InferError::Internal("no idle session despite a permit".into()))?;
-        let waited = waited_from.elapsed();
         let guard = SlotGuard {
             index,
             idle: Arc::clone(&self.idle),

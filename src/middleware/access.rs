@@ -3,7 +3,7 @@
 //! - Credentials (`Authorization`, `x-api-key`) are marked sensitive first, so nothing inside (the span, any debug
 //!   formatting of the headers) ever prints them. tower-http's `SetSensitiveRequestHeaders` did that as a layer of
 //!   its own and looked each name up with `HeaderMap::entry`, which reserves room for an insert: a request's map,
-//!   parsed to its exact size, was reallocated on every request, credentials or not.
+//!   parsed to its exact size, was reallocated there whenever it was full, credentials or not.
 //! - The `x-request-id` every request carries (the caller's, or a new UUID v4), set on the request's headers, where
 //!   everything inside reads it (the span, the log line, payload logging), and echoed on the response. tower-http's
 //!   `SetRequestId` and `PropagateRequestId` also stored it in the request's and the response's extensions (two maps

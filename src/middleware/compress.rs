@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::header::{ACCEPT_ENCODING, VARY};
 use axum::http::{HeaderValue, Request};
 use axum::response::Response;
@@ -18,6 +18,8 @@ use futures_util::future::{Either, Map};
 use futures_util::FutureExt;
 use tower::{Layer, Service};
 use tower_http::compression::{Compression, CompressionBody, CompressionLayer};
+
+use super::into_axum_body;
 
 /// Compresses responses to requests that carry `Accept-Encoding`; see the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,14 +78,6 @@ where
             )
         }
     }
-}
-
-fn into_axum_body<B>(result: Result<Response<B>, Infallible>) -> Result<Response, Infallible>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    result.map(|response| response.map(Body::new))
 }
 
 fn add_vary<B>(result: Result<Response<B>, Infallible>) -> Result<Response, Infallible>

@@ -22,6 +22,8 @@ use tower_http::decompression::{
     RequestDecompression, RequestDecompressionFuture, RequestDecompressionLayer,
 };
 
+use super::into_axum_body;
+
 /// Inflates request bodies that carry `Content-Encoding`; see the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DecompressWhenEncodedLayer;
@@ -42,11 +44,12 @@ pub struct DecompressWhenEncoded<S> {
     decompressing: RequestDecompression<AxumBody<S>>,
 }
 
+/// The response body `RequestDecompression` returns.
+type Inflated = tower_http::body::UnsyncBoxBody<Bytes, BoxError>;
+
 type Decompressed<F> = Map<
     RequestDecompressionFuture<F, Body, Infallible>,
-    fn(
-        Result<Response<tower_http::body::UnsyncBoxBody<Bytes, BoxError>>, Infallible>,
-    ) -> Result<Response, Infallible>,
+    fn(Result<Response<Inflated>, Infallible>) -> Result<Response, Infallible>,
 >;
 
 impl<S, B> Service<Request<B>> for DecompressWhenEncoded<S>
@@ -66,7 +69,11 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if request.headers().contains_key(CONTENT_ENCODING) {
-            Either::Left(self.decompressing.call(request).map(into_axum_body))
+            Either::Left(
+                self.decompressing
+                    .call(request)
+                    .map(into_axum_body::<Inflated>),
+            )
         } else {
             Either::Right(
                 self.decompressing
@@ -76,12 +83,6 @@ where
             )
         }
     }
-}
-
-fn into_axum_body(
-    result: Result<Response<tower_http::body::UnsyncBoxBody<Bytes, BoxError>>, Infallible>,
-) -> Result<Response, Infallible> {
-    result.map(|response| response.map(Body::new))
 }
 
 /// Hands the inflating body to the inner service as axum's `Body`, so both kinds of request reach it alike.

@@ -113,9 +113,9 @@ where
 {
     let cors = cors(&settings.server.cors_allowed_origins);
     let stack = ServiceBuilder::new()
-        // First: credentials marked sensitive (so nothing inside ever logs them), the request id (the caller's x-request-id or a new one, echoed on the response), the request span (debug
-        // level), the request log, panics turned into 500s and bare error statuses (timeout, decompression) given
-        // V2 bodies; outside everything that can fail, so every response carries its id, is logged and leaves in
+        // First: credentials marked sensitive (so nothing inside ever logs them), the request id (the caller's
+        // x-request-id or a new one, echoed on the response), the request span (debug level), the request log,
+        // panics turned into 500s and bare error statuses (timeout, decompression, oversized body) given V2 bodies; outside everything that can fail, so every response carries its id, is logged and leaves in
         // the V2 shape, and a panic anywhere inside leaves the connection and the process serving.
         .layer(AccessLayer {
             every_request: settings.log.access,
@@ -151,6 +151,16 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
             .allow_headers([AUTHORIZATION, API_KEY, axum::http::header::CONTENT_TYPE]),
     )
+}
+
+/// A response with any body as one with axum's `Body` (a no-op for `Body` itself): the conditional layers' branches
+/// must agree on one response type.
+fn into_axum_body<B>(result: Result<Response<B>, Infallible>) -> Result<Response, Infallible>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    result.map(|response| response.map(Body::new))
 }
 
 /// Sends `request` through `service` and returns the response's head and its whole body (the layers' unit tests).

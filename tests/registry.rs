@@ -444,11 +444,17 @@ fn management_api_index_load_unload_and_errors() {
 fn default_version_rolls_back_by_call_or_config_line() {
     let repo = common::repo_with(&["iris"]);
     let server = start(repo.path());
-    let loads_before = server
-        .logs()
-        .iter()
-        .filter(|l| l.contains("model version loaded"))
-        .count();
+    let loads = || {
+        server
+            .logs()
+            .iter()
+            .filter(|l| l.contains("model version loaded"))
+            .count()
+    };
+    // The log is read from the server's output on a thread of its own, so readiness can come before both versions'
+    // load lines have been read: wait for them before taking the count.
+    wait_for("both versions' load lines", || loads() == 2);
+    let loads_before = loads();
     let served = || {
         let response = client()
             .post(server.url("/v2/models/iris/infer"))
@@ -512,11 +518,7 @@ fn default_version_rolls_back_by_call_or_config_line() {
         .replace("default_version = 2", "default_version = 1");
     std::fs::write(&toml, text).unwrap();
     wait_for("the config line to apply", || served() == "1");
-    let loads_after = server
-        .logs()
-        .iter()
-        .filter(|l| l.contains("model version loaded"))
-        .count();
+    let loads_after = loads();
     assert_eq!(
         loads_before, loads_after,
         "rollback must not reload sessions"

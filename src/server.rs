@@ -359,6 +359,7 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         mirror,
         manager: Arc::new(manager),
         admin_token: admin_token.map(Arc::from),
+        max_body_bytes: settings.server.max_body_bytes,
     }))
 }
 

@@ -22,6 +22,10 @@ pub enum ApiError {
     Registry(#[from] RegistryError),
     #[error("request body rejected: {0}")]
     Body(#[from] BytesRejection),
+    #[error("request body too large: more than {limit} bytes (server.max_body_bytes)")]
+    BodyTooLarge { limit: usize },
+    #[error("request body could not be read: {0}")]
+    BodyUnreadable(String),
     #[error("invalid path: {0}")]
     Path(#[from] PathRejection),
     #[error(transparent)]
@@ -64,6 +68,8 @@ impl ApiError {
             },
             ApiError::Registry(r) => registry_status(r),
             ApiError::Body(rejection) => rejection.status(),
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             ApiError::Path(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Manage(e) => match e {
                 ManageError::UnknownModel(_) => StatusCode::NOT_FOUND,

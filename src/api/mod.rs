@@ -58,6 +58,8 @@ pub struct Shared {
     pub manager: Arc<RepositoryManager>,
     /// The management API's bearer token; `None` disables the API.
     pub admin_token: Option<Arc<str>>,
+    /// The largest request body the inference handlers read, counted after decompression (`server.max_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 /// `axum::extract::Path` whose rejection is an [`ApiError`] (so a bad path gets a V2 error body too).

@@ -1,7 +1,7 @@
 //! Refuses a body whose declared `Content-Length` is over `server.max_body_bytes` with 413 before any handler
 //! runs. The body is read and discarded (bounded), so the client receives the 413 instead of a reset connection.
-//! Bodies without a length (chunked, or compressed and inflating past the limit) are stopped by the body
-//! extractors' `DefaultBodyLimit`.
+//! Bodies without a length (chunked, or compressed and inflating past the limit) are stopped while they are read:
+//! by the inference handlers' own limit, and by `DefaultBodyLimit` for the router's body extractors.
 //!
 //! A tower layer with its own future: it sees every request, and only a refusal allocates.
 

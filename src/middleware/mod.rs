@@ -65,7 +65,10 @@ where
     if settings.server.metrics_port == 0 {
         routes = routes.merge(api::metrics_routes());
     }
-    let routes = api::with_fallbacks(routes).with_state(state.clone());
+    // The router's body extractors read their limit from a request extension; the inference handlers apply
+    // `state.max_body_bytes` themselves, so the inference path is spared that extension.
+    let routes = DefaultBodyLimit::max(settings.server.max_body_bytes)
+        .layer(api::with_fallbacks(routes).with_state(state.clone()));
     // The inference routes ahead of the router, unless keys must be checked (the router does that per route).
     let routes = api::InferRoutes::new(state, routes, open);
     with_common_layers(admission.layer(routes), settings)
@@ -95,7 +98,7 @@ pub fn metrics_app(state: AppState) -> Router {
 }
 
 /// Wraps `inner` (the router, with admission) in the layers every route shares (request id, request log, V2 errors,
-/// panics, CORS, compression, body limits): one concrete stack of tower layers around the whole router, served as
+/// panics, CORS, compression, the declared-size body limit): one concrete stack of tower layers around the whole router, served as
 /// it is (no outer router). `Router::layer` would box every route once per layer and clone that box on every
 /// request, and axum's middleware functions box their future and the rest of the stack on every request; on a
 /// small model those cost more than the inference itself (benches/RESULTS.md). Only API-key checking, which runs
@@ -128,11 +131,9 @@ where
         .layer(RefuseOversizedLayer {
             max_body_bytes: settings.server.max_body_bytes,
         })
-        // Inflate gzip/deflate request bodies (requests without Content-Encoding skip it); the body limit below
-        // applies to the inflated bytes.
-        .layer(DecompressWhenEncodedLayer)
-        // Read by the body extractors after decompression, so it bounds the decompressed size.
-        .layer(DefaultBodyLimit::max(settings.server.max_body_bytes));
+        // Inflate gzip/deflate request bodies (requests without Content-Encoding skip it); the body limits inside
+        // (the inference handlers' own and `DefaultBodyLimit` around the router) count the inflated bytes.
+        .layer(DecompressWhenEncodedLayer);
     stack.service(inner)
 }
 

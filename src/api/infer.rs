@@ -145,18 +145,42 @@ fn infer_path(path: &str) -> Option<(&str, Option<&str>)> {
 /// The request's headers (moved out: axum's `HeaderMap` extractor would copy them) and its whole body, at most
 /// `limit` bytes after decompression (more is a 413). Read here rather than by axum's `Bytes` extractor, which
 /// takes its limit from a request extension that `DefaultBodyLimit` would have to insert into every request: an
-/// allocation and a map, about 5 % of a small model's request CPU (benches/RESULTS.md).
+/// allocation and a map, about 8 % of a small model's request CPU (benches/RESULTS.md).
 async fn headers_and_body(request: Request, limit: usize) -> Result<(HeaderMap, Bytes), ApiError> {
     let (parts, body) = request.into_parts();
-    let body = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| match e.downcast_ref::<LengthLimitError>() {
+    let body = read_body(Limited::new(body, limit)).await.map_err(|e| {
+        match e.downcast_ref::<LengthLimitError>() {
             Some(_) => ApiError::BodyTooLarge { limit },
             None => ApiError::BodyUnreadable(e.to_string()),
-        })?
-        .to_bytes();
+        }
+    })?;
     Ok((parts.headers, body))
+}
+
+/// A body's data frames as one buffer (trailers are ignored). A body that arrives in one frame, as a small request
+/// does, is returned as it is, without the frame list `BodyExt::collect` allocates for every body.
+async fn read_body<B>(mut body: B) -> Result<Bytes, B::Error>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    let mut first = Bytes::new();
+    let mut joined: Option<Vec<u8>> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match &mut joined {
+            Some(buffer) => buffer.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut buffer = Vec::with_capacity(first.len() + data.len());
+                buffer.extend_from_slice(&first);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
+        }
+    }
+    Ok(joined.map_or(first, Bytes::from))
 }
 
 /// Triton's binary extension: the length of the JSON header at the start of the body.
@@ -235,7 +259,40 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::infer_path;
+    use super::{infer_path, read_body};
+    use axum::body::Bytes;
+    use axum::http::HeaderMap;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    fn body(
+        frames: Vec<Frame<Bytes>>,
+    ) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, String>>> {
+        StreamBody::new(futures_util::stream::iter(frames.into_iter().map(Ok)))
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_whole_in_one_frame_or_many() {
+        let one = Bytes::from_static(b"{\"inputs\": []}");
+        let read = read_body(body(vec![Frame::data(one.clone())]))
+            .await
+            .unwrap();
+        assert_eq!(read, one);
+        // The frame itself, not a copy.
+        assert_eq!(read.as_ptr(), one.as_ptr());
+        let parts =
+            ["{\"in", "puts\"", ": []}"].map(|p| Frame::data(Bytes::from_static(p.as_bytes())));
+        let mut frames = vec![Frame::trailers(HeaderMap::new())];
+        frames.extend(parts);
+        frames.push(Frame::trailers(HeaderMap::new()));
+        assert_eq!(read_body(body(frames)).await.unwrap(), one);
+        assert_eq!(read_body(body(Vec::new())).await.unwrap(), Bytes::new());
+        let failing = StreamBody::new(futures_util::stream::iter([
+            Ok(Frame::data(Bytes::from_static(b"{"))),
+            Err("connection reset".to_owned()),
+        ]));
+        assert_eq!(read_body(failing).await.unwrap_err(), "connection reset");
+    }
 
     #[test]
     fn inference_paths_are_recognised_as_the_router_would_match_them() {

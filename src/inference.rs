@@ -19,16 +19,15 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
 use crate::config::Limits;
 use crate::metrics::{Metrics, Outcome, VersionSeries};
 use crate::model::{InferError, ModelVersion};
-use crate::monitoring::payload::{PayloadLog, PayloadLogLayer};
+use crate::monitoring::payload::{PayloadLog, PayloadLogLayer, PayloadLogging};
 use crate::registry::{Registry, RegistryError};
-use crate::routing::shadow::{ShadowLayer, ShadowMirror};
-use crate::routing::{RoutingLayer, RoutingTable, PINNED};
+use crate::routing::shadow::{Shadow, ShadowLayer, ShadowMirror};
+use crate::routing::{Routing, RoutingLayer, RoutingTable, PINNED};
 use crate::tensor::json::{decode_with_binary, BinaryOutputs, DecodeError, DecodeLimits};
 use crate::tensor::Tensor;
 use crate::validate::{validate, ValidationError};
@@ -110,8 +109,9 @@ pub struct Inferred {
 /// The future every service of the inference stack returns.
 pub type InferFuture = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;
 
-/// The whole inference stack, boxed: cheap to clone, shareable across threads.
-pub type Pipeline = BoxCloneSyncService<InferCall, Inferred, InferenceError>;
+/// The whole inference stack, as its concrete type: a clone is a few reference counts. (Boxed as a
+/// `BoxCloneSyncService`, every request's clone allocated a copy of the stack, and every future was boxed again.)
+pub type Pipeline = Routing<Shadow<PayloadLogging<InferenceService>>>;
 
 /// Builds the stack. Order matters and reads top to bottom (outermost first).
 pub fn pipeline(
@@ -121,7 +121,7 @@ pub fn pipeline(
     payload_log: PayloadLog,
 ) -> Pipeline {
     let registry = Arc::clone(&core.registry);
-    let stack = ServiceBuilder::new()
+    ServiceBuilder::new()
         // Routing first: it turns "no version" into an explicit version and variant, so everything below (shadow
         // sampling, metrics) sees which variant a request belongs to, and its outcome feeds automatic rollback.
         .layer(RoutingLayer::new(
@@ -134,8 +134,7 @@ pub fn pipeline(
         // Innermost: it asks the core for the validated inputs of sampled requests and logs them with the outputs
         // once the response is ready (after routing decided the variant; before the shadow takes the inputs).
         .layer(PayloadLogLayer::new(Arc::clone(&registry), payload_log))
-        .service(core);
-    BoxCloneSyncService::new(stack)
+        .service(core)
 }
 
 /// The innermost service: resolve → decode → validate → run.

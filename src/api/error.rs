@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,8 +20,6 @@ pub enum ApiError {
     Inference(#[from] InferenceError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("request body rejected: {0}")]
-    Body(#[from] BytesRejection),
     #[error("request body too large: more than {limit} bytes (server.max_body_bytes)")]
     BodyTooLarge { limit: usize },
     #[error("request body could not be read: {0}")]
@@ -67,7 +65,6 @@ impl ApiError {
                 ) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Registry(r) => registry_status(r),
-            ApiError::Body(rejection) => rejection.status(),
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             ApiError::Path(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -98,11 +98,11 @@ pub fn metrics_app(state: AppState) -> Router {
 }
 
 /// Wraps `inner` (the router, with admission) in the layers every route shares (request id, request log, V2 errors,
-/// panics, CORS, compression, the declared-size body limit): one concrete stack of tower layers around the whole router, served as
-/// it is (no outer router). `Router::layer` would box every route once per layer and clone that box on every
-/// request, and axum's middleware functions box their future and the rest of the stack on every request; on a
-/// small model those cost more than the inference itself (benches/RESULTS.md). Only API-key checking, which runs
-/// only when keys are configured, is such a function.
+/// panics, CORS, compression, the declared-size body limit): one concrete stack of tower layers around the whole
+/// router, served as it is (no outer router). `Router::layer` would box every route once per layer and clone that
+/// box on every request, and axum's middleware functions box their future and the rest of the stack on every
+/// request; on a small model those cost more than the inference itself (benches/RESULTS.md). Only API-key checking,
+/// which runs only when keys are configured, is such a function.
 pub fn with_common_layers<S, B>(inner: S, settings: &Settings) -> impl App<B>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible>
@@ -118,8 +118,9 @@ where
     let stack = ServiceBuilder::new()
         // First: credentials marked sensitive (so nothing inside ever logs them), the request id (the caller's
         // x-request-id or a new one, echoed on the response), the request span (debug level), the request log,
-        // panics turned into 500s and bare error statuses (timeout, decompression, oversized body) given V2 bodies; outside everything that can fail, so every response carries its id, is logged and leaves in
-        // the V2 shape, and a panic anywhere inside leaves the connection and the process serving.
+        // panics turned into 500s and bare error statuses (timeout, decompression, oversized body) given V2 bodies;
+        // outside everything that can fail, so every response carries its id, is logged and leaves in the V2
+        // shape, and a panic anywhere inside leaves the connection and the process serving.
         .layer(AccessLayer {
             every_request: settings.log.access,
         })

@@ -184,11 +184,7 @@ async fn serve_http(
     use hyper_util::service::TowerToHyperService;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    // Each HTTP/1 response leaves in one contiguous write: head and body copied into one buffer, instead of a
-    // vectored write of the two. Inference responses are mostly small, where the copy costs less than the kernel's
-    // and hyper's handling of a second buffer (measured: benches/RESULTS.md, "Where targets are missed").
-    builder.http1().writev(false);
+    let builder = Builder::new(TokioExecutor::new());
     tokio::pin!(stop_accepting);
     let serve = |stream: tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);

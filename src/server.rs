@@ -1,4 +1,5 @@
-//! Start-up and the serving loop: ONNX Runtime, state, listener, background model loading, graceful shutdown.
+//! Start-up and the serving loop: ONNX Runtime, state, listener, connection settings, background model loading,
+//! graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,10 +122,18 @@ impl Server {
         let registry = Arc::clone(&state.registry);
         let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
         let stop_accepting = drain(shutdown, registry, timings.delay, closing_tx);
+        let http = HttpSettings {
+            header_read_timeout: Some(Duration::from_millis(
+                settings.server.header_read_timeout_ms,
+            ))
+            .filter(|t| !t.is_zero()),
+        };
         let serve = async {
             match settings.tls_files() {
-                Some((cert, key)) => serve_tls(listener, app, cert, key, stop_accepting).await,
-                None => serve_http(listener, app, stop_accepting).await,
+                Some((cert, key)) => {
+                    serve_tls(listener, app, http, cert, key, stop_accepting).await
+                }
+                None => serve_http(listener, app, http, stop_accepting).await,
             }
         };
         tokio::select! {
@@ -171,12 +180,34 @@ async fn grace_expired(mut closing: tokio::sync::watch::Receiver<bool>, grace: D
     tokio::time::sleep(grace).await;
 }
 
+/// How connections are served, the same for plain HTTP and HTTPS.
+#[derive(Debug, Clone, Copy)]
+struct HttpSettings {
+    /// How long an HTTP/1 connection may take to deliver a request head (`None`: no limit).
+    header_read_timeout: Option<Duration>,
+}
+
+impl HttpSettings {
+    fn apply(
+        self,
+        builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    ) {
+        if let Some(timeout) = self.header_read_timeout {
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout);
+        }
+    }
+}
+
 /// Serves plain HTTP (HTTP/1.1 and h2c) until `stop_accepting` completes, then closes the listener first and gives
 /// connections accepted just before a moment to deliver their request, so a request whose connection was accepted is
 /// answered rather than reset; then every connection is shut down gracefully (in-flight requests finish).
 async fn serve_http(
     listener: TcpListener,
     app: impl App<hyper::body::Incoming>,
+    http: HttpSettings,
     stop_accepting: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -184,7 +215,8 @@ async fn serve_http(
     use hyper_util::service::TowerToHyperService;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    http.apply(&mut builder);
     tokio::pin!(stop_accepting);
     let serve = |stream: tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);
@@ -231,6 +263,7 @@ async fn serve_http(
 async fn serve_tls(
     listener: TcpListener,
     app: impl App<hyper::body::Incoming>,
+    http: HttpSettings,
     cert: &Path,
     key: &Path,
     stop_accepting: impl Future<Output = ()> + Send + 'static,
@@ -259,8 +292,9 @@ async fn serve_tls(
         on_stop.graceful_shutdown(None);
     });
     let std_listener = listener.into_std().map_err(StartError::Serve)?;
-    axum_server::from_tcp_rustls(std_listener, tls)
-        .handle(handle)
+    let mut server = axum_server::from_tcp_rustls(std_listener, tls).handle(handle);
+    http.apply(server.http_builder());
+    server
         .serve(tower::make::Shared::new(app))
         .await
         .map_err(StartError::Serve)

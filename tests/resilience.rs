@@ -441,6 +441,69 @@ fn slow_requests_time_out_with_504() {
     assert_eq!(get_json(&server, "/v2/health/live").0, 200);
 }
 
+/// A connection that does not deliver a request head in time is closed, whether it stalls mid-head or sits idle
+/// between requests; one that keeps to the limit is served, keep-alive included.
+#[test]
+fn stalled_and_idle_connections_are_closed_after_the_header_read_timeout() {
+    use std::io::Read;
+    let repo = repo_with(&["iris"]);
+    let server = TestServer::start_with(
+        repo.path(),
+        &[],
+        &[("SLUICE__SERVER__HEADER_READ_TIMEOUT_MS", "400")],
+    );
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let connect = || {
+        let stream = std::net::TcpStream::connect(&addr).unwrap();
+        // Far above the limit: a server that never closes fails the test instead of hanging it.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    let closed_after = |stream: &mut std::net::TcpStream| {
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let read = stream.read_to_end(&mut rest);
+        assert!(read.is_ok(), "the connection was not closed: {read:?}");
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+        started.elapsed()
+    };
+
+    let mut stalled = connect();
+    stalled
+        .write_all(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: sluice\r\n")
+        .unwrap();
+    closed_after(&mut stalled);
+
+    let body = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4],
+        "data": [5.1, 3.5, 1.4, 0.2]}]})
+    .to_string();
+    let request = format!(
+        "POST /v2/models/iris/infer HTTP/1.1\r\nHost: sluice\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut kept = connect();
+    for _ in 0..2 {
+        kept.write_all(request.as_bytes()).unwrap();
+        // The whole response: its JSON body ends the reply.
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !reply.ends_with(b"}") {
+            let n = kept.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed mid-response");
+            reply.extend_from_slice(&chunk[..n]);
+        }
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        // Idle for less than the limit: the connection stays open for the next request.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    closed_after(&mut kept);
+    assert_eq!(get_json(&server, "/v2/health/live").0, 200);
+}
+
 /// CORS is off by default and answers preflights when configured; responses are compressed on request.
 #[test]
 fn cors_and_response_compression() {

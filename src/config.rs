@@ -72,7 +72,7 @@ pub struct ServerSettings {
     pub port: u16,
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
-    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
     pub shutdown_delay_ms: u64,
     pub shutdown_grace_ms: u64,
     pub metrics_port: u16,

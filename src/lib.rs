@@ -21,6 +21,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod idle;
 pub mod inference;
 pub mod metrics;
 pub mod middleware;

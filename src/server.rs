@@ -13,6 +13,7 @@ use std::future::Future;
 
 use crate::api::{AppState, Shared};
 use crate::config::Settings;
+use crate::idle;
 use crate::inference::{self, InferenceService};
 use crate::metrics::Metrics;
 use crate::middleware::{ApiKeys, App};
@@ -123,10 +124,8 @@ impl Server {
         let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
         let stop_accepting = drain(shutdown, registry, timings.delay, closing_tx);
         let http = HttpSettings {
-            header_read_timeout: Some(Duration::from_millis(
-                settings.server.header_read_timeout_ms,
-            ))
-            .filter(|t| !t.is_zero()),
+            idle_timeout: Some(Duration::from_millis(settings.server.idle_timeout_ms))
+                .filter(|t| !t.is_zero()),
         };
         let serve = async {
             match settings.tls_files() {
@@ -180,19 +179,21 @@ async fn grace_expired(mut closing: tokio::sync::watch::Receiver<bool>, grace: D
     tokio::time::sleep(grace).await;
 }
 
-/// How connections are served, the same for plain HTTP and HTTPS.
+/// How connections are served.
 #[derive(Debug, Clone, Copy)]
 struct HttpSettings {
-    /// How long an HTTP/1 connection may take to deliver a request head (`None`: no limit).
-    header_read_timeout: Option<Duration>,
+    /// How long a connection may stall or idle (`None`: no limit). Plain HTTP enforces it with one watchdog per
+    /// connection (`idle`); HTTPS, served by axum-server, with hyper's header read timeout, a timer per request.
+    idle_timeout: Option<Duration>,
 }
 
 impl HttpSettings {
+    /// For HTTPS: hyper's header read timeout.
     fn apply(
         self,
         builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     ) {
-        if let Some(timeout) = self.header_read_timeout {
+        if let Some(timeout) = self.idle_timeout {
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -215,19 +216,37 @@ async fn serve_http(
     use hyper_util::service::TowerToHyperService;
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    http.apply(&mut builder);
+    let builder = Builder::new(TokioExecutor::new());
     tokio::pin!(stop_accepting);
+    let ended = |result: Result<(), Box<dyn std::error::Error + Send + Sync>>| {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    };
     let serve = |stream: tokio::net::TcpStream| {
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let Some(limit) = http.idle_timeout else {
+            let service = TowerToHyperService::new(app.clone());
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move { ended(connection.await) });
+            return;
+        };
+        let activity = Arc::new(idle::Activity::default());
+        let service =
+            TowerToHyperService::new(idle::Counted::new(app.clone(), Arc::clone(&activity)));
+        let io = TokioIo::new(idle::Watched::new(stream, Arc::clone(&activity)));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(io, service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            tokio::select! {
+                biased;
+                result = connection => ended(result),
+                () = activity.idle_for(limit) => tracing::debug!("closed a stalled or idle connection"),
             }
         });
     };

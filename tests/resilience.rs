@@ -441,16 +441,17 @@ fn slow_requests_time_out_with_504() {
     assert_eq!(get_json(&server, "/v2/health/live").0, 200);
 }
 
-/// A connection that does not deliver a request head in time is closed, whether it stalls mid-head or sits idle
-/// between requests; one that keeps to the limit is served, keep-alive included.
+/// A connection is closed once no request has started on it, none is in flight and nothing was written for the idle
+/// timeout, whether it stalls mid-head or sits idle between requests; one that keeps to the limit is served,
+/// keep-alive included.
 #[test]
-fn stalled_and_idle_connections_are_closed_after_the_header_read_timeout() {
+fn stalled_and_idle_connections_are_closed_after_the_idle_timeout() {
     use std::io::Read;
     let repo = repo_with(&["iris"]);
     let server = TestServer::start_with(
         repo.path(),
         &[],
-        &[("SLUICE__SERVER__HEADER_READ_TIMEOUT_MS", "400")],
+        &[("SLUICE__SERVER__IDLE_TIMEOUT_MS", "400")],
     );
     let addr = server.base.trim_start_matches("http://").to_owned();
     let connect = || {

@@ -18,16 +18,9 @@ cd "$root"
 [ $# -ge 2 ] || { echo "usage: scripts/ab.sh <revision-or-binary A> <revision-or-binary B> [rounds]" >&2; exit 64; }
 rounds="${3:-6}"
 
-scripts/fetch-onnxruntime.sh
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v perf >/dev/null 2>&1 || need+=(linux-perf)
-if [ "${#need[@]}" -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=scripts/small-model-load.sh
+source scripts/small-model-load.sh
+install_load_tools
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$root/.ort/libonnxruntime.so.1.32.0}"
 
 # A binary for a path or a revision (built without LTO, so that two builds differ only in their code).
@@ -56,12 +49,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/repo/m/1"
-cp models/iris/2/model.onnx "$work/repo/m/1/"
-printf '[session]\npool_size = 2\nintra_op_threads = 1\n' > "$work/repo/m/model.toml"
-printf '{"inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[0.0,0.4375,0.875,0.25]}]}' > "$work/json.body"
-printf 'wrk.method = "POST"\nlocal f = io.open("%s/json.body", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.headers["Content-Type"] = "application/json"\n' \
-  "$work" > "$work/json.lua"
+small_model_fixture "$work"
 
 started=""
 start() { # binary port placement: sets $started to the server's pid

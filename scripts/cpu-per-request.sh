@@ -11,29 +11,14 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-scripts/fetch-onnxruntime.sh
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v perf >/dev/null 2>&1 || need+=(linux-perf)
-if [ "${#need[@]}" -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# shellcheck source=scripts/small-model-load.sh
+source scripts/small-model-load.sh
+install_load_tools
 cargo build --release --locked --bin sluice --examples
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/repo/m/1"
-cp models/iris/2/model.onnx "$work/repo/m/1/"
-printf '[session]\npool_size = 2\nintra_op_threads = 1\n' > "$work/repo/m/model.toml"
-printf '{"inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[0.0,0.4375,0.875,0.25]}]}' > "$work/json.body"
-python3 -c "import struct, sys; sys.stdout.buffer.write(struct.pack('<4f', 0.0, 0.4375, 0.875, 0.25))" > "$work/raw.body"
-for kind in json raw; do
-  printf 'wrk.method = "POST"\nlocal f = io.open("%s/%s.body", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.headers["Content-Type"] = "application/%s"\n' \
-    "$work" "$kind" "$([ "$kind" = json ] && echo json || echo octet-stream)" > "$work/$kind.lua"
-done
+small_model_fixture "$work"
 
 port=18097
 measure() { # set-up name url lua pid

@@ -136,7 +136,11 @@ pub fn decode_with_binary(
     binary: &[u8],
     limits: DecodeLimits,
 ) -> Result<InferRequest, DecodeError> {
-    check_depth(header, limits.max_depth)?;
+    if !depth::within(header, limits.max_depth) {
+        return Err(DecodeError::TooDeep {
+            limit: limits.max_depth,
+        });
+    }
     let max_elements = limits.max_elements;
     let wire: WireRequest<'_> =
         serde_json::from_slice(header).map_err(|e| DecodeError::Json(e.to_string()))?;
@@ -170,34 +174,6 @@ pub fn decode_with_binary(
             named,
         },
     })
-}
-
-/// Refuses bodies nested deeper than `max` before any parsing (strings are skipped, escapes honoured).
-fn check_depth(body: &[u8], max: usize) -> Result<(), DecodeError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return Err(DecodeError::TooDeep { limit: max });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn decode_input(
@@ -411,6 +387,7 @@ impl Serialize for Tensor {
     }
 }
 
+mod depth;
 mod elements;
 #[cfg(test)]
 mod tests;

@@ -1,16 +1,18 @@
 //! The V2 (Open Inference Protocol) JSON codec: request bodies in, response bodies out.
 //!
-//! Each input's `data` is first kept as raw JSON text (`RawValue`, a borrowed slice of the body) until its
-//! `datatype` and `shape` are known, then parsed in one pass straight into the typed buffer, flattening nested
-//! arrays row-major. No `serde_json::Value` tree is built for tensor data. Element kinds are checked while parsing
-//! (a string in FP32, 300 in UINT8, 1.5 in INT32 are errors), and parsing stops at the element count the shape
-//! declares, so a body cannot make the server allocate more than the shape (itself bounded) allows.
+//! An input's `data` is parsed straight into its typed buffer, flattening nested arrays row-major; no
+//! `serde_json::Value` tree is built for tensor data. When the input's `datatype` and `shape` come before its `data`
+//! (as clients write them), that happens while the request is read (`in_place.rs`); otherwise the data is kept as raw
+//! JSON text (`RawValue`, a borrowed slice of the body) until they are known, then parsed. Element kinds are checked
+//! while parsing (a string in FP32, 300 in UINT8, 1.5 in INT32 are errors), and parsing stops at the element count
+//! the shape declares, so a body cannot make the server allocate more than the shape (itself bounded) allows. Before
+//! any of this, `depth.rs` refuses bodies nested too deep.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use self::elements::{parse_data, ParseError};
-use super::{element_count, DataType, Tensor};
+use super::{element_count, DataType, Tensor, TensorData};
 
 /// Why a request body could not be decoded. Every message names the input concerned.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -101,10 +103,21 @@ struct WireInput<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
-    #[serde(default, borrow)]
-    data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "raw_data")]
+    data: Option<WireData<'a>>,
     #[serde(default)]
     parameters: WireParameters,
+}
+
+/// An input's `data`: kept as raw JSON text (a slice of the body) until the input's datatype and shape are known, or
+/// already parsed, by the one-pass decode, when they came first.
+enum WireData<'a> {
+    Raw(&'a RawValue),
+    Parsed(TensorData),
+}
+
+fn raw_data<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<WireData<'de>>, D::Error> {
+    Option::<&'de RawValue>::deserialize(d).map(|raw| raw.map(WireData::Raw))
 }
 
 #[derive(Deserialize)]
@@ -142,8 +155,27 @@ pub fn decode_with_binary(
         });
     }
     let max_elements = limits.max_elements;
-    let wire: WireRequest<'_> =
-        serde_json::from_slice(header).map_err(|e| DecodeError::Json(e.to_string()))?;
+    // The one-pass decode reads what clients send; anything it cannot read is read again by serde's derived readers,
+    // which also word the error.
+    let wire = match in_place::request(header, max_elements) {
+        Some(wire) => wire,
+        None => general(header)?,
+    };
+    complete(wire, binary, max_elements)
+}
+
+/// The general decode of a request's JSON: serde's derived readers, each input's data kept raw.
+fn general(header: &[u8]) -> Result<WireRequest<'_>, DecodeError> {
+    serde_json::from_slice(header).map_err(|e| DecodeError::Json(e.to_string()))
+}
+
+/// Checks and converts what either decode read: inputs into typed tensors (binary data taken in input order), the
+/// outputs asked for.
+fn complete(
+    wire: WireRequest<'_>,
+    binary: &[u8],
+    max_elements: usize,
+) -> Result<InferRequest, DecodeError> {
     let mut rest = binary;
     let inputs = wire
         .inputs
@@ -234,20 +266,23 @@ fn decode_input(
             })?;
         return Ok(Tensor { name, shape, data });
     }
-    let Some(raw) = data else {
-        return Err(DecodeError::MissingData { input: name });
+    let data = match data {
+        None => return Err(DecodeError::MissingData { input: name }),
+        Some(WireData::Parsed(data)) => data,
+        Some(WireData::Raw(raw)) => {
+            parse_data(raw.get(), dtype, expected).map_err(|e| match e {
+                ParseError::TooMany => DecodeError::TooMuchData {
+                    input: name.clone(),
+                    shape: shape.clone(),
+                    expected,
+                },
+                ParseError::Json(message) => DecodeError::Data {
+                    input: name.clone(),
+                    message,
+                },
+            })?
+        }
     };
-    let data = parse_data(raw.get(), dtype, expected).map_err(|e| match e {
-        ParseError::TooMany => DecodeError::TooMuchData {
-            input: name.clone(),
-            shape: shape.clone(),
-            expected,
-        },
-        ParseError::Json(message) => DecodeError::Data {
-            input: name.clone(),
-            message,
-        },
-    })?;
     if data.len() != expected {
         return Err(DecodeError::ElementCount {
             input: name,
@@ -389,5 +424,6 @@ impl Serialize for Tensor {
 
 mod depth;
 mod elements;
+mod in_place;
 #[cfg(test)]
 mod tests;

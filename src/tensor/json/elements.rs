@@ -21,37 +21,73 @@ pub(super) fn parse_data(
     dtype: DataType,
     expected: usize,
 ) -> Result<TensorData, ParseError> {
-    fn typed<T: Element>(raw: &str, expected: usize) -> Result<Vec<T>, ParseError> {
-        // Preallocate what the (already bounded) shape declares, but not absurdly much for tiny bodies.
-        let mut out = Vec::with_capacity(expected.min(raw.len()));
+    let mut overflow = false;
+    let mut de = serde_json::Deserializer::from_str(raw);
+    // Preallocate what the (already bounded) shape declares, but not absurdly much for tiny bodies.
+    let result = read(&mut de, dtype, expected, raw.len(), &mut overflow)
+        .and_then(|data| de.end().map(|()| data));
+    match result {
+        Ok(data) => Ok(data),
+        Err(_) if overflow => Err(ParseError::TooMany),
+        Err(e) => Err(ParseError::Json(e.to_string())),
+    }
+}
+
+/// Reads one input's data in place, from the request being parsed (the one-pass decode, `in_place.rs`): at most
+/// `expected` elements of `dtype`, with room for at most `capacity` reserved up front.
+pub(super) struct InPlace {
+    pub dtype: DataType,
+    pub expected: usize,
+    pub capacity: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for InPlace {
+    type Value = TensorData;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
         let mut overflow = false;
-        let mut de = serde_json::Deserializer::from_str(raw);
+        read(d, self.dtype, self.expected, self.capacity, &mut overflow)
+    }
+}
+
+/// Reads a JSON value (nested arrays or one scalar) from `d` into a buffer of `dtype`, stopping with an error (and
+/// `overflow` set) past `expected` elements.
+fn read<'de, D: de::Deserializer<'de>>(
+    d: D,
+    dtype: DataType,
+    expected: usize,
+    capacity: usize,
+    overflow: &mut bool,
+) -> Result<TensorData, D::Error> {
+    fn typed<'de, T: Element, D: de::Deserializer<'de>>(
+        d: D,
+        expected: usize,
+        capacity: usize,
+        overflow: &mut bool,
+    ) -> Result<Vec<T>, D::Error> {
+        let mut out = Vec::with_capacity(expected.min(capacity));
         let seed = Flatten {
             out: &mut out,
             limit: expected,
-            overflow: &mut overflow,
+            overflow,
         };
-        let result = seed.deserialize(&mut de).and_then(|()| de.end());
-        match result {
-            Ok(()) => Ok(out),
-            Err(_) if overflow => Err(ParseError::TooMany),
-            Err(e) => Err(ParseError::Json(e.to_string())),
-        }
+        seed.deserialize(d)?;
+        Ok(out)
     }
+    let (n, c, o) = (expected, capacity, overflow);
     Ok(match dtype {
-        DataType::Bool => TensorData::Bool(typed(raw, expected)?),
-        DataType::Uint8 => TensorData::Uint8(typed(raw, expected)?),
-        DataType::Uint16 => TensorData::Uint16(typed(raw, expected)?),
-        DataType::Uint32 => TensorData::Uint32(typed(raw, expected)?),
-        DataType::Uint64 => TensorData::Uint64(typed(raw, expected)?),
-        DataType::Int8 => TensorData::Int8(typed(raw, expected)?),
-        DataType::Int16 => TensorData::Int16(typed(raw, expected)?),
-        DataType::Int32 => TensorData::Int32(typed(raw, expected)?),
-        DataType::Int64 => TensorData::Int64(typed(raw, expected)?),
-        DataType::Fp16 => TensorData::Fp16(typed(raw, expected)?),
-        DataType::Fp32 => TensorData::Fp32(typed(raw, expected)?),
-        DataType::Fp64 => TensorData::Fp64(typed(raw, expected)?),
-        DataType::Bytes => TensorData::Bytes(typed(raw, expected)?),
+        DataType::Bool => TensorData::Bool(typed(d, n, c, o)?),
+        DataType::Uint8 => TensorData::Uint8(typed(d, n, c, o)?),
+        DataType::Uint16 => TensorData::Uint16(typed(d, n, c, o)?),
+        DataType::Uint32 => TensorData::Uint32(typed(d, n, c, o)?),
+        DataType::Uint64 => TensorData::Uint64(typed(d, n, c, o)?),
+        DataType::Int8 => TensorData::Int8(typed(d, n, c, o)?),
+        DataType::Int16 => TensorData::Int16(typed(d, n, c, o)?),
+        DataType::Int32 => TensorData::Int32(typed(d, n, c, o)?),
+        DataType::Int64 => TensorData::Int64(typed(d, n, c, o)?),
+        DataType::Fp16 => TensorData::Fp16(typed(d, n, c, o)?),
+        DataType::Fp32 => TensorData::Fp32(typed(d, n, c, o)?),
+        DataType::Fp64 => TensorData::Fp64(typed(d, n, c, o)?),
+        DataType::Bytes => TensorData::Bytes(typed(d, n, c, o)?),
     })
 }
 

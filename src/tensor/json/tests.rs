@@ -269,6 +269,25 @@ fn deep_nesting_is_refused_before_parsing() {
     assert!(decode(escaped).is_ok());
 }
 
+#[test]
+fn data_after_datatype_and_shape_is_parsed_in_one_pass() {
+    let body = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,2.5]},{"data":[3],"name":"k","datatype":"INT64","shape":[1]}]}"#;
+    let wire = in_place::request(body, LIMITS.max_elements).expect("read in one pass");
+    // The first input's data came after its datatype and shape, the second's before them.
+    assert!(
+        matches!(&wire.inputs[0].data, Some(WireData::Parsed(TensorData::Fp32(v))) if v == &[1.0, 2.5])
+    );
+    assert!(matches!(&wire.inputs[1].data, Some(WireData::Raw(raw)) if raw.get() == "[3]"));
+    let request = decode_request(body, LIMITS).unwrap();
+    assert_eq!(request.inputs[1].data, TensorData::Int64(vec![3]));
+    // Bad data is left to the general decode, which names the input.
+    let bad = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,"a"]}]}"#;
+    assert!(in_place::request(bad, LIMITS.max_elements).is_none());
+    assert!(
+        matches!(decode_request(bad, LIMITS), Err(DecodeError::Data { input, .. }) if input == "x")
+    );
+}
+
 mod properties {
     use proptest::prelude::*;
 
@@ -357,6 +376,104 @@ mod properties {
             let body = serde_json::json!({"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]});
             if let Ok(request) = decode_request(&serde_json::to_vec(&body).unwrap(), LIMITS) {
                 let _ = validate(&signature(), &request);
+            }
+        }
+    }
+
+    /// One input object as JSON text: its fields in any order, some missing, some repeated, with data that may or may
+    /// not fit the datatype and shape.
+    fn input_object() -> impl Strategy<Value = String> {
+        let name = prop_oneof![4 => Just(r#""x""#), 1 => Just(r#""a\"b""#), 1 => Just("7")]
+            .prop_map(str::to_owned);
+        let datatype = prop_oneof![
+            Just("FP32"),
+            Just("INT64"),
+            Just("UINT8"),
+            Just("FP16"),
+            Just("INT8"),
+            Just("BOOL"),
+            Just("BYTES"),
+            Just("NOPE"),
+        ]
+        .prop_map(|d| format!("\"{d}\""));
+        let element = prop_oneof![
+            6 => prop_oneof![Just("0"), Just("1"), Just("-1")],
+            1 => prop_oneof![
+                Just("1.5"), Just("300"), Just("1e40"), Just(r#""a""#), Just("true"), Just("null"),
+            ],
+        ];
+        // A shape, and data holding about as many elements as it needs (one fewer, exactly, one more), flat or as
+        // rows; sometimes a shape or data of the wrong kind altogether.
+        let shape_and_data = proptest::collection::vec(0usize..4, 0..3).prop_flat_map(move |shape| {
+            let needed: usize = shape.iter().product();
+            let count = prop_oneof![Just(needed.saturating_sub(1)), Just(needed), Just(needed + 1)];
+            let element = element.clone();
+            count.prop_flat_map(move |n| proptest::collection::vec(element.clone(), n)).prop_flat_map(
+                move |elements| {
+                    let flat = format!("[{}]", elements.join(","));
+                    let rows = format!(
+                        "[{}]",
+                        elements.iter().map(|e| format!("[{e}]")).collect::<Vec<_>>().join(",")
+                    );
+                    let odd = prop_oneof![Just("null"), Just("1"), Just("{}")].prop_map(str::to_owned);
+                    (
+                        prop_oneof![4 => Just(format!("{shape:?}")), 1 => Just("[1.5]".to_owned()),
+                            1 => Just("[-1,2]".to_owned()), 1 => Just("[2000]".to_owned())],
+                        prop_oneof![4 => Just(flat), 2 => Just(rows), 1 => odd],
+                    )
+                },
+            )
+        });
+        let parameters = prop_oneof![
+            Just("{}"),
+            Just(r#"{"binary_data_size":4}"#),
+            Just("null"),
+            Just(r#"{"other":[1]}"#)
+        ];
+        // Mostly once, as clients send it; sometimes missing or twice.
+        let field = |key: &'static str, value: BoxedStrategy<String>| {
+            let entries = prop_oneof![18 => Just(1usize), 1 => Just(0), 1 => Just(2)];
+            entries.prop_flat_map(move |n| {
+                proptest::collection::vec(
+                    value.clone().prop_map(move |v| format!(r#""{key}":{v}"#)),
+                    n,
+                )
+            })
+        };
+        (
+            field("name", name.boxed()),
+            field("datatype", datatype.boxed()),
+            shape_and_data,
+            field("parameters", parameters.prop_map(str::to_owned).boxed()),
+            field("extra", Just(r#"{"k":[1,{"z":"]"}]}"#.to_owned()).boxed()),
+        )
+            .prop_map(|(name, datatype, (shape, data), parameters, extra)| {
+                let (shape, data) = (
+                    vec![format!(r#""shape":{shape}"#)],
+                    vec![format!(r#""data":{data}"#)],
+                );
+                [name, datatype, shape, parameters, extra, data].concat()
+            })
+            // As clients write them (data last), or in any order.
+            .prop_flat_map(|fields| prop_oneof![Just(fields.clone()), Just(fields).prop_shuffle()])
+            .prop_map(|fields| format!("{{{}}}", fields.join(",")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The one-pass decode gives what the general decode gives, for every request it reads (the others go to
+        /// the general decode anyway).
+        #[test]
+        fn the_one_pass_decode_agrees_with_the_general_decode(
+            inputs in proptest::collection::vec(input_object(), 0..3),
+            outputs in prop_oneof![Just(""), Just(r#","outputs":[{"name":"y","parameters":{"binary_data":true}}]"#)],
+        ) {
+            let body = format!(r#"{{"id":"r","inputs":[{}]{outputs}}}"#, inputs.join(","));
+            let max = LIMITS.max_elements;
+            let general = general(body.as_bytes()).and_then(|wire| complete(wire, &[], max));
+            if let Some(wire) = in_place::request(body.as_bytes(), max) {
+                prop_assert_eq!(complete(wire, &[], max), general);
             }
         }
     }

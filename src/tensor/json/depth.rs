@@ -4,8 +4,8 @@
 //! dots), which cannot change the depth, so the scan skips such bytes eight at a time and jumps over strings with
 //! `memchr`; only brackets, braces and quotes are looked at one by one.
 
-/// The deepest nesting of arrays and objects in `body`, stopping as soon as it exceeds `max` (strings are skipped,
-/// escapes honoured). Returns `true` when `body` stays within `max`.
+/// Whether `body` nests arrays and objects at most `max` deep (strings are skipped, escapes honoured). Stops at the
+/// first level past `max`.
 pub(super) fn within(body: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut at = 0;

@@ -34,7 +34,7 @@ pub(super) fn parse_data(
 }
 
 /// Reads one input's data in place, from the request being parsed (the one-pass decode, `in_place.rs`): at most
-/// `expected` elements of `dtype`, with room for at most `capacity` reserved up front.
+/// `expected` elements of `dtype`, with room for `capacity` of them reserved up front (more grows the buffer).
 pub(super) struct InPlace {
     pub dtype: DataType,
     pub expected: usize,

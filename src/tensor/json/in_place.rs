@@ -5,6 +5,7 @@
 //! A request this path cannot read gives `None`: serde's derived readers then read it again, and word the error. So
 //! both paths accept the same requests with the same result, and every error message comes from one place.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -16,9 +17,10 @@ use crate::tensor::DataType;
 
 /// Reads `body` in one pass, or `None` when it is not a request this path reads (the general decode then does).
 pub(super) fn request(body: &[u8], max_elements: usize) -> Option<WireRequest<'_>> {
+    let room = Cell::new(body.len());
     let bounds = Bounds {
         max_elements,
-        body_len: body.len(),
+        room: &room,
     };
     let mut de = serde_json::Deserializer::from_slice(body);
     let wire = RequestSeed(bounds).deserialize(&mut de).ok()?;
@@ -26,25 +28,31 @@ pub(super) fn request(body: &[u8], max_elements: usize) -> Option<WireRequest<'_
     Some(wire)
 }
 
-/// What an input's data may take: at most `max_elements` elements, and never more room reserved than the body has
-/// bytes (each element takes at least one).
+/// What inputs' data may take: at most `max_elements` elements each, and room reserved up front for at most `room`
+/// elements more, all inputs together. `room` starts at the body's length (each element takes at least a byte), so
+/// however many inputs declare large shapes, a body cannot make the server reserve more than its own size allows.
 #[derive(Clone, Copy)]
-struct Bounds {
+struct Bounds<'r> {
     max_elements: usize,
-    body_len: usize,
+    room: &'r Cell<usize>,
 }
 
-impl Bounds {
+impl Bounds<'_> {
     /// The seed for data of `datatype` and `shape`, when both are known and within the limits.
     fn in_place(self, datatype: Option<&String>, shape: Option<&Vec<i64>>) -> Option<InPlace> {
         let dtype = DataType::parse(datatype?)?;
         let expected = shape?.iter().try_fold(1usize, |count, &d| {
             count.checked_mul(usize::try_from(d).ok()?)
         })?;
-        (expected <= self.max_elements).then_some(InPlace {
+        if expected > self.max_elements {
+            return None;
+        }
+        let capacity = expected.min(self.room.get());
+        self.room.set(self.room.get() - capacity);
+        Some(InPlace {
             dtype,
             expected,
-            capacity: self.body_len,
+            capacity,
         })
     }
 }
@@ -57,16 +65,16 @@ fn set<T, E: de::Error>(slot: &mut Option<T>, value: T) -> Result<(), E> {
     Ok(())
 }
 
-struct RequestSeed(Bounds);
+struct RequestSeed<'r>(Bounds<'r>);
 
-impl<'de> DeserializeSeed<'de> for RequestSeed {
+impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
     type Value = WireRequest<'de>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for RequestSeed {
+impl<'de> Visitor<'de> for RequestSeed<'_> {
     type Value = WireRequest<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -95,16 +103,16 @@ impl<'de> Visitor<'de> for RequestSeed {
     }
 }
 
-struct InputsSeed(Bounds);
+struct InputsSeed<'r>(Bounds<'r>);
 
-impl<'de> DeserializeSeed<'de> for InputsSeed {
+impl<'de> DeserializeSeed<'de> for InputsSeed<'_> {
     type Value = Vec<WireInput<'de>>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for InputsSeed {
+impl<'de> Visitor<'de> for InputsSeed<'_> {
     type Value = Vec<WireInput<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -120,16 +128,16 @@ impl<'de> Visitor<'de> for InputsSeed {
     }
 }
 
-struct InputSeed(Bounds);
+struct InputSeed<'r>(Bounds<'r>);
 
-impl<'de> DeserializeSeed<'de> for InputSeed {
+impl<'de> DeserializeSeed<'de> for InputSeed<'_> {
     type Value = WireInput<'de>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for InputSeed {
+impl<'de> Visitor<'de> for InputSeed<'_> {
     type Value = WireInput<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

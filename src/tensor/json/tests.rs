@@ -288,6 +288,44 @@ fn data_after_datatype_and_shape_is_parsed_in_one_pass() {
     );
 }
 
+#[test]
+fn room_reserved_for_data_is_bounded_by_the_body_for_all_inputs_together() {
+    // Three inputs each declare 1,000 elements and send one. Reserved up front: at most the body's size in elements,
+    // all inputs together (here all of it goes to the first; the others grow by what they hold), not that much for
+    // each input.
+    let input =
+        |name: &str| format!(r#"{{"name":"{name}","datatype":"FP32","shape":[1000],"data":[1]}}"#);
+    let body = format!(
+        r#"{{"inputs":[{},{},{}]}}"#,
+        input("a"),
+        input("b"),
+        input("c")
+    );
+    let wire = in_place::request(body.as_bytes(), LIMITS.max_elements).expect("read in one pass");
+    let reserved: usize = wire
+        .inputs
+        .iter()
+        .map(|i| match &i.data {
+            Some(WireData::Parsed(TensorData::Fp32(v))) => v.capacity(),
+            _ => panic!("input {} not parsed in place", i.name),
+        })
+        .sum();
+    assert!(
+        reserved < 2 * body.len(),
+        "{reserved} elements reserved for a {}-byte body",
+        body.len()
+    );
+    // The request itself is refused as before: the shape needs 1,000 elements.
+    assert!(matches!(
+        decode_request(body.as_bytes(), LIMITS),
+        Err(DecodeError::ElementCount {
+            expected: 1000,
+            given: 1,
+            ..
+        })
+    ));
+}
+
 mod properties {
     use proptest::prelude::*;
 

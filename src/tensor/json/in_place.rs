@@ -39,7 +39,7 @@ struct Bounds<'r> {
 
 impl Bounds<'_> {
     /// The seed for data of `datatype` and `shape`, when both are known and within the limits.
-    fn in_place(self, datatype: Option<&String>, shape: Option<&Vec<i64>>) -> Option<InPlace> {
+    fn in_place(self, datatype: Option<&str>, shape: Option<&[i64]>) -> Option<InPlace> {
         let dtype = DataType::parse(datatype?)?;
         let expected = shape?.iter().try_fold(1usize, |count, &d| {
             count.checked_mul(usize::try_from(d).ok()?)
@@ -153,7 +153,7 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
                 "shape" => set(&mut shape, map.next_value::<Vec<i64>>()?)?,
                 "datatype" => set(&mut datatype, map.next_value::<String>()?)?,
                 "data" => {
-                    let value = match self.0.in_place(datatype.as_ref(), shape.as_ref()) {
+                    let value = match self.0.in_place(datatype.as_deref(), shape.as_deref()) {
                         Some(seed) => Some(WireData::Parsed(map.next_value_seed(seed)?)),
                         // `null` is no data, as in the derived reader.
                         None => map.next_value::<Option<&RawValue>>()?.map(WireData::Raw),

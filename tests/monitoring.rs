@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{client, get_json, post_json, repo_with, TestServer};
+use common::{client, get_json, iris_body, post_json, repo_with, TestServer};
 use serde_json::{json, Value};
 
 /// Deterministic uniform numbers in [0, 1).
@@ -272,7 +272,7 @@ fn payload_logs_are_redacted_and_rotated() {
             ("SLUICE__PAYLOAD_LOG__MAX_FILES", "2"),
         ],
     );
-    let iris = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]});
+    let iris = iris_body();
     for i in 0..30 {
         let response = client()
             .post(server.url("/v2/models/iris/infer"))

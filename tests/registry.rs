@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post_json, rss_kib, wait_for, TestServer};
+use common::{client, get_json, iris_body, post_json, rss_kib, wait_for, TestServer};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "test-admin-token";
@@ -73,10 +73,6 @@ fn ready(server: &TestServer, model: &str, version: u64) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-fn iris_body() -> Value {
-    json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]})
 }
 
 fn repo_with_m(versions: &[u64]) -> tempfile::TempDir {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post_json, repo_with, rss_kib, TestServer};
+use common::{client, get_json, iris_body, post_json, repo_with, rss_kib, TestServer};
 use serde_json::{json, Value};
 
 fn slow_body(rows: usize) -> Value {
@@ -477,9 +477,7 @@ fn stalled_and_idle_connections_are_closed_after_the_idle_timeout() {
         .unwrap();
     closed_after(&mut stalled);
 
-    let body = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4],
-        "data": [5.1, 3.5, 1.4, 0.2]}]})
-    .to_string();
+    let body = iris_body().to_string();
     let request = format!(
         "POST /v2/models/iris/infer HTTP/1.1\r\nHost: sluice\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",

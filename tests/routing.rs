@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{client, get_json, post_json, wait_for, TestServer};
+use common::{client, get_json, iris_body, post_json, wait_for, TestServer};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "routing-admin";
@@ -38,10 +38,6 @@ fn write_policy(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(tmp, path).unwrap();
-}
-
-fn iris_body() -> Value {
-    json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]})
 }
 
 /// (status, x-sluice-variant, x-model-version) of one request.

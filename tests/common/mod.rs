@@ -241,6 +241,12 @@ fn listening_address(line: &str) -> Option<String> {
     (!port.is_empty()).then(|| format!("127.0.0.1:{port}"))
 }
 
+/// A one-row V2 request for the iris example models (`float_input`, 1×4 FP32).
+pub fn iris_body() -> Value {
+    serde_json::json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4],
+        "data": [5.1, 3.5, 1.4, 0.2]}]})
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))

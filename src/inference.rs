@@ -173,7 +173,12 @@ impl InferenceService {
             Ok(_) => Outcome::Success,
             Err(e) => e.outcome(),
         };
-        let seconds = started.elapsed().as_secs_f64();
+        // A successful request is timed to the end of its run (read there already); the rest is a few stores.
+        let finished = match &result {
+            Ok(ran) => ran.finished,
+            Err(_) => Instant::now(),
+        };
+        let seconds = finished.duration_since(started).as_secs_f64();
         self.metrics
             .observe_request(&call.model, series, &call.variant, outcome, seconds);
         let ran = result?;
@@ -216,16 +221,19 @@ impl InferenceService {
         }
         let started = Instant::now();
         let result = target.infer_timed(request.inputs, outputs).await;
-        series.observe_inference(started.elapsed().as_secs_f64());
-        let result = result.map(|(outputs, queued)| {
-            series.observe_queue(queued.as_secs_f64());
-            outputs
-        });
+        let finished = match &result {
+            Ok((_, timing)) => timing.finished,
+            Err(_) => Instant::now(),
+        };
+        series.observe_inference(finished.duration_since(started).as_secs_f64());
+        let (outputs, timing) = result?;
+        series.observe_queue(timing.queued.as_secs_f64());
         Ok(Ran {
             id: request.id,
-            outputs: result?,
+            outputs,
             captured_inputs: captured,
             binary_outputs: request.binary_outputs,
+            finished,
         })
     }
 }
@@ -236,6 +244,8 @@ struct Ran {
     outputs: Vec<Tensor>,
     captured_inputs: Option<Vec<Tensor>>,
     binary_outputs: BinaryOutputs,
+    /// When the run ended.
+    finished: Instant,
 }
 
 impl Service<InferCall> for InferenceService {

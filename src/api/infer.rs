@@ -247,7 +247,11 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
     // Sized for these and the two the edge adds (x-request-id, vary), so no insert grows it.
     let mut headers = HeaderMap::with_capacity(6);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(MODEL_VERSION, HeaderValue::from(done.model.version));
+    // Formatted on the stack and copied once (`HeaderValue::from(u64)` allocates twice).
+    let mut digits = itoa::Buffer::new();
+    let version = HeaderValue::from_str(digits.format(done.model.version))
+        .expect("digits are a valid header value");
+    headers.insert(MODEL_VERSION, version);
     headers.insert(VARIANT, variant);
     if let Some(n) = header_len {
         headers.insert(HEADER_LENGTH, HeaderValue::from(n));

@@ -21,7 +21,7 @@ use serde::Deserialize;
 pub use self::batch::BatchSettings;
 use self::batch::{Batcher, RunBatch};
 pub use self::card::ModelCard;
-pub use self::pool::SessionPool;
+pub use self::pool::{RunTiming, SessionPool};
 pub use self::signature::{IoKind, IoSpec, Signature};
 use crate::metrics::VersionSeries;
 use crate::monitoring::drift::DriftMonitor;
@@ -209,14 +209,19 @@ impl ModelVersion {
         self.infer_timed(inputs, outputs).await.map(|(out, _)| out)
     }
 
-    /// As [`ModelVersion::infer`], also returning how long the request waited for a session.
+    /// As [`ModelVersion::infer`], also returning how long the request waited (for a session, or in the batch
+    /// queue) and when its run ended.
     pub async fn infer_timed(
         &self,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
-    ) -> Result<(Vec<Tensor>, std::time::Duration), InferError> {
+    ) -> Result<(Vec<Tensor>, RunTiming), InferError> {
         match &self.batcher {
-            Some(batcher) => batcher.submit(inputs, outputs).await,
+            Some(batcher) => {
+                let (outputs, queued) = batcher.submit(inputs, outputs).await?;
+                let finished = std::time::Instant::now();
+                Ok((outputs, RunTiming { queued, finished }))
+            }
             None => {
                 self.pool
                     .with_session(elements(&inputs), move |session| {

@@ -77,6 +77,15 @@ impl RunCost {
     }
 }
 
+/// How long a run waited for a session, and when it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct RunTiming {
+    pub queued: Duration,
+    /// The clock read that timed the run (inline), or read when the blocking thread handed the result back: callers
+    /// measure up to here without a clock read of their own.
+    pub finished: Instant,
+}
+
 /// Counts a waiter until dropped.
 struct Waiting(Arc<AtomicUsize>);
 
@@ -123,13 +132,13 @@ impl SessionPool {
     /// `elements` input elements is short, else on a blocking thread.
     ///
     /// The permit and slot are released when `work` finishes, even if the caller stopped waiting for the result or
-    /// `work` panicked (a panic is reported as an internal error either way). Returns the result and how long the
-    /// request waited for a session.
+    /// `work` panicked (a panic is reported as an internal error either way). Returns the result, how long the
+    /// request waited for a session and when the run ended.
     pub async fn with_session<T, F>(
         &self,
         elements: usize,
         work: F,
-    ) -> Result<(T, Duration), InferError>
+    ) -> Result<(T, RunTiming), InferError>
     where
         F: FnOnce(&mut Session) -> Result<T, InferError> + Send + 'static,
         T: Send + 'static,
@@ -171,19 +180,26 @@ impl SessionPool {
             let mut session = slots[index].lock().unwrap_or_else(PoisonError::into_inner);
             let started = Instant::now();
             let result = work(&mut session);
-            cost.record(elements, started.elapsed());
-            result
+            let finished = Instant::now();
+            cost.record(elements, finished - started);
+            (result, finished)
         };
-        let result = if self.cost.inline(elements) {
+        let (result, finished) = if self.cost.inline(elements) {
             std::panic::catch_unwind(AssertUnwindSafe(run)).map_err(|_| {
                 InferError::Internal("inference task failed: the run panicked".into())
             })?
         } else {
-            tokio::task::spawn_blocking(run)
+            let (result, _) = tokio::task::spawn_blocking(run)
                 .await
-                .map_err(|e| InferError::Internal(format!("inference task failed: {e}")))?
+                .map_err(|e| InferError::Internal(format!("inference task failed: {e}")))?;
+            // The hand-back from the blocking thread is part of the run as the request sees it.
+            (result, Instant::now())
         };
-        Ok((result?, waited))
+        let timing = RunTiming {
+            queued: waited,
+            finished,
+        };
+        Ok((result?, timing))
     }
 }
 

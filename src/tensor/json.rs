@@ -8,6 +8,8 @@
 //! the shape declares, so a body cannot make the server allocate more than the shape (itself bounded) allows. Before
 //! any of this, `depth.rs` refuses bodies nested too deep.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -102,7 +104,9 @@ struct WireParameters {
 struct WireInput<'a> {
     name: String,
     shape: Vec<i64>,
-    datatype: String,
+    /// Borrowed from the body unless it has escapes.
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
     #[serde(default, borrow, deserialize_with = "raw_data")]
     data: Option<WireData<'a>>,
     #[serde(default)]
@@ -223,25 +227,30 @@ fn decode_input(
     let Some(dtype) = DataType::parse(&datatype) else {
         return Err(DecodeError::UnknownDatatype {
             input: name,
-            given: datatype,
+            given: datatype.into_owned(),
         });
     };
-    let Ok(shape) = raw_shape
-        .iter()
-        .map(|&d| usize::try_from(d))
-        .collect::<Result<Vec<_>, _>>()
-    else {
+    if raw_shape.iter().any(|&d| d < 0) {
         return Err(DecodeError::NegativeDimension {
             input: name,
             shape: raw_shape,
         });
-    };
+    }
+    // Collected in place where `i64` and `usize` have one layout (no allocation); a dimension beyond `usize` (32-bit
+    // targets) becomes `usize::MAX`, which the element count below refuses.
+    let shape: Vec<usize> = raw_shape
+        .into_iter()
+        .map(|d| usize::try_from(d).unwrap_or(usize::MAX))
+        .collect();
     let expected = match element_count(&shape) {
         Some(n) if n <= max_elements => n,
         _ => {
             return Err(DecodeError::TooManyElements {
                 input: name,
-                shape: raw_shape,
+                shape: shape
+                    .iter()
+                    .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                    .collect(),
                 limit: max_elements,
             })
         }

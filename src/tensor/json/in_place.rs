@@ -5,6 +5,7 @@
 //! A request this path cannot read gives `None`: serde's derived readers then read it again, and word the error. So
 //! both paths accept the same requests with the same result, and every error message comes from one place.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
@@ -151,7 +152,8 @@ impl<'de> Visitor<'de> for InputSeed<'_> {
             match key {
                 "name" => set(&mut name, map.next_value::<String>()?)?,
                 "shape" => set(&mut shape, map.next_value::<Vec<i64>>()?)?,
-                "datatype" => set(&mut datatype, map.next_value::<String>()?)?,
+                // An escaped datatype cannot be borrowed: the general reader reads that request.
+                "datatype" => set(&mut datatype, Cow::Borrowed(map.next_value::<&str>()?))?,
                 "data" => {
                     let value = match self.0.in_place(datatype.as_deref(), shape.as_deref()) {
                         Some(seed) => Some(WireData::Parsed(map.next_value_seed(seed)?)),

@@ -1,17 +1,11 @@
 # syntax=docker/dockerfile:1
-# sluice: build with the Rust toolchain, then run on a slim Debian with only the binary, ONNX Runtime and CA certs.
+# sluice: build with the Rust toolchain (profile-guided), then run on a slim Debian with only the binary, ONNX Runtime
+# and CA certs.
 #   docker build -t sluice:0.1.0 .
 #   docker run -p 8000:8000 -v "$PWD/models:/models:ro" sluice:0.1.0
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
-
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
-WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY benches ./benches
-RUN cargo build --release --locked --bin sluice
 
 # ONNX Runtime comes from the official PyPI wheel, pinned by version and sha256 (the same as scripts/fetch-onnxruntime.sh).
 FROM python:3.11-slim-${DEBIAN_RELEASE} AS onnxruntime
@@ -26,6 +20,23 @@ RUN python -m pip download --no-cache-dir --quiet --no-deps --only-binary=:all: 
     && echo "${ORT_SHA256}  ${ORT_WHEEL}" | sha256sum --check --quiet - \
     && python -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); open('libonnxruntime.so.${ORT_VERSION}','wb').write(z.read('onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}'))" "${ORT_WHEEL}"
 
+# The profile-guided build (scripts/build-release.sh): an instrumented sluice serves the example models under a
+# training load (wrk, loopback), then the optimised binary is built with the profile. llvm-profdata must be the
+# LLVM of the Rust toolchain (22 for 1.95).
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
+ARG ORT_VERSION=1.32.0
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends llvm-22=1:22.1.* wrk=4.1.0-* \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY models ./models
+COPY scripts/build-release.sh scripts/pgo-train.lua ./scripts/
+COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /ort/
+RUN ORT_DYLIB_PATH=/ort/libonnxruntime.so.${ORT_VERSION} scripts/build-release.sh
+
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG ORT_VERSION=1.32.0
 LABEL org.opencontainers.image.title="sluice" \
@@ -38,7 +49,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sluice \
     && mkdir -p /models
-COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
+COPY --from=build /src/target/pgo/sluice /usr/local/bin/sluice
 COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION}
 ENV ORT_DYLIB_PATH=/usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION} \
     SLUICE__MODELS__REPOSITORY=/models \

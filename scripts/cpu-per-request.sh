@@ -6,7 +6,8 @@
 # machine is CPU-bound. Three set-ups: `shared` (server and wrk on both cores, as in scripts/bench.sh), `pinned` (server on CPU
 # 0, one wrk thread on CPU 1), which shows each server's own cost without the load generator on its cores, and `c=1`
 # (one connection, cores shared), where the server idles between requests as in the benchmark's latency points.
-# Needs the release build (`cargo build --release --bin sluice --examples`); installs wrk and perf from Debian.
+# Measures the benchmark's builds (scripts/build-release.sh --examples, which it runs); installs wrk and perf from
+# Debian.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,7 +15,7 @@ cd "$root"
 # shellcheck source=scripts/small-model-load.sh
 source scripts/small-model-load.sh
 install_load_tools
-cargo build --release --locked --bin sluice --examples
+scripts/build-release.sh --examples
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -50,12 +51,12 @@ for placement in shared pinned c=1; do
   server=()
   [ "$placement" = pinned ] && server=(taskset -c 0)
   SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 \
-    "${server[@]}" target/release/sluice --models "$work/repo" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
+    "${server[@]}" target/pgo/sluice --models "$work/repo" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
   pid=$!
   measure "$placement" sluice "http://127.0.0.1:$port/v2/models/m/infer" "$work/json.lua" "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 
-  "${server[@]}" target/release/examples/bare models/iris/2/model.onnx "$port" 1,4 2 1 inline >/dev/null 2>&1 &
+  "${server[@]}" target/pgo/examples/bare models/iris/2/model.onnx "$port" 1,4 2 1 inline >/dev/null 2>&1 &
   pid=$!
   measure "$placement" bare "http://127.0.0.1:$port/infer" "$work/raw.lua" "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true

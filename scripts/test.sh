@@ -2,8 +2,9 @@
 # Runs every test of sluice on a fresh machine with only Rust and Python 3 installed:
 # fetches ONNX Runtime (pinned, checksummed) and an old one for the version check, creates the conformance venv
 # (pinned third-party clients), runs the Rust unit/router/integration tests, lints and validates the Dockerfile and
-# Kubernetes manifests (scripts/lint-deploy.sh), then the Python conformance tests (tritonclient[http], KServe's
-# client, promtool on the live /metrics) against the real binary.
+# Kubernetes manifests (scripts/lint-deploy.sh), makes the profile-guided build that ships (scripts/build-release.sh),
+# then runs the Python conformance tests (tritonclient[http], KServe's client, promtool on the live /metrics) against
+# that binary.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -24,6 +25,8 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/n
 fi
 
 cargo test --locked --all-targets
-cargo build --locked --bin sluice
 scripts/lint-deploy.sh
-SLUICE_BIN="$root/target/debug/sluice" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/conformance
+# The conformance tests run against the build that ships: profile-guided, as in the Dockerfile (its training run
+# fails the build on any unexpected response).
+scripts/build-release.sh
+SLUICE_BIN="$root/target/pgo/sluice" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/conformance

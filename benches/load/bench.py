@@ -23,7 +23,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RELEASE = ROOT / "target" / "release"
+# The profile-guided builds of scripts/build-release.sh --examples.
+RELEASE = ROOT / "target" / "pgo"
 PY = sys.executable
 DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
 # Each point is measured this many times and the median of each figure reported: one 5 s run varies by ±10 % here.
@@ -343,7 +344,9 @@ Thread settings: the small model runs on 2 sessions × 1 intra-op thread everywh
 (ONNX Runtime in-process uses the same sessions and threads; the Python servers use one session with the same
 intra-op threads). The bare handler runs the session where sluice does: inline on the async worker for the small
 model (sluice predicts its runs at a few µs, under `inline_run_max_us`), through `spawn_blocking` for the CNN.
-All servers and the load generator share the machine's cores, as the ratios below assume.
+All servers and the load generator share the machine's cores, as the ratios below assume. sluice, the bare handler
+and ONNX Runtime in-process are built the same way, the way sluice ships: profile-guided, each trained on its own
+load (`scripts/build-release.sh --examples`; sluice on the mix of `scripts/pgo-train.lua` over the example models).
 
 ## Targets
 

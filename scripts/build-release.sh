@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The optimised build of sluice, the one the Dockerfile ships and scripts/bench.sh measures: profile-guided.
+#
+#   scripts/build-release.sh              # target/pgo/sluice
+#   scripts/build-release.sh --examples   # also the load benchmark's reference programs, target/pgo/examples/
+#
+# 1. Builds sluice with instrumentation (cargo profile `pgo`, -Cprofile-generate) into target/pgo-train.
+# 2. Trains it: serves the example models in models/ on 127.0.0.1 under scripts/pgo-train.lua, a mix of the requests
+#    a model server sees (V2 JSON on every model, binary tensors, metadata, health, /metrics, client errors), driven
+#    by wrk for PGO_TRAIN_SECONDS (15) seconds; a response with an unexpected status fails the build. With
+#    --examples, the bare axum handler and ONNX Runtime in-process are trained on their own benchmark loads too, so
+#    every Rust program in the benchmark's table is built the same way.
+# 3. Merges the profiles with llvm-profdata of rustc's LLVM and rebuilds with them (-Cprofile-use).
+#
+# Why: on the small model at concurrency 8 this build serves more requests per CPU second than the fat-LTO build of
+# `cargo build --release` (measured in benches/RESULTS.md); `cargo build --release` remains the plain build.
+# Needs wrk and llvm-profdata-<rustc's LLVM major> (Debian llvm-<major>); installs what is missing from Debian.
+# Uses ORT_DYLIB_PATH when set, else fetches ONNX Runtime (scripts/fetch-onnxruntime.sh). PGO_TRAIN_PORT (18479) is
+# the training server's port.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+examples=false
+case "${1:-}" in
+  --examples) examples=true ;;
+  "") ;;
+  *) echo "usage: scripts/build-release.sh [--examples]" >&2; exit 64 ;;
+esac
+
+llvm_major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+profdata="llvm-profdata-$llvm_major"
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v "$profdata" >/dev/null 2>&1 || need+=("llvm-$llvm_major")
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+  scripts/fetch-onnxruntime.sh
+  export ORT_DYLIB_PATH="$root/.ort/libonnxruntime.so.1.32.0"
+fi
+
+targets=(--bin sluice)
+$examples && targets+=(--example bare --example inprocess)
+train="$root/target/pgo-train"
+profiles="$train/profiles"
+rm -rf "$profiles"
+mkdir -p "$profiles"
+
+echo "build-release: instrumented build" >&2
+# Build scripts and proc macros are instrumented too (RUSTFLAGS reaches them); their profiles land apart.
+RUSTFLAGS="-Cprofile-generate=$train/build-scripts" \
+  cargo build --locked --profile pgo --target-dir "$train" "${targets[@]}"
+bin="$train/pgo"
+
+port="${PGO_TRAIN_PORT:-18479}"
+pid=""
+work="$(mktemp -d)"
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+# Waits until http://127.0.0.1:$port$1 answers 200 (bash's /dev/tcp: the build image has no curl), at most 60 s.
+wait_for() {
+  local status
+  for _ in $(seq 600); do
+    if { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
+      printf 'GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n' "$1" >&3
+      read -r _ status _ <&3 || true
+      exec 3>&-
+      [ "$status" = 200 ] && return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || { echo "build-release: the training server exited:" >&2; cat "$work/server.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "build-release: the training server was not ready in 60 s" >&2
+  return 1
+}
+
+# Stops the training server with SIGTERM; it writes its profile as it exits.
+stop() {
+  kill -TERM "$pid"
+  wait "$pid"
+  pid=""
+}
+
+echo "build-release: training sluice on models/ (${PGO_TRAIN_SECONDS:-15} s)" >&2
+LLVM_PROFILE_FILE="$profiles/sluice-%p.profraw" SLUICE__SERVER__SHUTDOWN_DELAY_MS=0 \
+  "$bin/sluice" --models models --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
+pid=$!
+wait_for /v2/health/ready
+wrk -t2 -c4 -d"${PGO_TRAIN_SECONDS:-15}s" -s scripts/pgo-train.lua "http://127.0.0.1:$port" >"$work/wrk.out" \
+  || { cat "$work/wrk.out" >&2; exit 1; }
+grep '^pgo-train:' "$work/wrk.out" >&2
+stop
+
+if $examples; then
+  # shellcheck source=scripts/small-model-load.sh
+  source scripts/small-model-load.sh
+  small_model_fixture "$work"
+  echo "build-release: training the bare handler and ONNX Runtime in-process (small model)" >&2
+  LLVM_PROFILE_FILE="$profiles/bare-%p.profraw" \
+    "$bin/examples/bare" models/iris/2/model.onnx "$port" 1,4 2 1 inline >"$work/server.log" 2>&1 &
+  pid=$!
+  # The bare handler has one route, POST /infer; any answer to GET means it is listening.
+  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  wrk -t2 -c8 -d10s -s "$work/raw.lua" "http://127.0.0.1:$port/infer" >/dev/null
+  stop
+  LLVM_PROFILE_FILE="$profiles/inprocess-%p.profraw" "$bin/examples/inprocess" models/iris/2/model.onnx 1,4 2 1 8 5 \
+    >/dev/null
+fi
+
+"$profdata" merge -o "$train/merged.profdata" "$profiles"/*.profraw
+echo "build-release: optimised build with the merged profile" >&2
+RUSTFLAGS="-Cprofile-use=$train/merged.profdata -Cllvm-args=-pgo-warn-missing-function=false" \
+  cargo build --locked --profile pgo "${targets[@]}"
+echo "build-release: built $root/target/pgo/sluice" >&2

@@ -62,6 +62,17 @@ pid=""
 work="$(mktemp -d)"
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
 
+# Whether something accepts connections on the training port.
+listening() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+}
+
+# Another server on the port would answer the training load in place of the instrumented build.
+if listening; then
+  echo "build-release: 127.0.0.1:$port is in use; set PGO_TRAIN_PORT to a free port" >&2
+  exit 1
+fi
+
 # Waits until http://127.0.0.1:$port$1 answers 200 (bash's /dev/tcp: the build image has no curl), at most 60 s.
 wait_for() {
   local status
@@ -72,7 +83,11 @@ wait_for() {
       exec 3>&-
       [ "$status" = 200 ] && return 0
     fi
-    kill -0 "$pid" 2>/dev/null || { echo "build-release: the training server exited:" >&2; cat "$work/server.log" >&2; return 1; }
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "build-release: the training server exited:" >&2
+      cat "$work/server.log" >&2
+      return 1
+    fi
     sleep 0.1
   done
   echo "build-release: the training server was not ready in 60 s" >&2
@@ -104,8 +119,8 @@ if $examples; then
   LLVM_PROFILE_FILE="$profiles/bare-%p.profraw" \
     "$bin/examples/bare" models/iris/2/model.onnx "$port" 1,4 2 1 inline >"$work/server.log" 2>&1 &
   pid=$!
-  # The bare handler has one route, POST /infer; any answer to GET means it is listening.
-  for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  # The bare handler has no readiness route: a connection means it is listening.
+  for _ in $(seq 600); do listening && break; sleep 0.1; done
   wrk -t2 -c8 -d10s -s "$work/raw.lua" "http://127.0.0.1:$port/infer" >/dev/null
   stop
   LLVM_PROFILE_FILE="$profiles/inprocess-%p.profraw" "$bin/examples/inprocess" models/iris/2/model.onnx 1,4 2 1 8 5 \

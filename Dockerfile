@@ -33,7 +33,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY models ./models
-COPY scripts/build-release.sh scripts/pgo-train.lua ./scripts/
+COPY scripts/build-release.sh scripts/debian-install.sh scripts/pgo-train.lua ./scripts/
 COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /ort/
 RUN ORT_DYLIB_PATH=/ort/libonnxruntime.so.${ORT_VERSION} scripts/build-release.sh
 

@@ -30,15 +30,7 @@ esac
 
 llvm_major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
 profdata="llvm-profdata-$llvm_major"
-need=()
-command -v wrk >/dev/null 2>&1 || need+=(wrk)
-command -v "$profdata" >/dev/null 2>&1 || need+=("llvm-$llvm_major")
-if [ "${#need[@]}" -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+scripts/debian-install.sh wrk=wrk "$profdata=llvm-$llvm_major"
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
   scripts/fetch-onnxruntime.sh
   export ORT_DYLIB_PATH="$root/.ort/libonnxruntime.so.1.32.0"

@@ -14,13 +14,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/n
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/requirements.txt
   echo "$want" > "$venv/.requirements.sha256"
 fi
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "installing promtool (Debian package prometheus) ..." >&2
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-fi
+scripts/debian-install.sh promtool=prometheus
 
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "kubectl (with its built-in kustomize v4 or later) is needed to render k8s/; it is on the CI machine." >&2

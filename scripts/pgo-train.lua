@@ -7,8 +7,8 @@
 -- Every request carries its expected status in its x-request-id, which sluice echoes: each response's status is checked
 -- against it, and `done` fails the run on any other.
 
-local function json_infer(path, inputs)
-  return { "POST", path, { ["Content-Type"] = "application/json" }, '{"inputs":[' .. inputs .. "]}", 200 }
+local function json_infer(path, inputs, status)
+  return { "POST", path, { ["Content-Type"] = "application/json" }, '{"inputs":[' .. inputs .. "]}", status or 200 }
 end
 
 local function fp32(name, rows, cols, value)
@@ -45,42 +45,41 @@ local mix = {
   json_infer("/v2/models/iris/infer", fp32("float_input", 1, 4, 6.7)),
   { "GET", "/v2/models/iris", {}, nil, 200 },
   { "GET", "/v2/health/ready", {}, nil, 200 },
-  json_infer("/v2/models/iris/infer", fp32("float_input", 1, 5, 5.1)),
+  json_infer("/v2/models/iris/infer", fp32("float_input", 1, 5, 5.1), 400), -- five columns where the model takes four
   { "POST", "/v2/models/nonexistent/infer", { ["Content-Type"] = "application/json" }, '{"inputs":[]}', 404 },
   { "POST", "/v2/models/iris/infer", { ["Content-Type"] = "application/json" }, '{"inputs":[{"name":', 400 },
   json_infer("/v2/models/iris/infer", fp32("float_input", 2, 4, 5.5)),
 }
-mix[12][5] = 400 -- five columns where the model takes four
-
-mix[#mix + 1] = { "GET", "/metrics", {}, nil, 200 }
-
 local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
 end
 
+local function format(i, r)
+  local headers = { ["x-request-id"] = string.format("pgo-train-%s-expect-%d", i, r[5]) }
+  for k, v in pairs(r[3]) do
+    headers[k] = v
+  end
+  return wrk.format(r[1], r[2], headers, r[4])
+end
+
 function init(args)
   requests = {}
   for i, r in ipairs(mix) do
-    local headers = { ["x-request-id"] = string.format("pgo-train-%d-expect-%d", i, r[5]) }
-    for k, v in pairs(r[3]) do
-      headers[k] = v
-    end
-    requests[i] = wrk.format(r[1], r[2], headers, r[4])
+    requests[i] = format(i, r)
   end
-  -- /metrics (the last entry) once per 200 requests, the rest in turn.
-  count, next_index, unexpected = 0, 1, 0
+  metrics = format("metrics", { "GET", "/metrics", {}, nil, 200 })
+  count, unexpected = 0, 0
 end
 
+-- /metrics once per 200 requests, the mix in turn.
 function request()
   count = count + 1
   if count % 200 == 0 then
-    return requests[#requests]
+    return metrics
   end
-  local i = next_index
-  next_index = next_index % (#requests - 1) + 1
-  return requests[i]
+  return requests[count % #requests + 1]
 end
 
 function response(status, headers, body)

@@ -1,18 +1,11 @@
-# Shared by scripts/cpu-per-request.sh and scripts/ab.sh (sourced, not run): the tools a CPU-per-request measurement
-# needs, and the small-model fixture of scripts/bench.sh (iris GBT, 1×4 FP32, 2 sessions × 1 intra-op thread).
+# Shared by scripts/cpu-per-request.sh, scripts/ab.sh and scripts/build-release.sh (sourced, not run): the tools a
+# CPU-per-request measurement needs, and the small-model fixture of scripts/bench.sh (iris GBT, 1×4 FP32, 2 sessions ×
+# 1 intra-op thread).
 
 # Fetches ONNX Runtime and installs wrk and perf from Debian when missing.
 install_load_tools() {
   scripts/fetch-onnxruntime.sh
-  local need=()
-  command -v wrk >/dev/null 2>&1 || need+=(wrk)
-  command -v perf >/dev/null 2>&1 || need+=(linux-perf)
-  if [ "${#need[@]}" -gt 0 ]; then
-    local sudo_cmd=""
-    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  fi
+  scripts/debian-install.sh wrk=wrk perf=linux-perf
 }
 
 # Writes into $1: the repository `repo` (model `m`), the V2 JSON body `json.body`, the same input as raw

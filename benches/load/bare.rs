@@ -96,18 +96,9 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
         .unwrap();
-    // Ends on SIGINT or SIGTERM, returning from `main` (so that a profiling build writes its profile).
+    // Ends on SIGINT or SIGTERM as sluice does, returning from `main` (so that a profiling build writes its profile).
     axum::serve(listener, app)
-        .with_graceful_shutdown(stop())
+        .with_graceful_shutdown(sluice::shutdown::signal())
         .await
         .unwrap();
-}
-
-async fn stop() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).unwrap();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

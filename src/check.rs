@@ -10,7 +10,7 @@ use std::path::Path;
 
 use ort::environment::Environment;
 
-use crate::model::{IoSpec, LoadOptions, ModelVersion, SessionSettings};
+use crate::model::{IoSpec, LoadOptions, ModelVersion, SessionSettings, VersionSettings};
 use crate::repository;
 use crate::routing::RoutingPolicy;
 
@@ -60,9 +60,13 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
         }
         for v in &model.versions {
             // One session is enough to prove the file loads.
-            let settings = SessionSettings {
-                pool_size: Some(1),
-                ..config.session.clone()
+            let settings = VersionSettings {
+                session: SessionSettings {
+                    pool_size: Some(1),
+                    ..config.session.clone()
+                },
+                batching: config.batching.clone(),
+                warmup: config.warmup.clone(),
             };
             match ModelVersion::load(
                 env,
@@ -70,7 +74,6 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
                 v.version,
                 &v.model_path,
                 &settings,
-                config.batching.as_ref(),
                 &LoadOptions::default(),
             ) {
                 Ok(loaded) => {

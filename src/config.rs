@@ -108,6 +108,8 @@ pub struct ModelsSettings {
     pub watch: bool,
     pub poll_interval_ms: u64,
     pub settle_ms: u64,
+    pub strict_readiness: bool,
+    pub load_concurrency: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -244,6 +246,12 @@ impl Settings {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::InvalidValue {
                 key: "server.max_body_bytes",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.models.load_concurrency == 0 {
+            return Err(ConfigError::InvalidValue {
+                key: "models.load_concurrency",
                 message: "must be at least 1".into(),
             });
         }

@@ -86,6 +86,7 @@ pub struct Metrics {
     in_flight: IntGaugeVec,
     models_loaded: IntGauge,
     model_ready: IntGaugeVec,
+    files_removed: IntGaugeVec,
     load_failures: IntCounterVec,
     load_duration: HistogramVec,
     shadow_requests: IntCounterVec,
@@ -144,6 +145,13 @@ impl Metrics {
             Opts::new(
                 "sluice_model_ready",
                 "1 when a model version is loaded and ready, 0 when it is known but not loaded.",
+            ),
+            &["model", "version"],
+        )?;
+        let files_removed = IntGaugeVec::new(
+            Opts::new(
+                "sluice_model_files_removed",
+                "1 per version that serves from memory although its files were removed, because no other version of its model is ready to replace it.",
             ),
             &["model", "version"],
         )?;
@@ -273,6 +281,7 @@ impl Metrics {
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(models_loaded.clone()))?;
         registry.register(Box::new(model_ready.clone()))?;
+        registry.register(Box::new(files_removed.clone()))?;
         registry.register(Box::new(load_failures.clone()))?;
         registry.register(Box::new(load_duration.clone()))?;
         Ok(Metrics {
@@ -283,6 +292,7 @@ impl Metrics {
             in_flight,
             models_loaded,
             model_ready,
+            files_removed,
             load_failures,
             load_duration,
             shadow_requests,
@@ -447,17 +457,25 @@ impl Metrics {
             .observe(rows as f64);
     }
 
-    /// Replaces the per-version readiness gauges and the loaded count with `(model, version, loaded)` rows.
-    pub fn set_model_states<'a>(&self, states: impl Iterator<Item = (&'a str, u64, bool)>) {
+    /// Replaces the per-version readiness gauges and the loaded count with `(model, version, loaded, files
+    /// removed)` rows.
+    pub fn set_model_states<'a>(&self, states: impl Iterator<Item = (&'a str, u64, bool, bool)>) {
         self.model_ready.reset();
+        self.files_removed.reset();
         self.model_info.reset();
         self.drift_psi.reset();
         self.drift_overall.reset();
         let mut loaded = 0;
-        for (model, version, ready) in states {
+        for (model, version, ready, files_removed) in states {
+            let version = version.to_string();
             self.model_ready
-                .with_label_values(&[model, &version.to_string()])
+                .with_label_values(&[model, &version])
                 .set(i64::from(ready));
+            if files_removed {
+                self.files_removed
+                    .with_label_values(&[model, &version])
+                    .set(1);
+            }
             loaded += i64::from(ready);
         }
         self.models_loaded.set(loaded);

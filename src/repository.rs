@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::{BatchSettings, SessionSettings};
+use crate::model::{BatchSettings, SessionSettings, VersionSettings, WarmupSettings};
 use crate::monitoring::payload::PayloadPolicy;
 use crate::registry::policy::VersionPolicy;
 
@@ -29,9 +29,23 @@ pub struct ModelConfig {
     pub session: SessionSettings,
     /// Dynamic batching (opt-in).
     pub batching: Option<BatchSettings>,
+    /// The run each version makes before it takes traffic.
+    #[serde(default)]
+    pub warmup: WarmupSettings,
     /// Prediction logging: sample rate and redaction.
     #[serde(default)]
     pub payload_log: PayloadPolicy,
+}
+
+impl ModelConfig {
+    /// What a version's load takes from this file.
+    pub fn version_settings(&self) -> VersionSettings {
+        VersionSettings {
+            session: self.session.clone(),
+            batching: self.batching.clone(),
+            warmup: self.warmup.clone(),
+        }
+    }
 }
 
 /// One model directory as found on disk.

@@ -369,7 +369,7 @@ async fn initial_load(manager: &RepositoryManager, settle: Duration) {
 /// Builds the application state: registry, metrics, routing, the inference stack and the repository manager.
 /// Reads the routing file once (an invalid one is a configuration error here; later it only logs).
 pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, StartError> {
-    let registry = Arc::new(Registry::default());
+    let registry = Arc::new(Registry::new(settings.models.strict_readiness));
     let metrics = Arc::new(Metrics::new()?);
     let routing = Arc::new(RoutingTable::new(
         settings.routing.file().map(Path::to_path_buf),
@@ -396,6 +396,7 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         Duration::from_millis(settings.models.settle_ms),
     )
     .with_pins(Arc::clone(&routing) as Arc<dyn PinnedVersions>)
+    .with_load_concurrency(settings.models.load_concurrency)
     .with_load_options(LoadOptions {
         max_waiting: settings.limits.max_queue_per_version,
         drift_window: settings.monitoring.drift_window,

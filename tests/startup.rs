@@ -131,7 +131,8 @@ fn a_missing_repository_exits_66() {
     assert!(out.contains("/nonexistent/models"), "{out}");
 }
 
-/// Broken models are reported (log, metric, not ready with the reason) and the good ones still serve.
+/// Broken models are reported (log, metric, model and server readiness with the reason) and the good ones still
+/// serve.
 #[test]
 fn a_model_that_fails_to_load_does_not_stop_the_others() {
     let repo = repo_with(&["iris"]);
@@ -195,7 +196,14 @@ fn a_model_that_fails_to_load_does_not_stop_the_others() {
     let (status, body) = post_json(&server, "/v2/models/iris/versions/3/infer", &row);
     assert_eq!(status, 503, "{body}");
     assert_eq!(post_json(&server, "/v2/models/corrupt/infer", &row).0, 503);
-    assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
+    // Strict readiness (the default): unready, naming each model without a ready version and why.
+    let (status, body) = get_json(&server, "/v2/health/ready");
+    assert_eq!(status, 503, "{body}");
+    let reasons = body["error"].as_str().unwrap();
+    for model in ["badconf", "corrupt", "empty"] {
+        assert!(reasons.contains(&format!("model '{model}': ")), "{reasons}");
+    }
+    assert!(!reasons.contains("model 'iris'"), "{reasons}");
 
     let metrics = common::metrics_text(&server);
     for line in [

@@ -95,6 +95,7 @@ fn registry_status(e: &RegistryError) -> StatusCode {
         }
         RegistryError::NotReady { .. }
         | RegistryError::ServerNotReady
+        | RegistryError::ModelsNotReady { .. }
         | RegistryError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

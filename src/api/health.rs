@@ -27,15 +27,12 @@ pub async fn live() -> Json<Value> {
     get,
     path = "/v2/health/ready",
     tag = "health",
-    responses((status = 200, description = "Ready", body = openapi::Ready), (status = 503, description = "Loading or shutting down", body = openapi::ErrorBody))
+    responses((status = 200, description = "Ready", body = openapi::Ready), (status = 503, description = "Loading, a model without a ready version (strict readiness), or shutting down", body = openapi::ErrorBody))
 )]
-/// Ready once start-up loading has finished.
+/// Ready once start-up loading has finished and (with `models.strict_readiness`) every model has a ready version.
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if state.registry.is_ready() {
-        Ok(Json(json!({ "ready": true })))
-    } else {
-        Err(state.registry.not_ready_error().into())
-    }
+    state.registry.readiness()?;
+    Ok(Json(json!({ "ready": true })))
 }
 
 #[utoipa::path(

@@ -8,6 +8,7 @@ pub mod card;
 mod convert;
 pub mod pool;
 pub mod signature;
+pub mod warmup;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -23,6 +24,7 @@ use self::batch::{Batcher, RunBatch};
 pub use self::card::ModelCard;
 pub use self::pool::{RunTiming, SessionPool};
 pub use self::signature::{IoKind, IoSpec, Signature};
+pub use self::warmup::WarmupSettings;
 use crate::metrics::VersionSeries;
 use crate::monitoring::drift::DriftMonitor;
 use crate::tensor::Tensor;
@@ -80,6 +82,15 @@ impl SessionSettings {
     }
 }
 
+/// Everything of one model's `model.toml` that a version's load depends on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionSettings {
+    pub session: SessionSettings,
+    /// Dynamic batching, when configured.
+    pub batching: Option<BatchSettings>,
+    pub warmup: WarmupSettings,
+}
+
 /// Server-wide options of a load.
 #[derive(Clone)]
 pub struct LoadOptions {
@@ -129,22 +140,23 @@ impl std::fmt::Debug for ModelVersion {
 }
 
 impl ModelVersion {
-    /// Loads `path` into a pool of sessions (blocking: call from a blocking thread).
+    /// Loads `path` into a pool of sessions and warms each session up (blocking: call from a blocking thread).
     pub fn load(
         env: &Environment,
         name: &str,
         version: u64,
         path: &Path,
-        settings: &SessionSettings,
-        batching: Option<&BatchSettings>,
+        settings: &VersionSettings,
         options: &LoadOptions,
     ) -> Result<ModelVersion, String> {
+        let batching = settings.batching.as_ref();
+        let session = &settings.session;
         // The card first: a checksum mismatch refuses the load before ONNX Runtime reads the file.
         let card = card::load(path)?;
         let drift = DriftMonitor::load(path, options.drift_window)?;
-        let size = settings.effective_pool_size();
-        let sessions = (0..size)
-            .map(|_| build_session(env, path, settings).map_err(|e| e.to_string()))
+        let size = session.effective_pool_size();
+        let mut sessions = (0..size)
+            .map(|_| build_session(env, path, session).map_err(|e| e.to_string()))
             .collect::<Result<Vec<_>, _>>()?;
         let first = &sessions[0];
         let signature = Signature {
@@ -162,10 +174,13 @@ impl ModelVersion {
         if batching.is_some() {
             batch::check_batchable(&signature)?;
         }
+        if let Some(inputs) = warmup::inputs(&settings.warmup, &signature, path)? {
+            warmup::run(&mut sessions, &inputs, &settings.warmup)?;
+        }
         let pool = Arc::new(SessionPool::new(
             sessions,
             options.max_waiting,
-            settings.effective_inline_run_max(),
+            session.effective_inline_run_max(),
         ));
         let batcher = batching
             .filter(|_| tokio::runtime::Handle::try_current().is_ok())
@@ -328,8 +343,10 @@ mod tests {
                 "iris",
                 2,
                 &iris_v2(),
-                &settings,
-                None,
+                &VersionSettings {
+                    session: settings,
+                    ..Default::default()
+                },
                 &LoadOptions::default(),
             )
             .unwrap(),
@@ -388,8 +405,7 @@ mod tests {
             "bad",
             1,
             &path,
-            &SessionSettings::default(),
-            None,
+            &VersionSettings::default(),
             &LoadOptions::default(),
         )
         .unwrap_err();
@@ -404,8 +420,7 @@ mod tests {
             "iris",
             2,
             &iris_v2(),
-            &SessionSettings::default(),
-            None,
+            &VersionSettings::default(),
             &LoadOptions::default(),
         )
         .unwrap();

@@ -2,9 +2,15 @@
 //! disk (start-up, file changes, polling) and carries out management calls (load, unload, default version).
 //!
 //! Every change runs under one async mutex, so reconciles and management calls never interleave; request lookups
-//! never take it. Loads run on blocking threads. A version whose file did not change is never reloaded; a file that
-//! failed to load is not retried until it changes (or an operator asks); a file still being written (modified
-//! less than `settle` ago) is left alone until it is stable.
+//! never take it. A model never goes dark because of its files: the version policy chooses among versions that
+//! load (a corrupt, half-written or failing version is reported and skipped), a version leaving the selection
+//! serves until its successor is ready, and the default keeps serving from memory when its files are removed and
+//! nothing can replace it. Only removing the model's directory, or an operator's unload, takes a model away.
+//!
+//! Loads (with their warmup) and the release of retired versions run on blocking threads, at most
+//! `models.load_concurrency` at a time. A version whose file did not change is never reloaded; a file that failed
+//! is not retried until it changes (or an operator asks); a file still being written (modified less than
+//! `settle` ago) is left alone until it is stable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,12 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ort::environment::Environment;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
-use super::policy::{choose_default, incompatibility, Candidate};
+use super::policy::{choose_default, incompatibility, Candidate, VersionState};
 use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
 use crate::metrics::Metrics;
-use crate::model::{BatchSettings, LoadOptions, ModelVersion, SessionSettings};
+use crate::model::{LoadOptions, ModelVersion, VersionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -38,13 +44,12 @@ impl From<RepositoryError> for ManageError {
     }
 }
 
-/// What a version's load depends on: the file (size, modification time) and the session settings.
+/// What a version's load depends on: the file (size, modification time) and the model's settings.
 #[derive(Debug, Clone, PartialEq)]
 struct Fingerprint {
     len: u64,
     modified: Option<SystemTime>,
-    settings: SessionSettings,
-    batching: Option<BatchSettings>,
+    settings: VersionSettings,
 }
 
 /// The outcome of one reconcile.
@@ -54,12 +59,14 @@ pub struct Reconciled {
     pub pending: bool,
 }
 
+type Key = (String, u64);
+
 #[derive(Default)]
 struct ManagerState {
     /// Fingerprint of the file each loaded version came from.
-    loaded: HashMap<(String, u64), Fingerprint>,
+    loaded: HashMap<Key, Fingerprint>,
     /// Fingerprint of the last failed attempt, not retried until the file or settings change.
-    failed: HashMap<(String, u64), Fingerprint>,
+    failed: HashMap<Key, Fingerprint>,
     /// The last `model.toml` applied per model; a change clears operator overrides of the default.
     configs: HashMap<String, ModelConfig>,
     /// Models an operator unloaded: left unloaded until an operator loads them again.
@@ -68,6 +75,18 @@ struct ManagerState {
     default_override: HashMap<String, u64>,
     /// Models whose next load skips the schema guard (the load call's `force`).
     force_once: HashSet<String>,
+    /// Versions that left the map in this change, released once the new map is installed.
+    retired: Vec<Arc<ModelVersion>>,
+}
+
+/// One version on disk while a model is reconciled.
+struct Work {
+    state: VersionState,
+    path: PathBuf,
+    fingerprint: Option<Fingerprint>,
+    /// The loaded version: unchanged, freshly loaded, or the previous load after a failed reload.
+    model: Option<Arc<ModelVersion>>,
+    reason: Option<String>,
 }
 
 pub struct RepositoryManager {
@@ -83,6 +102,8 @@ pub struct RepositoryManager {
     pins: Option<Arc<dyn PinnedVersions>>,
     /// Server-wide load options (queue bound per version, drift window).
     load_options: LoadOptions,
+    /// Loads and releases running at once (`models.load_concurrency`).
+    load_slots: Arc<Semaphore>,
 }
 
 impl RepositoryManager {
@@ -102,12 +123,19 @@ impl RepositoryManager {
             state: Mutex::new(ManagerState::default()),
             pins: None,
             load_options: LoadOptions::default(),
+            load_slots: Arc::new(Semaphore::new(1)),
         }
     }
 
     /// Sets the server-wide load options.
     pub fn with_load_options(mut self, options: LoadOptions) -> RepositoryManager {
         self.load_options = options;
+        self
+    }
+
+    /// Runs at most `n` loads (and releases of retired versions) at once.
+    pub fn with_load_concurrency(mut self, n: usize) -> RepositoryManager {
+        self.load_slots = Arc::new(Semaphore::new(n.max(1)));
         self
     }
 
@@ -205,16 +233,25 @@ impl RepositoryManager {
             let name = dir.name.clone();
             let old = current.get(&name).cloned().unwrap_or_default();
             let entry = if state.unloaded.contains(&name) {
+                self.retire_all(state, &name, &old);
                 unloaded_entry(old, &dir)
             } else {
                 self.reconcile_model(state, dir, old, &mut report).await
             };
             next.insert(name, entry);
         }
+        // A model whose directory was removed is unloaded: an explicit intent.
+        for (name, old) in current.iter().filter(|(n, _)| !next.contains_key(*n)) {
+            tracing::info!(model = %name, "model directory removed; unloading the model");
+            self.retire_all(state, name, old);
+        }
         let names: HashSet<&String> = next.keys().collect();
         state.loaded.retain(|(m, _), _| names.contains(m));
+        state.failed.retain(|(m, _), _| names.contains(m));
         state.configs.retain(|m, _| names.contains(m));
         self.install(next);
+        drop(current);
+        self.release(std::mem::take(&mut state.retired)).await;
         Ok(report)
     }
 
@@ -245,7 +282,6 @@ impl RepositoryManager {
             .get(&name)
             .copied()
             .or(config.default_version);
-        let on_disk: BTreeSet<u64> = versions.iter().map(|v| v.version).collect();
         let mut keep: BTreeSet<u64> = pinned.into_iter().collect();
         keep.extend(
             self.pins
@@ -253,129 +289,321 @@ impl RepositoryManager {
                 .map(|p| p.pinned(&name))
                 .unwrap_or_default(),
         );
-        let wanted = config.version_policy.select(&on_disk, &keep);
         let force = config.force || state.force_once.contains(&name);
+        let settings = config.version_settings();
 
-        let mut slots: BTreeMap<u64, VersionSlot> = BTreeMap::new();
-        // The guard compares a new version with the default as it stands when the version loads.
+        let mut work: BTreeMap<u64, Work> = versions
+            .into_iter()
+            .map(|v| {
+                let slot = old.versions.get(&v.version);
+                let work = self.classify(state, &name, v.version, v.model_path, &settings, slot);
+                report.pending |=
+                    work.state == VersionState::Waiting || work.reason.as_deref() == Some(WAITING);
+                (v.version, work)
+            })
+            .collect();
+        // The schema guard judges against the default that serves now, or, on a first load, against the pinned
+        // or newest version that loads.
         let mut baseline = old.default_model().cloned();
-        for v in versions {
-            let key = (name.clone(), v.version);
-            let old_slot = old.versions.get(&v.version).cloned().unwrap_or_default();
-            let slot = if !wanted.contains(&v.version) {
-                state.loaded.remove(&key);
-                VersionSlot {
-                    reason: Some("not selected by the version policy".into()),
-                    ..Default::default()
-                }
-            } else {
-                let fingerprint =
-                    fingerprint(&v.model_path, &config.session, config.batching.as_ref());
-                self.version_slot(
-                    state,
-                    &key,
-                    &v.model_path,
-                    fingerprint,
-                    old_slot,
-                    baseline.as_deref(),
-                    force,
-                    report,
-                )
-                .await
-            };
-            let slot = if force {
-                VersionSlot {
-                    incompatible: None,
-                    ..slot
-                }
-            } else {
-                slot
-            };
-            slots.insert(v.version, slot);
+        judge(&mut work, baseline.as_deref(), force);
+        loop {
+            let wanted = config.version_policy.select(&states(&work), &keep);
+            let to_load: Vec<u64> = wanted
+                .iter()
+                .copied()
+                .filter(|v| work[v].state == VersionState::Loadable)
+                .collect();
+            if to_load.is_empty() {
+                break;
+            }
+            self.load_versions(state, &name, &mut work, &to_load).await;
             if baseline.is_none() {
-                baseline = default_of(&slots, pinned).and_then(|d| slots[&d].model.clone());
+                baseline = pinned
+                    .and_then(|p| work.get(&p)?.model.clone())
+                    .or_else(|| work.values().rev().find_map(|w| w.model.clone()));
+            }
+            judge(&mut work, baseline.as_deref(), force);
+        }
+        let wanted = config.version_policy.select(&states(&work), &keep);
+        let candidates: Vec<Candidate> = wanted
+            .iter()
+            .filter(|v| work[v].model.is_some())
+            .map(|v| Candidate {
+                version: *v,
+                incompatible: work[v].state == VersionState::Incompatible,
+            })
+            .collect();
+        // Successor before retirement: when nothing selected can be the default, the default that served stays.
+        let default = choose_default(&candidates, pinned).or(old.default.filter(|d| {
+            old.default_model().is_some() && work.get(d).is_none_or(|w| w.model.is_some())
+        }));
+        self.assemble(state, &name, work, &wanted, default, old, force, &config)
+    }
+
+    /// Where one version on disk stands before this reconcile loads anything.
+    fn classify(
+        &self,
+        state: &ManagerState,
+        model: &str,
+        version: u64,
+        path: PathBuf,
+        settings: &VersionSettings,
+        old: Option<&VersionSlot>,
+    ) -> Work {
+        let key = (model.to_owned(), version);
+        let previous = old.and_then(|s| s.model.clone());
+        let fingerprint = fingerprint(&path, settings);
+        let mut work = Work {
+            state: VersionState::Loadable,
+            path,
+            fingerprint: fingerprint.clone(),
+            model: previous.clone(),
+            reason: None,
+        };
+        let Some(fingerprint) = fingerprint else {
+            work.state = VersionState::Missing;
+            work.reason = Some(format!("{} does not exist", work.path.display()));
+            return work;
+        };
+        let failed = state.failed.get(&key) == Some(&fingerprint);
+        match (previous, state.loaded.get(&key) == Some(&fingerprint)) {
+            (Some(_), true) => work.state = VersionState::Ready,
+            (Some(_), false) if failed => {
+                work.state = VersionState::Ready;
+                work.reason = old.and_then(|s| s.reason.clone());
+            }
+            (Some(_), false) if !self.settled(&fingerprint) => {
+                work.state = VersionState::Ready;
+                work.reason = Some(WAITING.into());
+            }
+            (None, _) if failed => {
+                work.state = VersionState::Failed;
+                work.reason = old.and_then(|s| s.reason.clone());
+            }
+            (None, _) if !self.settled(&fingerprint) => {
+                work.state = VersionState::Waiting;
+                work.reason = Some(WAITING.into());
+            }
+            _ => {}
+        }
+        work
+    }
+
+    /// Loads `versions` of `model`, at most `load_concurrency` at a time, and records each outcome.
+    async fn load_versions(
+        &self,
+        state: &mut ManagerState,
+        model: &str,
+        work: &mut BTreeMap<u64, Work>,
+        versions: &[u64],
+    ) {
+        let loads = versions.iter().map(|v| {
+            let w = &work[v];
+            let settings = w.fingerprint.as_ref().map(|f| f.settings.clone());
+            let path = w.path.clone();
+            let version = *v;
+            async move {
+                let result = match settings {
+                    Some(settings) => self.load_version(model, version, &path, &settings).await,
+                    None => Err(format!("{} does not exist", path.display())),
+                };
+                (version, result)
+            }
+        });
+        for (version, result) in futures_util::future::join_all(loads).await {
+            let key = (model.to_owned(), version);
+            let w = work
+                .get_mut(&version)
+                .expect("a version being loaded is on disk");
+            let fingerprint = w
+                .fingerprint
+                .clone()
+                .expect("a loadable version has a file");
+            match result {
+                Ok(loaded) => {
+                    state.loaded.insert(key.clone(), fingerprint);
+                    state.failed.remove(&key);
+                    w.model = Some(Arc::new(loaded));
+                    w.state = VersionState::Ready;
+                    w.reason = None;
+                }
+                Err(reason) => {
+                    state.failed.insert(key, fingerprint);
+                    if w.model.is_some() {
+                        w.state = VersionState::Ready;
+                        w.reason = Some(format!(
+                            "reload failed, the previous file keeps serving: {reason}"
+                        ));
+                    } else {
+                        w.state = VersionState::Failed;
+                        w.reason = Some(reason);
+                    }
+                }
             }
         }
-        let default = default_of(&slots, pinned);
+    }
+
+    /// The model's new entry: selected versions and the default serve; every other loaded version is retired,
+    /// except a default whose files are gone, which serves from memory until something replaces it.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        &self,
+        state: &mut ManagerState,
+        name: &str,
+        work: BTreeMap<u64, Work>,
+        wanted: &BTreeSet<u64>,
+        default: Option<u64>,
+        old: ModelEntry,
+        force: bool,
+        config: &ModelConfig,
+    ) -> ModelEntry {
+        let default_model = default.and_then(|d| {
+            work.get(&d)
+                .and_then(|w| w.model.clone())
+                .or_else(|| old.versions.get(&d)?.model.clone())
+        });
+        let verdict = |m: &ModelVersion| {
+            let base = default_model.as_deref()?;
+            if force || base.version == m.version {
+                return None;
+            }
+            incompatibility(&base.signature, &m.signature)
+        };
+        let mut slots = BTreeMap::new();
+        for (version, w) in work {
+            let key = (name.to_owned(), version);
+            let serves = wanted.contains(&version) || default == Some(version);
+            let slot = match w.model {
+                Some(model) if serves => {
+                    let incompatible = verdict(&model);
+                    let was = old
+                        .versions
+                        .get(&version)
+                        .and_then(|s| s.incompatible.as_ref());
+                    if let Some(why) = incompatible.as_ref().filter(|why| was != Some(*why)) {
+                        // Worth a warning when the guard holds back a newer version from becoming the default; a
+                        // pinned default or an older version is the operator's choice.
+                        if config.default_version.is_none() && default < Some(version) {
+                            tracing::warn!(model = name, version, reason = %why, "new version is incompatible with the default; the default stays");
+                        } else {
+                            tracing::info!(model = name, version, reason = %why, "version is incompatible with the default");
+                        }
+                    }
+                    let reason = w.reason.or_else(|| {
+                        (!wanted.contains(&version)).then(|| {
+                            "kept serving as the default until a version the policy selects is ready".into()
+                        })
+                    });
+                    let files_removed = w.state == VersionState::Missing;
+                    if files_removed {
+                        self.orphaned(name, version, &old);
+                    }
+                    VersionSlot {
+                        model: Some(model),
+                        reason: if files_removed {
+                            Some(ORPHANED.into())
+                        } else {
+                            reason
+                        },
+                        incompatible,
+                        files_removed,
+                    }
+                }
+                model => {
+                    if let Some(model) = model {
+                        state.loaded.remove(&key);
+                        self.retire(state, model);
+                    }
+                    let reason = match w.state {
+                        VersionState::Ready
+                        | VersionState::Incompatible
+                        | VersionState::Loadable => "not selected by the version policy".into(),
+                        _ => w.reason.unwrap_or_default(),
+                    };
+                    VersionSlot {
+                        reason: Some(reason),
+                        ..Default::default()
+                    }
+                }
+            };
+            slots.insert(version, slot);
+        }
+        // Versions whose directories are gone: the default stays until it is replaced, the others go.
+        let gone: Vec<(u64, Arc<ModelVersion>)> = old
+            .versions
+            .iter()
+            .filter(|(v, _)| !slots.contains_key(*v))
+            .filter_map(|(v, slot)| Some((*v, slot.model.clone()?)))
+            .collect();
+        for (version, model) in gone {
+            let version = &version;
+            if default == Some(*version) {
+                self.orphaned(name, *version, &old);
+                slots.insert(
+                    *version,
+                    VersionSlot {
+                        model: Some(model),
+                        reason: Some(ORPHANED.into()),
+                        incompatible: None,
+                        files_removed: true,
+                    },
+                );
+            } else {
+                state.loaded.remove(&(name.to_owned(), *version));
+                self.retire(state, model);
+            }
+        }
         ModelEntry {
             versions: slots,
             default,
             reason: None,
-            payload_log: Arc::new(config.payload_log),
+            payload_log: Arc::new(config.payload_log.clone()),
+            operator_unloaded: false,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn version_slot(
-        &self,
-        state: &mut ManagerState,
-        key: &(String, u64),
-        path: &Path,
-        fingerprint: Option<Fingerprint>,
-        old: VersionSlot,
-        baseline: Option<&ModelVersion>,
-        force: bool,
-        report: &mut Reconciled,
-    ) -> VersionSlot {
-        let Some(fingerprint) = fingerprint else {
-            state.loaded.remove(key);
-            return VersionSlot {
-                reason: Some(format!("{} does not exist", path.display())),
-                ..Default::default()
-            };
-        };
-        let unchanged = old.model.is_some() && state.loaded.get(key) == Some(&fingerprint);
-        if unchanged || state.failed.get(key) == Some(&fingerprint) {
-            return old;
+    /// Logs, once, that `version` serves from memory although its files were removed.
+    fn orphaned(&self, model: &str, version: u64, old: &ModelEntry) {
+        if !old.versions.get(&version).is_some_and(|s| s.files_removed) {
+            tracing::warn!(model, version, "{ORPHANED}");
         }
-        if !self.settled(&fingerprint) {
-            report.pending = true;
-            let waiting = "waiting for the file to stop changing";
-            return VersionSlot {
-                reason: Some(waiting.into()),
-                ..old
-            };
-        }
-        let (model, version) = (key.0.clone(), key.1);
-        match self
-            .load_version(
-                &model,
-                version,
-                path,
-                &fingerprint.settings,
-                fingerprint.batching.as_ref(),
-            )
-            .await
-        {
-            Ok(loaded) => {
-                state.loaded.insert(key.clone(), fingerprint);
-                state.failed.remove(key);
-                let incompatible = baseline
-                    .filter(|_| !force)
-                    .and_then(|b| incompatibility(&b.signature, &loaded.signature));
-                if let Some(why) = &incompatible {
-                    tracing::warn!(model, version, reason = %why, "new version is incompatible with the default");
-                }
-                VersionSlot {
-                    model: Some(Arc::new(loaded)),
-                    reason: None,
-                    incompatible,
-                }
+    }
+
+    /// Every loaded version of `model` goes (operator unload, directory removed).
+    fn retire_all(&self, state: &mut ManagerState, model: &str, old: &ModelEntry) {
+        state.loaded.retain(|(m, _), _| m != model);
+        for slot in old.versions.values() {
+            if let Some(version) = slot.model.clone() {
+                self.retire(state, version);
             }
-            Err(reason) => {
-                state.failed.insert(key.clone(), fingerprint);
-                match old.model {
-                    Some(previous) => VersionSlot {
-                        reason: Some(format!(
-                            "reload failed, the previous file keeps serving: {reason}"
-                        )),
-                        model: Some(previous),
-                        incompatible: old.incompatible,
-                    },
-                    None => VersionSlot {
-                        reason: Some(reason),
-                        ..Default::default()
-                    },
+        }
+    }
+
+    /// Marks a version that leaves the registry for release once the new map is installed.
+    fn retire(&self, state: &mut ManagerState, version: Arc<ModelVersion>) {
+        tracing::info!(model = %version.name, version = version.version, "model version retired");
+        state.retired.push(version);
+    }
+
+    /// Releases retired versions: at once when nothing else holds them, else once their last request finished;
+    /// either way on a blocking thread within the load slots, so freeing sessions never happens on a request's
+    /// thread, and before the next load where it can, so the two do not add up.
+    async fn release(&self, retired: Vec<Arc<ModelVersion>>) {
+        for version in retired {
+            match Arc::try_unwrap(version) {
+                Ok(version) => release_now(&self.load_slots, version).await,
+                Err(version) => {
+                    let slots = Arc::clone(&self.load_slots);
+                    tokio::spawn(async move {
+                        let mut version = version;
+                        loop {
+                            match Arc::try_unwrap(version) {
+                                Ok(unique) => break release_now(&slots, unique).await,
+                                Err(shared) => version = shared,
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    });
                 }
             }
         }
@@ -394,12 +622,13 @@ impl RepositoryManager {
         model: &str,
         version: u64,
         path: &Path,
-        settings: &SessionSettings,
-        batching: Option<&BatchSettings>,
+        settings: &VersionSettings,
     ) -> Result<ModelVersion, String> {
+        let Ok(_permit) = self.load_slots.acquire().await else {
+            return Err("the server is shutting down".into());
+        };
         let started = Instant::now();
         let options = self.load_options.clone();
-        let batching = batching.cloned();
         let (env, name, path_buf, settings) = (
             self.env.clone(),
             model.to_owned(),
@@ -407,15 +636,7 @@ impl RepositoryManager {
             settings.clone(),
         );
         let result = tokio::task::spawn_blocking(move || {
-            ModelVersion::load(
-                &env,
-                &name,
-                version,
-                &path_buf,
-                &settings,
-                batching.as_ref(),
-                &options,
-            )
+            ModelVersion::load(&env, &name, version, &path_buf, &settings, &options)
         })
         .await
         .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
@@ -438,7 +659,7 @@ impl RepositoryManager {
             entry
                 .versions
                 .iter()
-                .map(move |(v, slot)| (name.as_str(), *v, slot.model.is_some()))
+                .map(move |(v, slot)| (name.as_str(), *v, slot.model.is_some(), slot.files_removed))
         });
         self.metrics.set_model_states(states);
         for (name, entry) in &map {
@@ -458,30 +679,49 @@ impl RepositoryManager {
     }
 }
 
-fn fingerprint(
-    path: &Path,
-    settings: &SessionSettings,
-    batching: Option<&BatchSettings>,
-) -> Option<Fingerprint> {
+const WAITING: &str = "waiting for the file to stop changing";
+const ORPHANED: &str =
+    "files removed; serving from memory until another version of the model is ready";
+
+/// Drops a version's sessions on a blocking thread, within a load slot.
+async fn release_now(slots: &Semaphore, version: ModelVersion) {
+    let _permit = slots.acquire().await;
+    let (model, number) = (version.name.clone(), version.version);
+    let _ = tokio::task::spawn_blocking(move || drop(version)).await;
+    tracing::debug!(model, version = number, "retired model version released");
+}
+
+fn fingerprint(path: &Path, settings: &VersionSettings) -> Option<Fingerprint> {
     let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
     Some(Fingerprint {
         len: meta.len(),
         modified: meta.modified().ok(),
         settings: settings.clone(),
-        batching: batching.cloned(),
     })
 }
 
-fn default_of(slots: &BTreeMap<u64, VersionSlot>, pinned: Option<u64>) -> Option<u64> {
-    let loaded: Vec<Candidate> = slots
-        .iter()
-        .filter(|(_, s)| s.model.is_some())
-        .map(|(v, s)| Candidate {
-            version: *v,
-            incompatible: s.incompatible.is_some(),
-        })
-        .collect();
-    choose_default(&loaded, pinned)
+fn states(work: &BTreeMap<u64, Work>) -> BTreeMap<u64, VersionState> {
+    work.iter().map(|(v, w)| (*v, w.state)).collect()
+}
+
+/// Marks loaded versions incompatible with `baseline` (none when forced, or without a baseline yet).
+fn judge(work: &mut BTreeMap<u64, Work>, baseline: Option<&ModelVersion>, force: bool) {
+    for w in work.values_mut() {
+        let (Some(model), Some(base)) = (&w.model, baseline) else {
+            continue;
+        };
+        if !matches!(w.state, VersionState::Ready | VersionState::Incompatible) {
+            continue;
+        }
+        let incompatible = !force
+            && base.version != model.version
+            && incompatibility(&base.signature, &model.signature).is_some();
+        w.state = if incompatible {
+            VersionState::Incompatible
+        } else {
+            VersionState::Ready
+        };
+    }
 }
 
 /// An operator unloaded the model: every version is listed, none is loaded.
@@ -504,6 +744,7 @@ fn unloaded_entry(old: ModelEntry, dir: &ModelDir) -> ModelEntry {
         default: None,
         reason: Some("unloaded by an operator".into()),
         payload_log: old.payload_log,
+        operator_unloaded: true,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct ModelEntry {
     pub reason: Option<String>,
     /// Prediction logging policy from `model.toml`, read by the payload-log layer on each request.
     pub payload_log: Arc<crate::monitoring::payload::PayloadPolicy>,
+    /// An operator unloaded it: it is not expected to be ready.
+    pub operator_unloaded: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -46,9 +48,11 @@ pub struct VersionSlot {
     pub model: Option<Arc<ModelVersion>>,
     /// Why the version is not loaded, or why its last reload failed.
     pub reason: Option<String>,
-    /// The schema guard's verdict against the default it was loaded next to: such a version does not become the
-    /// default by itself.
+    /// The schema guard's verdict against the current default (never set on the default itself): such a version
+    /// does not become the default by itself.
     pub incompatible: Option<String>,
+    /// Its files were removed, but it keeps serving from memory because no other version is ready to replace it.
+    pub files_removed: bool,
 }
 
 impl ModelEntry {
@@ -87,6 +91,8 @@ pub enum RegistryError {
     NotReady { model: String, reason: String },
     #[error("the server is still loading models")]
     ServerNotReady,
+    #[error("not every model has a ready version: {reasons}")]
+    ModelsNotReady { reasons: String },
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -110,19 +116,27 @@ pub struct Registry {
     ready: AtomicBool,
     /// Set when shutdown begins: readiness is false for good, whatever loading does.
     draining: AtomicBool,
+    /// Readiness also needs every model that should be loaded to have a ready version (`models.strict_readiness`).
+    strict: bool,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry {
-            models: ArcSwap::from_pointee(ModelMap::new()),
-            ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
-        }
+        Registry::new(true)
     }
 }
 
 impl Registry {
+    /// An empty registry; `strict`: readiness waits for every model to have a ready version.
+    pub fn new(strict: bool) -> Registry {
+        Registry {
+            models: ArcSwap::from_pointee(ModelMap::new()),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            strict,
+        }
+    }
+
     pub fn snapshot(&self) -> Arc<ModelMap> {
         self.models.load_full()
     }
@@ -136,8 +150,33 @@ impl Registry {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Start-up loading finished and shutdown has not begun.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    /// What `/v2/health/ready` answers: start-up loading finished, no shutdown, and in strict mode every model that
+    /// should be loaded (all but those an operator unloaded) has a ready version; otherwise why not.
+    pub fn readiness(&self) -> Result<(), RegistryError> {
+        if !self.is_ready() {
+            return Err(self.not_ready_error());
+        }
+        if !self.strict {
+            return Ok(());
+        }
+        let map = self.models.load();
+        let reasons: Vec<String> = map
+            .iter()
+            .filter(|(_, entry)| entry.default_model().is_none() && !entry.operator_unloaded)
+            .map(|(name, entry)| format!("model '{name}': {}", entry.failure_summary()))
+            .collect();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(RegistryError::ModelsNotReady {
+                reasons: reasons.join("; "),
+            })
+        }
     }
 
     /// Marks the start of shutdown: readiness is false from now on.

@@ -1,7 +1,7 @@
 //! Pure decisions of the registry, kept free of I/O so they can be unit-tested: which versions a version policy
 //! keeps loaded, which version is the default, and whether a new signature is compatible with the current one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
@@ -28,19 +28,65 @@ impl Default for VersionPolicy {
     }
 }
 
+/// Where one version on disk stands, for the version policy: only versions that are loaded, or may still load,
+/// can be selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    /// Loaded (and warmed up), compatible with the default.
+    Ready,
+    /// Loaded, but the schema guard found it incompatible with the default: it answers when named, and does not
+    /// count towards `latest`.
+    Incompatible,
+    /// Not loaded yet (or its file changed): a load will be tried.
+    Loadable,
+    /// Its file is still being written.
+    Waiting,
+    /// Its last load failed and its files have not changed since.
+    Failed,
+    /// Its directory holds no `model.onnx`.
+    Missing,
+}
+
+impl VersionState {
+    fn selectable(self) -> bool {
+        matches!(
+            self,
+            VersionState::Ready | VersionState::Incompatible | VersionState::Loadable
+        )
+    }
+}
+
 impl VersionPolicy {
-    /// The versions to load among those `on_disk`, plus every version in `keep` that is on disk.
-    pub fn select(&self, on_disk: &BTreeSet<u64>, keep: &BTreeSet<u64>) -> BTreeSet<u64> {
-        let mut chosen: BTreeSet<u64> = match self {
-            VersionPolicy::Latest(n) => on_disk.iter().rev().take(*n).copied().collect(),
-            VersionPolicy::All => on_disk.clone(),
-            VersionPolicy::Specific(list) => list
-                .iter()
-                .filter(|v| on_disk.contains(v))
-                .copied()
-                .collect(),
-        };
-        chosen.extend(keep.iter().filter(|v| on_disk.contains(v)));
+    /// The versions to keep loaded, or to load, among `states` (every version on disk), plus every selectable
+    /// version in `keep`. A version that failed, is still being written or has no file is never selected, so a bad
+    /// upload leaves the versions that served before selected: `latest = k` means the k newest versions that load
+    /// and are compatible (a loadable version counts as if it will load; when it fails, the caller asks again).
+    pub fn select(
+        &self,
+        states: &BTreeMap<u64, VersionState>,
+        keep: &BTreeSet<u64>,
+    ) -> BTreeSet<u64> {
+        let selectable = |v: &u64| states.get(v).is_some_and(|s| s.selectable());
+        let mut chosen = BTreeSet::new();
+        match self {
+            VersionPolicy::Latest(n) => {
+                let mut counted = 0;
+                for (version, state) in states.iter().rev() {
+                    if counted >= *n {
+                        break;
+                    }
+                    match state {
+                        VersionState::Ready | VersionState::Loadable => counted += 1,
+                        VersionState::Incompatible => {}
+                        _ => continue,
+                    }
+                    chosen.insert(*version);
+                }
+            }
+            VersionPolicy::All => chosen.extend(states.keys().filter(|v| selectable(v))),
+            VersionPolicy::Specific(list) => chosen.extend(list.iter().filter(|v| selectable(v))),
+        }
+        chosen.extend(keep.iter().filter(|v| selectable(v)));
         chosen
     }
 }
@@ -129,15 +175,20 @@ mod tests {
         v.iter().copied().collect()
     }
 
+    fn states(list: &[(u64, VersionState)]) -> BTreeMap<u64, VersionState> {
+        list.iter().copied().collect()
+    }
+
     #[test]
     fn policies_select_versions() {
-        let disk = set(&[1, 2, 5]);
+        use VersionState::*;
+        let disk = states(&[(1, Ready), (2, Loadable), (5, Ready)]);
         assert_eq!(VersionPolicy::default().select(&disk, &set(&[])), set(&[5]));
         assert_eq!(
             VersionPolicy::Latest(2).select(&disk, &set(&[])),
             set(&[2, 5])
         );
-        assert_eq!(VersionPolicy::All.select(&disk, &set(&[])), disk);
+        assert_eq!(VersionPolicy::All.select(&disk, &set(&[])), set(&[1, 2, 5]));
         assert_eq!(
             VersionPolicy::Specific(vec![1, 9]).select(&disk, &set(&[])),
             set(&[1])
@@ -147,6 +198,43 @@ mod tests {
             VersionPolicy::Latest(1).select(&disk, &set(&[1, 7])),
             set(&[1, 5])
         );
+    }
+
+    #[test]
+    fn policies_choose_among_versions_that_load() {
+        use VersionState::*;
+        // A corrupt newest version: latest = 1 keeps the one that served.
+        let corrupt = states(&[(1, Ready), (2, Failed)]);
+        assert_eq!(
+            VersionPolicy::Latest(1).select(&corrupt, &set(&[])),
+            set(&[1])
+        );
+        let two = states(&[(1, Ready), (2, Ready), (3, Failed)]);
+        assert_eq!(
+            VersionPolicy::Latest(2).select(&two, &set(&[])),
+            set(&[1, 2])
+        );
+        // Still being written, or no file yet: the older version stays until the newer one is ready.
+        for state in [Waiting, Missing] {
+            let settling = states(&[(1, Ready), (2, state)]);
+            assert_eq!(
+                VersionPolicy::Latest(1).select(&settling, &set(&[])),
+                set(&[1])
+            );
+        }
+        // An incompatible version stays loaded for callers that name it but does not count.
+        let guarded = states(&[(1, Ready), (2, Incompatible)]);
+        assert_eq!(
+            VersionPolicy::Latest(1).select(&guarded, &set(&[])),
+            set(&[1, 2])
+        );
+        // specific and all skip what failed; a failed pin is not selected either.
+        let mixed = states(&[(1, Ready), (2, Failed), (3, Waiting)]);
+        assert_eq!(
+            VersionPolicy::Specific(vec![2, 3]).select(&mixed, &set(&[])),
+            set(&[])
+        );
+        assert_eq!(VersionPolicy::All.select(&mixed, &set(&[2])), set(&[1]));
     }
 
     #[test]

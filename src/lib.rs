@@ -16,13 +16,14 @@
 //! `sluice check` ([`check`]) validates a repository offline. Around it: [`config`] (defaults → file → env → flags), [`runtime`] (finding the ONNX Runtime library),
 //! [`repository`] (the on-disk layout), [`metrics`] (a Prometheus registry of our own), [`telemetry`] (logging),
 //! [`shutdown`] (signals) and [`server`] (start-up and the serving loop).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod check;
 pub mod config;
 pub mod idle;
 pub mod inference;
+pub mod memory;
 pub mod metrics;
 pub mod middleware;
 pub mod model;

@@ -423,7 +423,9 @@ impl RepositoryManager {
                 Ok(loaded) => {
                     state.loaded.insert(key.clone(), fingerprint);
                     state.failed.remove(&key);
-                    w.model = Some(Arc::new(loaded));
+                    if let Some(previous) = w.model.replace(Arc::new(loaded)) {
+                        state.retired.push(previous);
+                    }
                     w.state = VersionState::Ready;
                     w.reason = None;
                 }
@@ -692,7 +694,11 @@ const ORPHANED: &str =
 async fn release_now(slots: &Semaphore, version: ModelVersion) {
     let _permit = slots.acquire().await;
     let (model, number) = (version.name.clone(), version.version);
-    let _ = tokio::task::spawn_blocking(move || drop(version)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(version);
+        crate::memory::trim();
+    })
+    .await;
     tracing::debug!(model, version = number, "retired model version released");
 }
 

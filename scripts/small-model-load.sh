@@ -1,6 +1,6 @@
-# Shared by scripts/cpu-per-request.sh, scripts/ab.sh and scripts/build-release.sh (sourced, not run): the tools a
-# CPU-per-request measurement needs, and the small-model fixture of scripts/bench.sh (iris GBT, 1×4 FP32, 2 sessions ×
-# 1 intra-op thread).
+# Shared by scripts/cpu-per-request.sh, scripts/ab.sh, scripts/bench-registry.sh and scripts/build-release.sh
+# (sourced, not run): the tools a CPU-per-request measurement needs, and the small-model fixture of scripts/bench.sh
+# (iris GBT, 1×4 FP32, 2 sessions × 1 intra-op thread).
 
 # Fetches ONNX Runtime and installs wrk and perf from Debian when missing.
 install_load_tools() {

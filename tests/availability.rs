@@ -207,6 +207,43 @@ fn a_corrupt_newest_version_never_takes_the_model_offline() {
     }
 }
 
+/// Under `latest = 1`, a newer version that the schema guard finds incompatible loads (and answers when named) but
+/// neither counts for the policy nor takes the default: the version that served keeps serving.
+#[test]
+fn an_incompatible_newest_version_does_not_replace_the_default() {
+    let repo = repo(&[1], "");
+    let root = repo.path();
+    let server = start(root, "100");
+    let iris_v1 = std::fs::read(common::models_dir().join("iris/1/model.onnx")).unwrap();
+    let answers = under_load(&server, "m", || {
+        place(root, "m", 2, &iris_v1);
+        wait_for("v2 to load", || {
+            row(&server, "m", 2).is_some_and(|r| r["state"] == "READY")
+        });
+    });
+    assert_all_served(&answers);
+    assert!(answers.iter().all(|(_, v)| v == "1"));
+    let r2 = row(&server, "m", 2).unwrap();
+    assert!(
+        r2["reason"]
+            .as_str()
+            .unwrap()
+            .contains("incompatible: output 'label'"),
+        "{r2}"
+    );
+    let r1 = row(&server, "m", 1).unwrap();
+    assert_eq!(
+        (r1["state"].as_str(), r1["default"].as_bool()),
+        (Some("READY"), Some(true))
+    );
+    assert_eq!(r1["reason"], "", "the default carries no verdict");
+    let named = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
+    assert_eq!(
+        post_json(&server, "/v2/models/m/versions/2/infer", &named).0,
+        200
+    );
+}
+
 /// N+1 added and N deleted a moment later, while N+1 is still settling: N answers from memory until N+1 is ready.
 /// Then N+1's directory goes while a corrupt N+2 settles: N+1 stays (shown with its files removed, gauge and one
 /// WARN line) because N+2 fails; a good N+3 replaces it.

@@ -4,7 +4,8 @@
 1. Loading never starves serving: the small model's latency (wrk -t2 -c8, --latency) while the compute-heavy CNN's
    file is replaced every 2 s (each replacement is a load with its warmup), against the same load with no reloads,
    rounds interleaved. Failed requests are counted.
-2. Warmup: the latency of the first and second request after a new CNN version took over, with warmup on and off.
+2. Warmup: the latency of the first and second request after a new CNN version took over, with warmup on and off,
+   sent at once (while the previous version is released) and half a second later.
 
 Usage: registry.py <sluice binary> <fixture dir of scripts/small-model-load.sh> <cnn.onnx> <seconds per run> <rounds>
 Prints a Markdown section.
@@ -134,13 +135,15 @@ def reload_under_load(tmp):
     return steady, reloading, reloads
 
 
-def first_requests(tmp, warmup, swaps=5):
-    repo = os.path.join(tmp, f"swap-{warmup}")
+def first_requests(tmp, warmup, pause, swaps=8):
+    """First and second request after each swap; `pause` seconds after the new version took over (0: at once, while
+    the previous version is being released)."""
+    repo = os.path.join(tmp, f"swap-{warmup}-{pause}")
     os.makedirs(os.path.join(repo, "cnn"))
     with open(os.path.join(repo, "cnn", "model.toml"), "w") as f:
         f.write(CNN_TOML + ("" if warmup else "[warmup]\nenabled = false\n"))
     place(repo, "cnn", 1, CNN)
-    server = Server(repo, 18472 if warmup else 18473)
+    server = Server(repo, 18472 + int(warmup) + 2 * int(pause > 0))
     body = json.dumps({"inputs": [{"name": "input:0", "datatype": "FP32", "shape": [1, 224, 224, 3],
                                    "data": [0.5] * (224 * 224 * 3)}]}).encode()
     first, second = [], []
@@ -153,6 +156,7 @@ def first_requests(tmp, warmup, swaps=5):
                 if status == 200 and json.loads(reply)["version"] == str(version):
                     break
                 time.sleep(0.002)
+            time.sleep(pause)
             for times in (first, second):
                 started = time.perf_counter()
                 status, _ = server.post("/v2/models/cnn/infer", body)
@@ -166,7 +170,7 @@ def first_requests(tmp, warmup, swaps=5):
 def main():
     with tempfile.TemporaryDirectory() as tmp:
         steady, reloading, reloads = reload_under_load(tmp)
-        swaps = {w: first_requests(tmp, w) for w in (True, False)}
+        swaps = {(w, p): first_requests(tmp, w, p) for p in (0.0, 0.5) for w in (True, False)}
     med = lambda runs, key: statistics.median(r[key] for r in runs)
     print(f"### Small-model latency while the CNN reloads every 2 s ({ROUNDS} interleaved rounds of {SECONDS} s)\n")
     print("| load | p99 per round (ms) | median p99 (ms) | median requests/s | failed requests |")
@@ -179,12 +183,13 @@ def main():
     print(f"\np99 with reloads / steady p99: **{ratio:.2f}** (goal ≤ 2). CNN loads per reloading round: "
           f"{', '.join(map(str, reloads))}; small-model requests: "
           f"{sum(r['requests'] for r in steady + reloading):,}.\n")
-    print("### First requests after a CNN version took over (5 swaps each)\n")
-    print("| warmup | first request, median (ms) | each swap (ms) | second request, median (ms) |")
-    print("|---|---:|---|---:|")
-    for warmup, (first, second) in swaps.items():
+    print("### First requests after a CNN version took over (8 swaps each)\n")
+    print("| warmup | first request sent | first request, median (ms) | each swap (ms) | second request, median (ms) |")
+    print("|---|---|---:|---|---:|")
+    for (warmup, pause), (first, second) in swaps.items():
         each = ", ".join(f"{t:.0f}" for t in first)
-        print(f"| {'on' if warmup else 'off'} | {statistics.median(first):.1f} | {each} | "
+        when = "at once" if pause == 0 else f"{pause:.1f} s later"
+        print(f"| {'on' if warmup else 'off'} | {when} | {statistics.median(first):.1f} | {each} | "
               f"{statistics.median(second):.1f} |")
 
 

@@ -633,3 +633,56 @@ fn version_policy_applies_and_changes_live() {
         200
     );
 }
+
+/// The schema guard's verdict is a function of the current default: versions with the same signature get the same
+/// verdict whatever order they loaded in, the default never carries one, and moving the default recomputes them. The
+/// example repository (iris, default pinned to v2) starts without a warning.
+#[test]
+fn schema_guard_verdicts_follow_the_current_default() {
+    let example = common::repo_with(&["iris"]);
+    let server = TestServer::start_with(example.path(), &[], &[("SLUICE__LOG__FORMAT", "json")]);
+    let warnings: Vec<String> = server
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("\"level\":\"WARN\""))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    drop(server);
+
+    let repo = repo_with_m(&[1]);
+    let root = repo.path();
+    std::fs::write(
+        root.join("m/model.toml"),
+        "version_policy = \"all\"\ndefault_version = 1\n",
+    )
+    .unwrap();
+    place(root, "m", 2, &iris_file(1));
+    place(root, "m", 3, &iris_file(1));
+    let server = start(root);
+    let reasons = || {
+        (1..=3)
+            .map(|v| {
+                let r = row(&server, "m", v).unwrap();
+                (
+                    r["default"].as_bool().unwrap(),
+                    r["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let r = reasons();
+    assert_eq!(r[0], (true, String::new()));
+    assert!(r[1].1.starts_with("incompatible: "), "{r:?}");
+    assert_eq!(r[1], r[2], "same signature, same verdict");
+
+    let (status, body) = admin(
+        &server,
+        "/v2/repository/models/m/default",
+        json!({"version": 2}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = reasons();
+    assert!(r[0].1.starts_with("incompatible: "), "{r:?}");
+    assert_eq!(r[1], (true, String::new()));
+    assert_eq!(r[2], (false, String::new()), "v3 is compatible with v2");
+}

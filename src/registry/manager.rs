@@ -193,7 +193,7 @@ impl RepositoryManager {
         self.reconcile_locked(&mut state).await.map(|_| ())
     }
 
-    /// Makes a loaded version the default at once (rollback), with no reload.
+    /// Makes a loaded version the default at once (rollback), with no reload of anything unchanged.
     pub async fn set_default(&self, model: &str, version: u64) -> Result<(), ManageError> {
         let mut state = self.state.lock().await;
         let current = self.registry.snapshot();
@@ -211,14 +211,12 @@ impl RepositoryManager {
                 version,
             });
         }
+        drop(current);
         state.default_override.insert(model.to_owned(), version);
-        let mut next = (*current).clone();
-        if let Some(entry) = next.get_mut(model) {
-            entry.default = Some(version);
-        }
         tracing::info!(model, version, "default version set by an operator");
-        self.install(next);
-        Ok(())
+        // A reconcile with the override as the pinned default: nothing unchanged is reloaded, and the schema guard's
+        // verdicts are recomputed against the new default.
+        self.reconcile_locked(&mut state).await.map(|_| ())
     }
 
     async fn reconcile_locked(&self, state: &mut ManagerState) -> Result<Reconciled, ManageError> {

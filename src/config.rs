@@ -249,6 +249,20 @@ impl Settings {
                 message: "must be at least 1".into(),
             });
         }
+        let (cert, key) = (&self.server.tls_cert, &self.server.tls_key);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            let (set, missing) = if key.as_os_str().is_empty() {
+                ("server.tls_cert", "server.tls_key")
+            } else {
+                ("server.tls_key", "server.tls_cert")
+            };
+            return Err(ConfigError::InvalidValue {
+                key: missing,
+                message: format!(
+                    "is empty while {set} is set; TLS needs both the certificate and the key (or neither, for plain HTTP)"
+                ),
+            });
+        }
         if self.models.load_concurrency == 0 {
             return Err(ConfigError::InvalidValue {
                 key: "models.load_concurrency",

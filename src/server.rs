@@ -50,6 +50,8 @@ pub struct Server {
     pub state: AppState,
     pub listener: TcpListener,
     settings: Settings,
+    /// The checked TLS configuration, when `server.tls_cert` and `server.tls_key` are set.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -65,6 +67,11 @@ impl Server {
         if !settings.models.repository.is_dir() {
             return Err(StartError::Repository(settings.models.repository.clone()));
         }
+        // A TLS setup that cannot serve is refused before anything listens.
+        let tls = settings
+            .tls_files()
+            .map(|(cert, key)| tls_config(cert, key))
+            .transpose()?;
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -74,6 +81,7 @@ impl Server {
             state,
             listener,
             settings,
+            tls,
         })
     }
 
@@ -91,9 +99,10 @@ impl Server {
             state,
             listener,
             settings,
+            tls,
         } = self;
         let addr = listener.local_addr().map_err(StartError::Serve)?;
-        tracing::info!(address = %addr, tls = settings.tls_files().is_some(), "listening");
+        tracing::info!(address = %addr, tls = tls.is_some(), "listening");
         self::start_background(&state, &settings);
         let api_keys = settings
             .api_keys()
@@ -128,10 +137,8 @@ impl Server {
                 .filter(|t| !t.is_zero()),
         };
         let serve = async {
-            match settings.tls_files() {
-                Some((cert, key)) => {
-                    serve_tls(listener, app, http, cert, key, stop_accepting).await
-                }
+            match tls {
+                Some(config) => serve_tls(listener, app, http, config, stop_accepting).await,
                 None => serve_http(listener, app, http, stop_accepting).await,
             }
         };
@@ -278,31 +285,59 @@ async fn serve_http(
     Ok(())
 }
 
-/// Serves HTTPS with rustls (ring provider) from PEM files, with the same graceful shutdown.
-async fn serve_tls(
-    listener: TcpListener,
-    app: impl App<hyper::body::Incoming>,
-    http: HttpSettings,
-    cert: &Path,
-    key: &Path,
-    stop_accepting: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    use rustls::pki_types::pem::PemObject;
+/// The TLS configuration (rustls, ring provider) from PEM files, checked: each file holds what it should, and the key
+/// belongs to the certificate. Every error names the file and what is wrong with it.
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    use rustls::pki_types::pem::{self, PemObject};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let tls_error = |what: &Path, e: &dyn std::fmt::Display| {
-        StartError::Config(format!("TLS file {}: {e}", what.display()))
+    let error = |setting: &str, file: &Path, what: String| {
+        StartError::Config(format!("server.{setting} = {}: {what}", file.display()))
     };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| tls_error(cert, &e))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_error(key, &e))?;
+        .map_err(|e| error("tls_cert", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(error(
+            "tls_cert",
+            cert,
+            "no PEM certificate (BEGIN CERTIFICATE) in the file".into(),
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let what = match e {
+            pem::Error::NoItemsFound => {
+                "no PEM private key (BEGIN PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY) in the file; is it the \
+                 certificate?"
+                    .to_owned()
+            }
+            other => other.to_string(),
+        };
+        error("tls_key", key, what)
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
-        .map_err(|e| tls_error(cert, &e))?;
+        .map_err(|e| {
+            StartError::Config(format!(
+                "server.tls_cert = {} and server.tls_key = {} do not make a TLS identity: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+    Ok(Arc::new(config))
+}
+
+/// Serves HTTPS with `config`, with the same graceful shutdown.
+async fn serve_tls(
+    listener: TcpListener,
+    app: impl App<hyper::body::Incoming>,
+    http: HttpSettings,
+    config: Arc<rustls::ServerConfig>,
+    stop_accepting: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(config);
     let handle = axum_server::Handle::new();
     let on_stop = handle.clone();
     tokio::spawn(async move {

@@ -390,3 +390,78 @@ fn check_validates_a_repository_offline() {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
 }
+
+/// Half a TLS setup, a certificate given as the key, or a key of another certificate: exit 64 naming the setting and
+/// the file, never plain HTTP served in place of HTTPS.
+#[test]
+fn an_incomplete_or_mismatched_tls_setup_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let file = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let cert_pem = file("cert.pem", cert.cert.pem());
+    let key_pem = file("key.pem", cert.key_pair.serialize_pem());
+    let other_key = file("other-key.pem", other.key_pair.serialize_pem());
+    let config = file(
+        "sluice.toml",
+        format!("[server]\ntls_cert = \"{cert_pem}\"\n"),
+    );
+    let models = models_arg();
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["--models", models.as_str(), "--port", "0"];
+        args.extend_from_slice(extra);
+        run_sluice(&args, env)
+    };
+    // (flags, environment, what the message must name)
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, &'a str)>, &'a [&'a str]);
+    let cases: [Case; 5] = [
+        (
+            &[],
+            vec![("SLUICE__SERVER__TLS_CERT", cert_pem.as_str())],
+            &["server.tls_key", "is empty while server.tls_cert is set"],
+        ),
+        (
+            &[],
+            vec![("SLUICE__SERVER__TLS_KEY", key_pem.as_str())],
+            &["server.tls_cert", "is empty while server.tls_key is set"],
+        ),
+        (
+            &["--config", config.as_str()],
+            vec![],
+            &["server.tls_key", "is empty"],
+        ),
+        (
+            &[],
+            vec![
+                ("SLUICE__SERVER__TLS_CERT", cert_pem.as_str()),
+                ("SLUICE__SERVER__TLS_KEY", cert_pem.as_str()),
+            ],
+            &[
+                "server.tls_key",
+                "cert.pem",
+                "no PEM private key",
+                "is it the certificate?",
+            ],
+        ),
+        (
+            &[],
+            vec![
+                ("SLUICE__SERVER__TLS_CERT", cert_pem.as_str()),
+                ("SLUICE__SERVER__TLS_KEY", other_key.as_str()),
+            ],
+            &["do not make a TLS identity", "other-key.pem"],
+        ),
+    ];
+    for (args, env, wanted) in cases {
+        let (code, out) = run(args, &env);
+        assert_eq!(code, Some(64), "{env:?}: {out}");
+        for w in wanted {
+            assert!(out.contains(w), "{env:?}: {w:?} not in {out}");
+        }
+        assert!(!out.contains("listening"), "{out}");
+    }
+}

@@ -314,8 +314,9 @@ impl Settings {
             .auth
             .api_keys
             .iter()
+            .map(|k| k.trim())
             .filter(|k| !k.is_empty())
-            .cloned()
+            .map(str::to_owned)
             .collect();
         if !self.auth.api_keys_file.as_os_str().is_empty() {
             let text = std::fs::read_to_string(&self.auth.api_keys_file).map_err(|e| {

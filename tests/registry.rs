@@ -432,6 +432,13 @@ fn management_api_index_load_unload_and_errors() {
         .unwrap();
     assert_eq!(response.status(), 401);
     assert!(response.headers().contains_key("www-authenticate"));
+    // The scheme is case-insensitive (RFC 9110).
+    let response = client()
+        .post(server.url("/v2/repository/index"))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
     assert!(!server.logs().join("\n").contains(TOKEN));
 }
 

@@ -352,16 +352,16 @@ fn api_keys_protect_inference_and_metadata_only() {
         repo.path(),
         &[],
         &[
-            ("SLUICE__AUTH__API_KEYS", "other-key"),
+            // A comma-separated list as operators write it: the space after the comma is not part of a key.
+            ("SLUICE__AUTH__API_KEYS", "other-key, spaced-key"),
             ("SLUICE__AUTH__API_KEYS_FILE", keys_file.to_str().unwrap()),
         ],
     );
     let infer = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
-    let protected: [(&str, &str); 8] = [
+    let protected: [(&str, &str); 7] = [
         ("GET", "/v2"),
         ("GET", "/v2/models/iris"),
         ("GET", "/v2/models/iris/versions/2"),
-        ("GET", "/v2/models/iris/ready"),
         ("GET", "/v2/models/iris/config"),
         ("GET", "/v2/models/iris/routing"),
         ("POST", "/v2/models/iris/infer"),
@@ -409,13 +409,28 @@ fn api_keys_protect_inference_and_metadata_only() {
             200,
             "{path} x-api-key"
         );
+        // The scheme is case-insensitive (RFC 9110); the second key of the list works.
+        for header in ["bearer spaced-key", "BEARER  spaced-key "] {
+            assert_eq!(
+                send(method, path, Some(("authorization", header.into()))).0,
+                200,
+                "{path} {header:?}"
+            );
+        }
     }
-    for path in ["/v2/health/live", "/v2/health/ready", "/metrics"] {
+    // Health, model readiness included (probes send no credentials, as with Triton and KServe), and metrics.
+    for path in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/iris/ready",
+        "/v2/models/iris/versions/2/ready",
+        "/metrics",
+    ] {
         assert_eq!(send("GET", path, None).0, 200, "{path} stays open");
     }
     let logs = server.logs().join("\n");
     assert!(
-        !logs.contains(KEY) && !logs.contains("other-key"),
+        !logs.contains(KEY) && !logs.contains("other-key") && !logs.contains("spaced-key"),
         "a key appeared in the logs"
     );
 }

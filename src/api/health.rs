@@ -40,8 +40,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     path = "/v2/models/{model}/ready",
     tag = "health",
     params(("model" = String, Path, description = "Model name")),
-    security((), ("api_key" = [])),
-    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
 )]
 pub async fn model_ready(
     State(state): State<AppState>,
@@ -58,8 +57,7 @@ pub async fn model_ready(
     path = "/v2/models/{model}/versions/{version}/ready",
     tag = "health",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
-    security((), ("api_key" = [])),
-    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
 )]
 pub async fn model_version_ready(
     State(state): State<AppState>,

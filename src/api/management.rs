@@ -3,7 +3,6 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::Json;
 use serde::Deserialize;
@@ -24,12 +23,7 @@ impl FromRequestParts<AppState> for Admin {
         let Some(expected) = &state.admin_token else {
             return Err(ApiError::ManagementDisabled);
         };
-        let given = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = super::bearer_token(&parts.headers).unwrap_or("");
         // Constant-time: how much of a guess matches must not show in the response time.
         if given.as_bytes().ct_eq(expected.as_bytes()).into() {
             Ok(Admin)

@@ -76,11 +76,31 @@ const OPENAPI: &str = "/openapi.json";
 /// from a saturated server, and the API description serves no model data.
 pub const UNLIMITED_PATHS: [&str; 4] = [LIVE, READY, METRICS, OPENAPI];
 
-/// Health endpoints: always open (probes), never shed.
+/// Health endpoints: always open, as probes call them without credentials (server and model readiness alike, as in
+/// Triton's and KServe's health protocol); server liveness and readiness are never shed.
 pub fn health_routes() -> Router<AppState> {
     Router::new()
         .route(LIVE, get(health::live))
         .route(READY, get(health::ready))
+        .route("/v2/models/{model}/ready", get(health::model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(health::model_version_ready),
+        )
+}
+
+/// The bearer token of an `Authorization` header: the scheme is matched without regard to case (RFC 9110, 11.1) and
+/// the token is taken without the whitespace around it.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// `/metrics`: open for scrapers; on the main port or its own (`server.metrics_port`).
@@ -101,11 +121,6 @@ pub fn model_routes() -> Router<AppState> {
         .route(
             "/v2/models/{model}/versions/{version}",
             get(metadata::model_version),
-        )
-        .route("/v2/models/{model}/ready", get(health::model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(health::model_version_ready),
         )
         .route("/v2/models/{model}/config", get(metadata::config))
         .route(

@@ -1,10 +1,10 @@
-//! API-key authentication for inference and metadata routes (health and metrics stay open for probes and
-//! scrapers). Keys come from `Authorization: Bearer <key>` or `x-api-key`, compared in constant time.
+//! API-key authentication for inference and metadata routes (health, model readiness included, and metrics stay open
+//! for probes and scrapers). Keys come from `Authorization: Bearer <key>` (any case of the scheme) or `x-api-key`,
+//! compared in constant time.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -36,11 +36,11 @@ impl ApiKeys {
     /// Whether `headers` carry one of the keys. Every key is compared, in constant time, so neither which key
     /// matched nor how much of a guess matched shows in the timing.
     fn accepts(&self, headers: &HeaderMap) -> bool {
-        let bearer = headers
-            .get(AUTHORIZATION)
+        let bearer = crate::api::bearer_token(headers);
+        let header = headers
+            .get("x-api-key")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let header = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+            .map(str::trim);
         let Some(given) = bearer.or(header) else {
             return false;
         };

@@ -163,10 +163,22 @@ pub struct LogSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String")]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl TryFrom<String> for LogFormat {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<LogFormat, String> {
+        match value.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("'{other}' is not a log format; use text or json")),
+        }
+    }
 }
 
 /// Values given on the command line; each overrides the same key from every other source.
@@ -189,6 +201,30 @@ pub enum ConfigError {
     InvalidValue { key: &'static str, message: String },
 }
 
+/// A configuration file that is not valid TOML, reported on one line with the place of the first error.
+fn check_toml_syntax(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "cannot read the configuration file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let Err(e) = toml::from_str::<toml::Table>(&text) else {
+        return Ok(());
+    };
+    let place = e.span().map_or_else(String::new, |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" line {line}, column {column}")
+    });
+    Err(ConfigError::Invalid(format!(
+        "{}{place}: {}",
+        path.display(),
+        e.message().trim().replace('\n', "; ")
+    )))
+}
+
 impl Settings {
     /// Loads settings from every source, reading environment variables from the process.
     pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
@@ -208,6 +244,7 @@ impl Settings {
 
         let mut builder = Config::builder().add_source(defaults);
         if let Some(path) = &overrides.config_file {
+            check_toml_syntax(path)?;
             builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml));
         }
         let mut environment = Environment::with_prefix("SLUICE")
@@ -260,6 +297,15 @@ impl Settings {
                 key: missing,
                 message: format!(
                     "is empty while {set} is set; TLS needs both the certificate and the key (or neither, for plain HTTP)"
+                ),
+            });
+        }
+        if self.server.metrics_port != 0 && self.server.metrics_port == self.server.port {
+            return Err(ConfigError::InvalidValue {
+                key: "server.metrics_port",
+                message: format!(
+                    "{} is also server.port; give /metrics another port, or 0 to serve it on the main port",
+                    self.server.metrics_port
                 ),
             });
         }

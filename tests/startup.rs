@@ -38,7 +38,29 @@ fn invalid_configuration_values_exit_64_naming_the_key() {
 
     let (code, out) = run_sluice(&[], &[("SLUICE__LOG__FORMAT", "xml")]);
     assert_eq!(code, Some(64), "{out}");
-    assert!(out.contains("log.format"), "{out}");
+    assert!(
+        out.contains("log.format") && out.contains("'xml'") && out.contains("text or json"),
+        "{out}"
+    );
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+
+    // A TOML syntax error: one line with the file and the place.
+    std::fs::write(&file, "[server\nport = 1\n").unwrap();
+    let (code, out) = run_sluice(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("sluice.toml line 1, column 8"), "{out}");
+    assert_eq!(out.trim().lines().count(), 1, "one line: {out}");
+
+    // /metrics on the main port's number: named before anything binds.
+    let (code, out) = run_sluice(
+        &["--models", &models_arg(), "--port", "18999"],
+        &[("SLUICE__SERVER__METRICS_PORT", "18999")],
+    );
+    assert_eq!(code, Some(64), "{out}");
+    assert!(
+        out.contains("server.metrics_port") && out.contains("also server.port"),
+        "{out}"
+    );
 
     let (code, out) = run_sluice(&["--port", "99999"], &[]);
     assert_eq!(code, Some(64), "{out}");
@@ -122,6 +144,28 @@ fn a_too_old_onnx_runtime_is_refused() {
     assert_eq!(code, Some(69), "{out}");
     assert!(out.contains("too old") && out.contains("1.20"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn a_port_in_use_exits_69_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, out) = run_sluice(
+        &[
+            "--models",
+            &models_arg(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(69), "{out}");
+    assert!(
+        out.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -44,6 +44,7 @@ pub struct PayloadLogSettings {
 #[serde(deny_unknown_fields)]
 pub struct MonitoringSettings {
     pub drift_window: usize,
+    pub drift_min_rows: usize,
     pub drift_warn: f64,
     pub drift_alert: f64,
     pub drift_webhook: String,

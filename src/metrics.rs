@@ -97,6 +97,7 @@ pub struct Metrics {
     shed: prometheus::IntCounter,
     drift_psi: GaugeVec,
     drift_overall: GaugeVec,
+    drift_rows: IntGaugeVec,
     drift_alerts: IntCounterVec,
     model_info: IntGaugeVec,
     queue_duration: HistogramVec,
@@ -245,6 +246,14 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "version"],
         )?;
+        let drift_rows = IntGaugeVec::new(
+            Opts::new(
+                "sluice_drift_rows",
+                "Rows in a version's drift window; PSI is exported once it holds monitoring.drift_min_rows.",
+            ),
+            &["model", "version"],
+        )?;
+        registry.register(Box::new(drift_rows.clone()))?;
         registry.register(Box::new(drift_psi.clone()))?;
         registry.register(Box::new(drift_overall.clone()))?;
         registry.register(Box::new(drift_alerts.clone()))?;
@@ -303,6 +312,7 @@ impl Metrics {
             shed,
             drift_psi,
             drift_overall,
+            drift_rows,
             drift_alerts,
             model_info,
             queue_duration,
@@ -365,6 +375,13 @@ impl Metrics {
                 .with_label_values(&labels)
                 .set(abs_diff_max);
         }
+    }
+
+    /// How many rows a version's drift window holds.
+    pub fn set_drift_rows(&self, model: &str, version: u64, rows: usize) {
+        self.drift_rows
+            .with_label_values(&[model, &version.to_string()])
+            .set(i64::try_from(rows).unwrap_or(i64::MAX));
     }
 
     /// Exports a version's drift report.
@@ -465,6 +482,7 @@ impl Metrics {
         self.model_info.reset();
         self.drift_psi.reset();
         self.drift_overall.reset();
+        self.drift_rows.reset();
         let mut loaded = 0;
         for (model, version, ready, files_removed) in states {
             let version = version.to_string();

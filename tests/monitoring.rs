@@ -423,3 +423,38 @@ fn a_stuck_payload_sink_drops_instead_of_slowing_requests() {
     eprintln!("stuck payload sink: 50 requests answered, {dropped} records dropped");
     assert!(dropped >= 45, "{line}");
 }
+
+/// One far-out row is no drift verdict: below `monitoring.drift_min_rows` only the row count is exported (no PSI
+/// gauge, no warning); with the minimum at one row the same request does warn.
+#[test]
+fn drift_needs_a_minimum_of_rows_before_a_verdict() {
+    let row = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [30.0, 30.0, 30.0, 30.0]}]});
+    for (min_rows, verdict) in [("300", false), ("1", true)] {
+        let repo = repo_with(&["iris"]);
+        let server = TestServer::start_with(
+            repo.path(),
+            &[],
+            &[("SLUICE__MONITORING__DRIFT_MIN_ROWS", min_rows)],
+        );
+        assert_eq!(
+            post_json(&server, "/v2/models/iris/versions/2/infer", &row).0,
+            200
+        );
+        common::wait_for("the row count", || {
+            common::metrics_text(&server)
+                .contains(r#"sluice_drift_rows{model="iris",version="2"} 1"#)
+        });
+        // The watcher runs every 2 s: give it a full round after counting.
+        std::thread::sleep(Duration::from_millis(2200));
+        let metrics = common::metrics_text(&server);
+        let warned = server
+            .logs()
+            .iter()
+            .any(|l| l.contains("input drift above drift_warn"));
+        assert_eq!(
+            (metrics.contains("sluice_drift_psi_overall{"), warned),
+            (verdict, verdict),
+            "min rows {min_rows}"
+        );
+    }
+}

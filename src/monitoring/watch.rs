@@ -1,6 +1,7 @@
 //! The drift watcher: every few seconds, each loaded version's drift report is exported as gauges and checked
 //! against the thresholds: above `drift_warn` a warning is logged, above `drift_alert` a warning plus (if configured)
-//! a webhook POST, debounced per version (the retraining trigger).
+//! a webhook POST, debounced per version (the retraining trigger). Until the window holds `drift_min_rows` rows only
+//! its row count is exported: no PSI, no warning, no webhook.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,11 @@ pub fn spawn(registry: Arc<Registry>, metrics: Arc<Metrics>, settings: Monitorin
                     let Some(model) = &slot.model else { continue };
                     let Some(drift) = &model.drift else { continue };
                     let report = drift.report();
+                    metrics.set_drift_rows(name, model.version, report.rows_in_window);
+                    // No verdict on a window too small to mean anything.
+                    if report.rows_in_window < settings.drift_min_rows {
+                        continue;
+                    }
                     metrics.set_drift(name, model.version, &report);
                     let Some(psi) = report.overall_psi else {
                         continue;

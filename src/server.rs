@@ -373,6 +373,7 @@ fn start_background(state: &AppState, settings: &Settings) {
     tokio::spawn(async move {
         initial_load(&manager, watch_settings.settle).await;
         manager.registry().set_ready(true);
+        crate::routing::warn_unready(&routing, manager.registry());
         spawn_routing_watch(
             routing,
             Arc::clone(&manager),

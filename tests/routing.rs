@@ -224,6 +224,33 @@ fn explicit_versions_bypass_routing_and_missing_variants_fall_back() {
         .find(|r| r["name"] == "m" && r["version"] == "1")
         .unwrap();
     assert_eq!(v1["state"], "READY", "{v1}");
+    // The missing version is reported once, when the policy is applied, and in the routing state; not per request.
+    let warnings = || {
+        server
+            .logs()
+            .iter()
+            .filter(|l| l.contains("WARN") && (l.contains("version 9") || l.contains("not ready")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    common::wait_for("the warning", || !warnings().is_empty());
+    let w = warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("cannot serve") && w[0].contains("canary (version 9)"),
+        "{w:?}"
+    );
+    let (status, state) = common::get_json(&server, "/v2/models/m/routing");
+    assert_eq!(status, 200);
+    let not_ready = state["not_ready"].as_array().unwrap();
+    assert_eq!(not_ready.len(), 1, "{state}");
+    assert!(
+        not_ready[0]
+            .as_str()
+            .unwrap()
+            .starts_with("canary (version 9): "),
+        "{state}"
+    );
 }
 
 fn digits_repo() -> tempfile::TempDir {

@@ -127,6 +127,9 @@ pub struct RoutingState {
     #[schema(value_type = Option<Object>)]
     policy: Option<serde_json::Value>,
     source: Option<String>,
+    /// The versions the policy sends traffic to that cannot serve now (role, version and why); their traffic goes to
+    /// stable.
+    not_ready: Vec<String>,
     #[schema(value_type = Vec<Object>)]
     shadow: Vec<serde_json::Value>,
 }

@@ -62,10 +62,14 @@ pub async fn show(
             })
         })
         .collect();
+    let not_ready = active.as_ref().map_or_else(Vec::new, |a| {
+        crate::routing::unready_versions(&a.policy, &state.registry, &model)
+    });
     Ok(Json(json!({
         "model": model,
         "policy": active.as_ref().map(|a| &a.policy),
         "source": active.as_ref().map(|a| a.source),
+        "not_ready": not_ready,
         "shadow": shadow,
     })))
 }

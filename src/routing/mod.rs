@@ -31,7 +31,35 @@ pub async fn apply_staged(
     let policy = table.commit(staged);
     // Versions only the previous policy referred to may now be unloaded.
     manager.reconcile().await?;
+    warn_unready(table, manager.registry());
     Ok(policy)
+}
+
+/// The versions `policy` sends traffic to that cannot serve now, each with its role and why (their traffic goes to
+/// stable, or to the model's default).
+pub fn unready_versions(policy: &RoutingPolicy, registry: &Registry, model: &str) -> Vec<String> {
+    policy
+        .roles()
+        .into_iter()
+        .filter_map(|(role, version)| {
+            let error = registry.resolve(model, Some(&version.to_string())).err()?;
+            Some(format!("{role} (version {version}): {error}"))
+        })
+        .collect()
+}
+
+/// One WARN per model whose active policy refers to versions that cannot serve: said once when a policy is applied
+/// (and shown by `GET /v2/models/{m}/routing`), not on every request routed around them.
+pub fn warn_unready(table: &RoutingTable, registry: &Registry) {
+    for model in table.models() {
+        let Some(active) = table.get(&model) else {
+            continue;
+        };
+        let problems = unready_versions(&active.policy, registry, &model);
+        if !problems.is_empty() {
+            tracing::warn!(model, problems = %problems.join("; "), "routing policy refers to versions that cannot serve; their traffic goes to stable");
+        }
+    }
 }
 
 /// Adds routing to an inference service.
@@ -94,7 +122,8 @@ impl<S> Routing<S> {
                 call.variant = Cow::Owned(variant.name.clone());
                 return;
             }
-            tracing::warn!(model = %call.model, variant = %variant.name, "variant version not ready; routed to stable");
+            // Reported once when the policy was applied (`warn_unready`) and in `GET /v2/models/{m}/routing`.
+            tracing::debug!(model = %call.model, variant = %variant.name, "variant version not ready; routed to stable");
         }
         // A stable version that is not ready falls back to the model's default rather than failing.
         call.version = policy

@@ -143,10 +143,15 @@ impl RoutingPolicy {
 
     /// Every version the policy refers to; these stay loaded whatever the version policy says.
     pub fn versions(&self) -> BTreeSet<u64> {
-        let mut out: BTreeSet<u64> = self.variants.iter().map(|v| v.version).collect();
-        out.extend(self.stable);
-        out.extend(self.shadow.as_ref().map(|s| s.version));
-        out
+        self.roles().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Every version the policy sends traffic to, with the role it has: `stable`, a variant's name, or `shadow`.
+    pub fn roles(&self) -> Vec<(&str, u64)> {
+        let stable = self.stable.map(|v| (STABLE, v));
+        let variants = self.variants.iter().map(|v| (v.name.as_str(), v.version));
+        let shadow = self.shadow.as_ref().map(|s| ("shadow", s.version));
+        stable.into_iter().chain(variants).chain(shadow).collect()
     }
 }
 

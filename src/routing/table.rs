@@ -93,6 +93,11 @@ impl RoutingTable {
         self.active.load().get(model).cloned()
     }
 
+    /// The models with an active policy.
+    pub fn models(&self) -> Vec<String> {
+        self.active.load().keys().cloned().collect()
+    }
+
     /// Re-reads the routing file and applies it at once; `Ok(true)` when it changed. An invalid file changes
     /// nothing. (At start-up; later changes go through [`RoutingTable::stage_file`] so versions load first.)
     pub fn reload_file(&self) -> Result<bool, RoutingError> {

@@ -42,6 +42,14 @@ pub enum InferenceError {
     Validation(#[from] ValidationError),
     #[error(transparent)]
     Infer(#[from] InferError),
+    /// An error of a request that reached a version: which version and variant it was, so the response and the
+    /// log line can say who answered.
+    #[error("{source}")]
+    Served {
+        version: u64,
+        variant: Cow<'static, str>,
+        source: Box<InferenceError>,
+    },
 }
 
 impl InferenceError {
@@ -51,6 +59,25 @@ impl InferenceError {
             | InferenceError::Decode(_)
             | InferenceError::Validation(_) => Outcome::ClientError,
             InferenceError::Infer(_) => Outcome::ServerError,
+            InferenceError::Served { source, .. } => source.outcome(),
+        }
+    }
+
+    /// The error itself, without the version and variant it was attributed to.
+    pub fn cause(&self) -> &InferenceError {
+        match self {
+            InferenceError::Served { source, .. } => source.cause(),
+            other => other,
+        }
+    }
+
+    /// The version and variant that answered, when the request reached a version.
+    pub fn served_by(&self) -> Option<(u64, &str)> {
+        match self {
+            InferenceError::Served {
+                version, variant, ..
+            } => Some((*version, variant)),
+            _ => None,
         }
     }
 }
@@ -181,7 +208,11 @@ impl InferenceService {
         let seconds = finished.duration_since(started).as_secs_f64();
         self.metrics
             .observe_request(&call.model, series, &call.variant, outcome, seconds);
-        let ran = result?;
+        let ran = result.map_err(|e| InferenceError::Served {
+            version: target.version,
+            variant: call.variant.clone(),
+            source: Box::new(e),
+        })?;
         Ok(Inferred {
             model: target,
             id: ran.id,

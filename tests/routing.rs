@@ -567,3 +567,63 @@ fn a_failing_canary_is_rolled_back_automatically() {
     );
     assert!(server.logs().join("\n").contains("automatic rollback"));
 }
+
+/// Errors say who answered: a canary's 500 and a validation 400 carry `x-model-version` and `x-sluice-variant`, and
+/// the 500's ERROR line names the version, the variant and the latency.
+#[test]
+fn errors_name_the_version_and_variant_that_answered() {
+    let repo = common::repo_with(&["reshape"]);
+    common::copy_dir(
+        &repo.path().join("reshape/1"),
+        &repo.path().join("reshape/2"),
+    );
+    std::fs::write(
+        repo.path().join("reshape/model.toml"),
+        "version_policy = \"all\"\n[warmup]\nrequest = \"warmup.json\"\n",
+    )
+    .unwrap();
+    let routing = repo.path().join("routing.toml");
+    write_policy(
+        &routing,
+        "[reshape]\nstable = 1\nvariants = [{ name = \"canary\", version = 2, weight = 100.0 }]\n",
+    );
+    let server = start(repo.path(), &routing, &[("SLUICE__LOG__FORMAT", "json")]);
+    let client = client();
+    let send = |body: Value| {
+        let response = client
+            .post(server.url("/v2/models/reshape/infer"))
+            .json(&body)
+            .send()
+            .unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        (
+            response.status().as_u16(),
+            header("x-model-version"),
+            header("x-sluice-variant"),
+        )
+    };
+    let canary = (Some("2".to_owned()), Some("canary".to_owned()));
+    // Three elements cannot be reshaped to [2, -1]: ONNX Runtime fails, a 500.
+    let (status, version, variant) = send(
+        json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1, 2, 3]}]}),
+    );
+    assert_eq!((status, (version, variant)), (500, canary.clone()));
+    // A validation error: 400, attributed the same way.
+    let (status, version, variant) = send(
+        json!({"inputs": [{"name": "y", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]}),
+    );
+    assert_eq!((status, (version, variant)), (400, canary));
+    let line = server.wait_for_log_line(|l| l["fields"]["message"] == "request failed");
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["fields"]["model_version"], "2", "{line}");
+    assert_eq!(line["fields"]["variant"], "canary", "{line}");
+    assert!(
+        line["fields"]["latency_ms"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
+}

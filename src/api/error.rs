@@ -49,7 +49,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::Inference(e) => match e {
+            ApiError::Inference(e) => match e.cause() {
                 InferenceError::Registry(r) => registry_status(r),
                 InferenceError::Decode(_) | InferenceError::Validation(_) => {
                     StatusCode::BAD_REQUEST
@@ -63,6 +63,8 @@ impl ApiError {
                     | InferError::Output { .. }
                     | InferError::Internal(_),
                 ) => StatusCode::INTERNAL_SERVER_ERROR,
+                // `cause` never returns the wrapper.
+                InferenceError::Served { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Registry(r) => registry_status(r),
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -123,6 +125,16 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        // An inference error names the version and variant that answered, as a success does.
+        if let ApiError::Inference(e) = &self {
+            if let Some((version, variant)) = e.served_by() {
+                let headers = response.headers_mut();
+                headers.insert(crate::api::MODEL_VERSION, HeaderValue::from(version));
+                if let Ok(variant) = HeaderValue::from_str(variant) {
+                    headers.insert(crate::api::VARIANT, variant);
+                }
+            }
         }
         let realm = match self {
             ApiError::Unauthorized => Some("Bearer realm=\"sluice-admin\""),

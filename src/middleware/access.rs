@@ -118,7 +118,8 @@ where
         AccessFuture {
             inner,
             panicked,
-            started: self.every_request.then(Instant::now),
+            started: Instant::now(),
+            every_request: self.every_request,
             id: Some(id),
             method,
             uri,
@@ -132,8 +133,9 @@ pin_project! {
         #[pin]
         inner: Option<Instrumented<F>>,
         panicked: Option<Box<dyn Any + Send>>,
-        // Set when every request is logged (the line carries the latency).
-        started: Option<Instant>,
+        // The line of a failed request, and of every request with `log.access`, carries the latency.
+        started: Instant,
+        every_request: bool,
         // The request's id, for the response (taken when it is ready).
         id: Option<HeaderValue>,
         method: Method,
@@ -167,7 +169,13 @@ where
         if let Some(id) = this.id.take() {
             response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
         }
-        log(&response, this.method, this.uri, *this.started);
+        log(
+            &response,
+            this.method,
+            this.uri,
+            *this.started,
+            *this.every_request,
+        );
         Poll::Ready(Ok(response))
     }
 }
@@ -205,10 +213,16 @@ fn request_id(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-fn log<B>(response: &Response<B>, method: &Method, uri: &Uri, started: Option<Instant>) {
+fn log<B>(
+    response: &Response<B>,
+    method: &Method,
+    uri: &Uri,
+    started: Instant,
+    every_request: bool,
+) {
     let status = response.status();
     let failed = status.is_client_error() || status.is_server_error();
-    if !failed && started.is_none() {
+    if !failed && !every_request {
         return;
     }
     let headers = response.headers();
@@ -227,7 +241,7 @@ fn log<B>(response: &Response<B>, method: &Method, uri: &Uri, started: Option<In
                 status = status.as_u16(),
                 model_version = header(&crate::api::MODEL_VERSION),
                 variant = header(&crate::api::VARIANT),
-                latency_ms = started.map(|s| s.elapsed().as_secs_f64() * 1000.0),
+                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
                 error = failed.then_some(error),
                 $message
             )
@@ -235,7 +249,7 @@ fn log<B>(response: &Response<B>, method: &Method, uri: &Uri, started: Option<In
     }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         line!(error, "request failed");
-    } else if started.is_some() {
+    } else if every_request {
         line!(info, "request");
     } else {
         line!(debug, "request rejected");

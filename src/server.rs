@@ -468,7 +468,7 @@ fn spawn_routing_watch(
                 Ok(Some(staged)) => {
                     last_error = None;
                     if let Err(e) = crate::routing::apply_staged(&routing, &manager, staged).await {
-                        tracing::warn!(error = %e, "reconcile after a routing change failed");
+                        tracing::error!(error = %e, "routing change not applied; the previous policy stays");
                     }
                 }
                 Ok(None) => {}

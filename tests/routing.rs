@@ -627,3 +627,105 @@ fn errors_name_the_version_and_variant_that_answered() {
         "{line}"
     );
 }
+
+/// A shadow that cannot take its primary's requests (iris v1 behind v2: other output names): in the file read at
+/// start it is reported once (WARN and `not_ready`), each failed shadow run is counted with its reason in
+/// `/routing` and at most one WARN line a minute; applied later, by a call or a file edit, it is refused and the
+/// previous policy stays.
+#[test]
+fn a_shadow_that_cannot_take_the_requests_is_reported_and_refused() {
+    let repo = common::repo_with(&["iris"]);
+    let routing = repo.path().join("routing.toml");
+    write_policy(
+        &routing,
+        "[iris]\nshadow = { version = 1, sample_rate = 1.0 }\n",
+    );
+    let server = start(repo.path(), &routing, &[("SLUICE__LOG__FORMAT", "json")]);
+    let client = client();
+    let body = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
+    for _ in 0..20 {
+        let response = client
+            .post(server.url("/v2/models/iris/infer"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let shadow_state = || {
+        let (_, state) = common::get_json(&server, "/v2/models/iris/routing");
+        state
+    };
+    common::wait_for("the 20 shadow failures", || {
+        shadow_state()["shadow"][0]["errors"] == 20
+    });
+    let state = shadow_state();
+    let last_error = state["shadow"][0]["last_error"].as_str().unwrap();
+    assert!(
+        last_error.contains("is not an output of this model"),
+        "{state}"
+    );
+    assert!(
+        state["not_ready"][0]
+            .as_str()
+            .unwrap()
+            .contains("shadow (version 1) cannot take the requests of version 2"),
+        "{state}"
+    );
+    let logs = server.logs();
+    let count = |needle: &str| {
+        logs.iter()
+            .filter(|l| l.contains("\"level\":\"WARN\"") && l.contains(needle))
+            .count()
+    };
+    assert_eq!(count("shadow run failed"), 1, "{logs:?}");
+    assert_eq!(
+        count("cannot take the requests of version 2"),
+        1,
+        "{logs:?}"
+    );
+
+    // Applied by a call: refused, and the file's policy stays.
+    let response = client
+        .post(server.url("/v2/repository/models/iris/routing"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"policy": {"stable": 2, "shadow": {"version": 1, "sample_rate": 0.5}}}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let reply: Value = response.json().unwrap();
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused: shadow (version 1)"),
+        "{reply}"
+    );
+    assert_eq!(shadow_state()["policy"]["shadow"]["sample_rate"], 1.0);
+
+    // Applied by a file edit: refused with one ERROR line, the previous policy stays.
+    write_policy(
+        &routing,
+        "[iris]\nstable = 2\nshadow = { version = 1, sample_rate = 0.25 }\n",
+    );
+    let line = server.wait_for_log_line(|l| {
+        l["fields"]["message"] == "routing change not applied; the previous policy stays"
+    });
+    assert!(
+        line["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{line}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(shadow_state()["policy"]["shadow"]["sample_rate"], 1.0);
+    let refusals = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("routing change not applied"))
+        .count();
+    assert_eq!(
+        refusals, 1,
+        "a refused file is not retried until it changes"
+    );
+}

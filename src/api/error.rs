@@ -81,6 +81,7 @@ impl ApiError {
                 RoutingError::Invalid { .. } => StatusCode::BAD_REQUEST,
                 RoutingError::UnknownVariant { .. } => StatusCode::NOT_FOUND,
                 RoutingError::File { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                RoutingError::Refused { .. } => StatusCode::BAD_REQUEST,
             },
             ApiError::Unauthorized | ApiError::MissingApiKey => StatusCode::UNAUTHORIZED,
             ApiError::ManagementDisabled => StatusCode::FORBIDDEN,
@@ -111,6 +112,15 @@ pub struct Failure(pub Arc<str>);
 #[derive(serde::Serialize)]
 struct ErrorBody {
     error: String,
+}
+
+impl From<crate::routing::ApplyError> for ApiError {
+    fn from(e: crate::routing::ApplyError) -> Self {
+        match e {
+            crate::routing::ApplyError::Manage(e) => ApiError::Manage(e),
+            crate::routing::ApplyError::Routing(e) => ApiError::Routing(e),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

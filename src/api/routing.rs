@@ -58,6 +58,7 @@ pub async fn show(
                 "compared": stats.compared,
                 "errors": stats.errors,
                 "dropped": stats.dropped,
+                "last_error": stats.last_error,
                 "outputs": outputs,
             })
         })

@@ -20,14 +20,36 @@ pub use self::table::{RoutingChange, RoutingError, RoutingTable, Staged};
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::registry::{ManageError, Registry, RepositoryManager};
 
+/// Why a routing change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Manage(#[from] ManageError),
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+}
+
 /// Applies a staged routing change safely: reconcile first (the staged policy's versions are pinned, so they load),
-/// then make it active. Requests never reach a version before it is loaded.
+/// then make it active. Requests never reach a version before it is loaded. A policy whose shadow cannot take its
+/// primaries' requests is refused, and the previous policy stays.
 pub async fn apply_staged(
     table: &RoutingTable,
     manager: &RepositoryManager,
     staged: Staged,
-) -> Result<RoutingPolicy, ManageError> {
+) -> Result<RoutingPolicy, ApplyError> {
     manager.reconcile().await?;
+    let refusal = staged_policies(&staged).find_map(|(model, policy)| {
+        let problems = shadow_problems(policy, manager.registry(), model);
+        (!problems.is_empty()).then(|| RoutingError::Refused {
+            model: model.to_owned(),
+            reason: problems.join("; "),
+        })
+    });
+    if let Some(refusal) = refusal {
+        table.discard(staged);
+        manager.reconcile().await?;
+        return Err(refusal.into());
+    }
     let policy = table.commit(staged);
     // Versions only the previous policy referred to may now be unloaded.
     manager.reconcile().await?;
@@ -35,15 +57,61 @@ pub async fn apply_staged(
     Ok(policy)
 }
 
+fn staged_policies(staged: &Staged) -> Box<dyn Iterator<Item = (&str, &RoutingPolicy)> + '_> {
+    match staged {
+        Staged::File { policies, .. } => Box::new(policies.iter().map(|(m, p)| (m.as_str(), p))),
+        Staged::Override { model, policy } => Box::new(std::iter::once((model.as_str(), policy))),
+    }
+}
+
 /// The versions `policy` sends traffic to that cannot serve now, each with its role and why (their traffic goes to
-/// stable, or to the model's default).
+/// stable, or to the model's default), and a shadow that cannot take its primaries' requests.
 pub fn unready_versions(policy: &RoutingPolicy, registry: &Registry, model: &str) -> Vec<String> {
-    policy
+    let mut problems: Vec<String> = policy
         .roles()
         .into_iter()
         .filter_map(|(role, version)| {
             let error = registry.resolve(model, Some(&version.to_string())).err()?;
             Some(format!("{role} (version {version}): {error}"))
+        })
+        .collect();
+    problems.extend(shadow_problems(policy, registry, model));
+    problems
+}
+
+/// Why the shadow version of `policy` cannot run the requests its primaries (stable, or the default, and each
+/// variant) answer: it must take their inputs and produce their outputs, which the schema guard checks. Empty when
+/// it can, or when the versions are not loaded (reported as not ready instead).
+pub fn shadow_problems(policy: &RoutingPolicy, registry: &Registry, model: &str) -> Vec<String> {
+    let Some(shadow) = &policy.shadow else {
+        return Vec::new();
+    };
+    let Ok(target) = registry.resolve(model, Some(&shadow.version.to_string())) else {
+        return Vec::new();
+    };
+    let stable = match policy.stable {
+        Some(v) => registry.resolve(model, Some(&v.to_string())),
+        None => registry.resolve(model, None),
+    };
+    let variants = policy
+        .variants
+        .iter()
+        .map(|v| registry.resolve(model, Some(&v.version.to_string())));
+    let mut primaries: Vec<_> = std::iter::once(stable)
+        .chain(variants)
+        .filter_map(Result::ok)
+        .filter(|p| p.version != target.version)
+        .collect();
+    primaries.dedup_by_key(|p| p.version);
+    primaries
+        .iter()
+        .filter_map(|primary| {
+            let why =
+                crate::registry::policy::incompatibility(&primary.signature, &target.signature)?;
+            Some(format!(
+                "shadow (version {}) cannot take the requests of version {}: {why}",
+                target.version, primary.version
+            ))
         })
         .collect()
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde::Serialize;
@@ -64,8 +64,16 @@ pub struct PairStats {
     pub compared: u64,
     pub errors: u64,
     pub dropped: u64,
+    /// Why the last shadow run failed.
+    pub last_error: Option<String>,
     pub outputs: BTreeMap<String, OutputComparison>,
+    /// When a failure was last logged at WARN level, with how many failures since then went unlogged.
+    #[serde(skip)]
+    warned: Option<(Instant, u64)>,
 }
+
+/// At most one WARN line per shadow pair in this time; the failures in between are counted in the next line.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 type PairKey = (String, u64, u64);
 
@@ -158,8 +166,26 @@ impl ShadowMirror {
                 self.export(&key);
             }
             Err(reason) => {
-                tracing::debug!(model = %key.0, shadow_version = key.2, %reason, "shadow run failed");
-                self.update(&key, |s| s.errors += 1);
+                let mut warn = None;
+                self.update(&key, |s| {
+                    s.errors += 1;
+                    s.last_error = Some(reason.clone());
+                    match &mut s.warned {
+                        Some((at, skipped)) if at.elapsed() < WARN_EVERY => *skipped += 1,
+                        warned => {
+                            warn = Some(warned.map_or(0, |(_, skipped)| skipped));
+                            *warned = Some((Instant::now(), 0));
+                        }
+                    }
+                });
+                match warn {
+                    Some(unlogged) => {
+                        tracing::warn!(model = %key.0, primary_version = key.1, shadow_version = key.2, %reason, unlogged_failures = unlogged, "shadow run failed")
+                    }
+                    None => {
+                        tracing::debug!(model = %key.0, shadow_version = key.2, %reason, "shadow run failed")
+                    }
+                }
                 self.metrics.shadow_outcome(&key.0, key.1, key.2, "error");
             }
         }

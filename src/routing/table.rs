@@ -38,6 +38,8 @@ pub enum RoutingError {
     UnknownVariant { model: String, variant: String },
     #[error("routing file {path}: {message}")]
     File { path: String, message: String },
+    #[error("routing policy for model '{model}' refused: {reason}")]
+    Refused { model: String, reason: String },
 }
 
 /// A change an operator asks for through the management API.
@@ -60,6 +62,8 @@ pub enum RoutingChange {
 struct Sources {
     /// The file's text when last applied, to notice changes.
     file_text: Option<String>,
+    /// The file's text when it was last refused (an incompatible shadow), not staged again until it changes.
+    refused_text: Option<String>,
     file: BTreeMap<String, RoutingPolicy>,
     overrides: BTreeMap<String, RoutingPolicy>,
 }
@@ -120,8 +124,13 @@ impl RoutingTable {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        if self.lock_sources().file_text.as_deref() == Some(text.as_str()) {
-            return Ok(None);
+        {
+            let sources = self.lock_sources();
+            if sources.file_text.as_deref() == Some(text.as_str())
+                || sources.refused_text.as_deref() == Some(text.as_str())
+            {
+                return Ok(None);
+            }
         }
         let policies: BTreeMap<String, RoutingPolicy> =
             toml::from_str(&text).map_err(|e| file_error(e.message().to_owned()))?;
@@ -165,6 +174,18 @@ impl RoutingTable {
     ) -> Result<RoutingPolicy, RoutingError> {
         let staged = self.stage_change(model, change)?;
         Ok(self.commit(staged))
+    }
+
+    /// Drops a staged change that was refused: its pins are released, and a refused file is not staged again until
+    /// it changes.
+    pub fn discard(&self, staged: Staged) {
+        if let Staged::File { text, .. } = staged {
+            self.lock_sources().refused_text = Some(text);
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Makes a staged change the active policy and releases its pins. Returns the model's (or, for a file, the

@@ -9,8 +9,8 @@ maintainers do. Pinned tools: `models/requirements.txt`.
     .venv-gen/bin/python models/generate.py
 
 Outputs:
-- models/iris/{1,2}/model.onnx        iris classifier: v1 logistic regression (skl2onnx's default ZipMap output),
-                                      v2 gradient-boosted trees (plain tensor outputs)
+- models/iris/{1,2,3}/model.onnx      iris classifier: v1 logistic regression (skl2onnx's default ZipMap output),
+                                      v2 gradient-boosted trees (plain tensor outputs), v3 a retrained v2
 - models/digits_mlp/1/model.onnx      8x8 digit MLP in FP32
 - models/digits_mlp_int8/1/model.onnx the same MLP, int8 weights (onnxruntime quantize_dynamic)
 - models/tumor_risk/1/model.onnx      several inputs of different dtypes: FP32, INT64 and a string (BYTES)
@@ -165,8 +165,19 @@ def iris() -> list:
     path = save(onx, "iris", 2)
     refs.append(reference(path, "iris", 2, {"float_input": sample}))
     acc2 = onnx_accuracy(path, {"float_input": x_test}, y_test)
+    # v3: a retrained candidate with v2's signature, the canary of the Kubernetes canary overlay.
+    gbt3 = GradientBoostingClassifier(n_estimators=80, max_depth=2, random_state=SEED).fit(x_train, y_train)
+    onx = to_onnx(gbt3, initial_types=float_input(4), target_opset=TARGET_OPSET, options={"zipmap": False})
+    path = save(onx, "iris", 3)
+    refs.append(reference(path, "iris", 3, {"float_input": sample}))
+    acc3 = onnx_accuracy(path, {"float_input": x_test}, y_test)
     iris_profile = {"float_input": numeric_profile(x_train, ["sepal_length", "sepal_width", "petal_length", "petal_width"])}
-    for version, (kind, acc) in {1: ("LogisticRegression", acc1), 2: ("GradientBoostingClassifier", acc2)}.items():
+    kinds = {
+        1: ("LogisticRegression", acc1),
+        2: ("GradientBoostingClassifier", acc2),
+        3: ("GradientBoostingClassifier, 80 trees of depth 2", acc3),
+    }
+    for version, (kind, acc) in kinds.items():
         write_version_files("iris", version, iris_profile, dict(CARD_COMMON,
             description=f"Iris species classifier ({kind}).",
             intended_use="Examples and tests of sluice; classifying iris flowers from four measurements in cm.",
@@ -179,15 +190,16 @@ def iris() -> list:
         inputs="`float_input` FP32 `[-1, 4]`: sepal length, sepal width, petal length, petal width.",
         outputs="v1: `output_label` INT64 `[-1]` and `output_probability`, scikit-learn's ZipMap "
         "(a sequence of maps, not a tensor: listed in metadata, not returnable over V2). "
-        "v2: `label` INT64 `[-1]` and `probabilities` FP32 `[-1, 3]`.",
+        "v2 and v3: `label` INT64 `[-1]` and `probabilities` FP32 `[-1, 3]`.",
         training="scikit-learn's bundled iris dataset (150 rows), stratified 70/30 split, seed 7.",
         versions=[
             f"1: LogisticRegression; test accuracy {acc1:.3f} (45 rows)",
             f"2: GradientBoostingClassifier (40 trees, depth 3); test accuracy {acc2:.3f} (45 rows)",
+            f"3: GradientBoostingClassifier (80 trees, depth 2), v2's signature; test accuracy {acc3:.3f} (45 rows)",
         ],
         limitations="Toy dataset; only meaningful for measurements in the ranges of the training data.",
-        policy='\n# Load both versions (the default policy loads only the latest).\nversion_policy = "all"\n'
-        "# v2 renamed the outputs, so the schema guard would keep v1 the default; the default is pinned to v2.\n"
+        policy='\n# Load every version (the default policy loads only the latest).\nversion_policy = "all"\n'
+        "# v2 renamed v1's outputs; the default is pinned to v2, and v3 (same signature) is its canary.\n"
         "# Rolling back is this one line: default_version = 1\ndefault_version = 2\n",
     )
     return refs

@@ -10,7 +10,10 @@ use std::path::Path;
 
 use ort::environment::Environment;
 
-use crate::model::{IoSpec, LoadOptions, ModelVersion, SessionSettings, VersionSettings};
+use crate::model::{
+    IoSpec, LoadOptions, ModelVersion, SessionSettings, Signature, VersionSettings,
+};
+use crate::registry::policy::incompatibility;
 use crate::repository;
 use crate::routing::RoutingPolicy;
 
@@ -41,8 +44,8 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
     if models.is_empty() {
         report.problem(format!("no models in {}", root.display()));
     }
-    // Which versions of each model loaded, for the routing check.
-    let mut loadable: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    // Which versions of each model loaded, with their signatures, for the routing check.
+    let mut loadable: Loadable = BTreeMap::new();
     for model in models {
         let _ = writeln!(report.text, "model {}", model.name);
         let config = match &model.config {
@@ -103,7 +106,7 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
                     loadable
                         .entry(model.name.clone())
                         .or_default()
-                        .push(v.version);
+                        .insert(v.version, loaded.signature.clone());
                 }
                 Err(e) => {
                     report.problem(format!("model '{}' version {}: {e}", model.name, v.version))
@@ -142,7 +145,10 @@ fn describe(text: &mut String, what: &str, specs: &[IoSpec]) {
     }
 }
 
-fn check_routing(report: &mut Report, path: &Path, loadable: &BTreeMap<String, Vec<u64>>) {
+/// The versions of each model that loaded, with their signatures.
+type Loadable = BTreeMap<String, BTreeMap<u64, Signature>>;
+
+fn check_routing(report: &mut Report, path: &Path, loadable: &Loadable) {
     let _ = writeln!(report.text, "routing {}", path.display());
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -159,10 +165,45 @@ fn check_routing(report: &mut Report, path: &Path, loadable: &BTreeMap<String, V
             report.problem(format!("routing for '{model}': {e}"));
         }
         for version in policy.versions() {
-            if !loadable.get(model).is_some_and(|vs| vs.contains(&version)) {
+            if !loadable
+                .get(model)
+                .is_some_and(|vs| vs.contains_key(&version))
+            {
                 report.problem(format!("routing for '{model}' refers to version {version}, which is not a loadable version"));
+            }
+        }
+        if let Some(versions) = loadable.get(model) {
+            for problem in shadow_problems(policy, versions) {
+                report.problem(format!("routing for '{model}': {problem}"));
             }
         }
         let _ = writeln!(report.text, "  {model}: ok");
     }
+}
+
+/// Why the policy's shadow cannot take the requests of its stable version or a variant (the server refuses such a
+/// policy when it is applied).
+fn shadow_problems(policy: &RoutingPolicy, versions: &BTreeMap<u64, Signature>) -> Vec<String> {
+    let Some(shadow) = &policy.shadow else {
+        return Vec::new();
+    };
+    let Some(target) = versions.get(&shadow.version) else {
+        return Vec::new();
+    };
+    let primaries: std::collections::BTreeSet<u64> = policy
+        .stable
+        .into_iter()
+        .chain(policy.variants.iter().map(|v| v.version))
+        .filter(|v| *v != shadow.version)
+        .collect();
+    primaries
+        .into_iter()
+        .filter_map(|p| {
+            let why = incompatibility(versions.get(&p)?, target)?;
+            Some(format!(
+                "shadow (version {}) cannot take the requests of version {p}: {why}",
+                shadow.version
+            ))
+        })
+        .collect()
 }

@@ -48,7 +48,7 @@ fn model_metadata_comes_from_the_onnx_files() {
     assert_eq!(status, 200);
     assert_eq!(meta["name"], "iris");
     assert_eq!(meta["platform"], "onnxruntime_onnx");
-    assert_eq!(meta["versions"], json!(["1", "2"]));
+    assert_eq!(meta["versions"], json!(["1", "2", "3"]));
     assert_eq!(
         meta["inputs"],
         json!([{"name": "float_input", "datatype": "FP32", "shape": [-1, 4]}])
@@ -103,13 +103,13 @@ fn model_readiness_and_unknown_models() {
         (status, body),
         (
             404,
-            json!({"error": "model 'iris' has no version '7'; versions: 1, 2"})
+            json!({"error": "model 'iris' has no version '7'; versions: 1, 2, 3"})
         )
     );
     let (status, body) = get_json(&server, "/v2/models/iris/versions/x/ready");
     assert_eq!(status, 404, "{body}");
     assert_eq!(get_json(&server, "/v2/models/nope").0, 404);
-    assert_eq!(get_json(&server, "/v2/models/iris/versions/3").0, 404);
+    assert_eq!(get_json(&server, "/v2/models/iris/versions/9").0, 404);
 }
 
 #[test]
@@ -526,7 +526,7 @@ fn metrics_count_requests_by_model_version_and_outcome() {
         r#"sluice_request_duration_seconds_count{model="iris",variant="stable",version="2"} 2"#,
         r#"sluice_inference_duration_seconds_count{model="iris",version="2"} 1"#,
         r#"sluice_model_ready{model="tumor_risk",version="1"} 1"#,
-        "sluice_models_loaded 6",
+        "sluice_models_loaded 7",
     ] {
         assert!(
             text.lines().any(|l| l == line),

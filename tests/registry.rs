@@ -377,12 +377,13 @@ fn management_api_index_load_unload_and_errors() {
             own("broken", "1", "UNAVAILABLE", false),
             own("iris", "1", "READY", false),
             own("iris", "2", "READY", true),
+            own("iris", "3", "READY", false),
             own("tumor_risk", "1", "READY", true),
         ]
     );
     assert!(!rows[0]["reason"].as_str().unwrap().is_empty());
     let (_, ready_only) = admin(&server, "/v2/repository/index", json!({"ready": true}));
-    assert_eq!(ready_only.as_array().unwrap().len(), 3);
+    assert_eq!(ready_only.as_array().unwrap().len(), 4);
 
     let (status, body) = admin(&server, "/v2/repository/models/broken/load", json!({}));
     assert_eq!(status, 400, "{body}");
@@ -454,9 +455,9 @@ fn default_version_rolls_back_by_call_or_config_line() {
             .filter(|l| l.contains("model version loaded"))
             .count()
     };
-    // The log is read from the server's output on a thread of its own, so readiness can come before both versions'
-    // load lines have been read: wait for them before taking the count.
-    wait_for("both versions' load lines", || loads() == 2);
+    // The log is read from the server's output on a thread of its own, so readiness can come before the versions'
+    // load lines have been read: wait for all three before taking the count.
+    wait_for("the three versions' load lines", || loads() == 3);
     let loads_before = loads();
     let served = || {
         let response = client()

@@ -624,5 +624,5 @@ fn metrics_can_have_their_own_port() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(text.contains("sluice_models_loaded 2"), "{text}");
+    assert!(text.contains("sluice_models_loaded 3"), "{text}");
 }

@@ -192,7 +192,7 @@ fn a_model_that_fails_to_load_does_not_stop_the_others() {
     std::fs::write(root.join("badconf/model.toml"), "[session]\npool = 2\n").unwrap();
     std::fs::create_dir_all(root.join("empty/1")).unwrap();
     // A broken version next to a good one: the good one still serves.
-    std::fs::create_dir_all(root.join("iris/3")).unwrap();
+    std::fs::create_dir_all(root.join("iris/4")).unwrap();
 
     let server = TestServer::start(root);
     let row = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]});
@@ -237,7 +237,7 @@ fn a_model_that_fails_to_load_does_not_stop_the_others() {
             .contains("model.onnx does not exist"),
         "{body}"
     );
-    let (status, body) = post_json(&server, "/v2/models/iris/versions/3/infer", &row);
+    let (status, body) = post_json(&server, "/v2/models/iris/versions/4/infer", &row);
     assert_eq!(status, 503, "{body}");
     assert_eq!(post_json(&server, "/v2/models/corrupt/infer", &row).0, 503);
     // Strict readiness (the default): unready, naming each model without a ready version and why.
@@ -254,9 +254,9 @@ fn a_model_that_fails_to_load_does_not_stop_the_others() {
         r#"sluice_model_load_failures_total{model="corrupt"} 1"#,
         r#"sluice_model_load_failures_total{model="badconf"} 1"#,
         r#"sluice_model_ready{model="corrupt",version="1"} 0"#,
-        r#"sluice_model_ready{model="iris",version="3"} 0"#,
+        r#"sluice_model_ready{model="iris",version="4"} 0"#,
         r#"sluice_model_ready{model="iris",version="2"} 1"#,
-        "sluice_models_loaded 2",
+        "sluice_models_loaded 3",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -410,7 +410,7 @@ fn check_validates_a_repository_offline() {
     let routing = root.join("routing.toml");
     std::fs::write(
         &routing,
-        "[iris]\nvariants = [{ name = \"canary\", version = 3, weight = 5.0 }]\n",
+        "[iris]\nvariants = [{ name = \"canary\", version = 7, weight = 5.0 }]\n",
     )
     .unwrap();
     let (code, out) = run_sluice(
@@ -426,13 +426,37 @@ fn check_validates_a_repository_offline() {
     for needle in [
         "model 'corrupt' version 1",
         "model 'pinned': default_version 4 is not in the repository",
-        "routing for 'iris' refers to version 3",
+        "routing for 'iris' refers to version 7",
         "reference.json",
         "checksum mismatch",
         "5 problem(s)",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
+}
+
+/// `sluice check` refuses what the server would refuse: a shadow that cannot take its primaries' requests (iris v1
+/// behind v2), while the example canary overlay's policy passes.
+#[test]
+fn check_refuses_a_shadow_that_cannot_take_the_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let routing = dir.path().join("routing.toml");
+    std::fs::write(
+        &routing,
+        "[iris]\nstable = 2\nshadow = { version = 1, sample_rate = 0.1 }\n",
+    )
+    .unwrap();
+    let models = models_arg();
+    let check = |routing: &str| run_sluice(&["check", &models, "--routing", routing], &[]);
+    let (code, out) = check(routing.to_str().unwrap());
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("routing for 'iris': shadow (version 1) cannot take the requests of version 2: output 'label' removed"),
+        "{out}"
+    );
+    let overlay = common::models_dir().join("../k8s/overlays/canary/routing.toml");
+    let (code, out) = check(overlay.to_str().unwrap());
+    assert_eq!(code, Some(0), "{out}");
 }
 
 /// Half a TLS setup, a certificate given as the key, or a key of another certificate: exit 64 naming the setting and

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Generates sluice's example model repository (`models/`) and the test fixtures.
 
-Everything here is deterministic (fixed seeds, datasets that ship with scikit-learn), so running it again gives the
-same models. The generated `.onnx` files are committed: running sluice needs no Python ML stack, only this script's
+Seeds are fixed and the datasets ship with scikit-learn, so a run reproduces the same models on the same machine;
+on another CPU the last bits of trained floating-point weights (logistic regression, the MLPs) can differ. The generated `.onnx` files are committed: running sluice needs no Python ML stack, only this script's
 maintainers do. Pinned tools: `models/requirements.txt`.
 
     python3 -m venv .venv-gen && .venv-gen/bin/pip install -r models/requirements.txt

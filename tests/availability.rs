@@ -326,10 +326,7 @@ fn removing_a_model_directory_unloads_it() {
         let running: Vec<_> = (0..3)
             .map(|_| s.spawn(|| post_json(&server, "/v2/models/slow/infer", &body)))
             .collect();
-        wait_for("three requests in flight", || {
-            metrics_text(&server)
-                .contains(r#"sluice_inflight_requests{model="slow",version="1"} 3"#)
-        });
+        common::wait_for_in_flight(&server, "slow", 3);
         std::fs::remove_dir_all(repo.path().join("slow")).unwrap();
         for request in running {
             let (status, reply) = request.join().unwrap();

@@ -275,10 +275,7 @@ fn unload_lets_in_flight_requests_finish() {
             .map(|_| s.spawn(|| post_json(&server, "/v2/models/slow/infer", &body)))
             .collect();
         // All three hold the version once the in-flight gauge says so.
-        wait_for("three requests in flight", || {
-            let metrics = common::metrics_text(&server);
-            metrics.contains(r#"sluice_inflight_requests{model="slow",version="1"} 3"#)
-        });
+        common::wait_for_in_flight(&server, "slow", 3);
         let started = Instant::now();
         assert_eq!(
             admin(&server, "/v2/repository/models/slow/unload", json!({})).0,

@@ -314,6 +314,30 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until `n` requests hold `model` version 1 (the in-flight gauge); on a timeout the message has the last
+/// gauge line seen and the server's log, to tell requests that never arrived from requests that already finished.
+pub fn wait_for_in_flight(server: &TestServer, model: &str, n: usize) {
+    let prefix = format!("sluice_inflight_requests{{model=\"{model}\",version=\"1\"}} ");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let text = metrics_text(server);
+        last = text
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or("(no gauge line)")
+            .to_owned();
+        if last == format!("{prefix}{n}") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "timed out waiting for {n} requests in flight; last: {last}; log:\n{}",
+        server.logs().join("\n")
+    );
+}
+
 /// Resident memory of a process, from `/proc/<pid>/status`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

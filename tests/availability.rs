@@ -318,21 +318,15 @@ fn a_version_serves_until_its_successor_is_ready() {
 /// Removing a model's whole directory is an explicit intent: the model is unloaded once in-flight requests finish.
 #[test]
 fn removing_a_model_directory_unloads_it() {
-    let repo = common::repo_with(&["slow", "iris"]);
+    let repo = common::slow_repo(&["iris"]);
     let server = start(repo.path(), "100");
-    let rows = 2000;
-    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 256], "data": vec![0.5; rows * 256]}]});
-    std::thread::scope(|s| {
-        let running: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| post_json(&server, "/v2/models/slow/infer", &body)))
-            .collect();
-        common::wait_for_in_flight(&server, "slow", 3);
+    let answers = common::during_slow_requests(&server, || {
         std::fs::remove_dir_all(repo.path().join("slow")).unwrap();
-        for request in running {
-            let (status, reply) = request.join().unwrap();
-            assert_eq!(status, 200, "{reply}");
-        }
     });
+    for (status, reply) in answers {
+        assert_eq!(status, 200, "{reply}");
+    }
+    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 256], "data": vec![0.5; 256]}]});
     wait_for("the model to go", || {
         post_json(&server, "/v2/models/slow/infer", &body).0 == 404
     });

@@ -266,28 +266,24 @@ fn broken_and_half_written_files_never_replace_a_working_version() {
 /// Unloading a model while requests run on it: they all complete; later requests are refused with the reason.
 #[test]
 fn unload_lets_in_flight_requests_finish() {
-    let repo = common::repo_with(&["slow"]);
+    let repo = common::slow_repo(&[]);
     let server = start(repo.path());
-    let rows = 2000;
-    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 256], "data": vec![0.5; rows * 256]}]});
-    std::thread::scope(|s| {
-        let running: Vec<_> = (0..3)
-            .map(|_| s.spawn(|| post_json(&server, "/v2/models/slow/infer", &body)))
-            .collect();
-        // All three hold the version once the in-flight gauge says so.
-        common::wait_for_in_flight(&server, "slow", 3);
+    let answers = common::during_slow_requests(&server, || {
         let started = Instant::now();
         assert_eq!(
             admin(&server, "/v2/repository/models/slow/unload", json!({})).0,
             200
         );
         eprintln!("unload returned after {:?}", started.elapsed());
-        for request in running {
-            let (status, reply) = request.join().unwrap();
-            assert_eq!(status, 200, "{reply}");
-            assert_eq!(reply["outputs"][0]["shape"], json!([rows, 256]));
-        }
     });
+    for (status, reply) in answers {
+        assert_eq!(status, 200, "{reply}");
+        assert_eq!(
+            reply["outputs"][0]["shape"],
+            json!([common::SLOW_ROWS, 256])
+        );
+    }
+    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 256], "data": vec![0.5; 256]}]});
     let (status, reply) = post_json(&server, "/v2/models/slow/infer", &body);
     assert_eq!(status, 503);
     assert!(

@@ -314,6 +314,53 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// A repository with the `slow` fixture, on one session (so concurrent requests queue and stay in flight), and
+/// `others` from the example models.
+pub fn slow_repo(others: &[&str]) -> tempfile::TempDir {
+    let mut models = vec!["slow"];
+    models.extend_from_slice(others);
+    let repo = repo_with(&models);
+    std::fs::write(
+        repo.path().join("slow/model.toml"),
+        "[session]\npool_size = 1\n",
+    )
+    .unwrap();
+    repo
+}
+
+/// Rows of each long `slow` request.
+pub const SLOW_ROWS: usize = 2000;
+
+/// Sends three long requests to `slow` at once (the body is serialised once, so they arrive together), runs
+/// `during` once all three hold the version, and returns their answers.
+pub fn during_slow_requests(server: &TestServer, during: impl FnOnce()) -> Vec<(u16, Value)> {
+    let body = serde_json::to_vec(
+        &serde_json::json!({"inputs": [{"name": "x", "datatype": "FP32",
+        "shape": [SLOW_ROWS, 256], "data": vec![0.5; SLOW_ROWS * 256]}]}),
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        let running: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let response = server
+                        .client
+                        .post(server.url("/v2/models/slow/infer"))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    (status, response.json::<Value>().unwrap())
+                })
+            })
+            .collect();
+        wait_for_in_flight(server, "slow", 3);
+        during();
+        running.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
 /// Waits until `n` requests hold `model` version 1 (the in-flight gauge); on a timeout the message has the last
 /// gauge line seen and the server's log, to tell requests that never arrived from requests that already finished.
 pub fn wait_for_in_flight(server: &TestServer, model: &str, n: usize) {

@@ -21,27 +21,13 @@ fn iris_file() -> Vec<u8> {
 
 const CORRUPT: &[u8] = b"\x08\x07 a few hundred bytes of garbage, not an onnx model";
 
-/// Puts `bytes` at `<root>/<model>/<version>/model.onnx` atomically (written elsewhere, renamed into place).
-fn place(root: &Path, model: &str, version: u64, bytes: &[u8]) {
-    let staging = root.join(format!(".staging-{model}-{version}"));
-    std::fs::create_dir_all(&staging).unwrap();
-    std::fs::write(staging.join("model.onnx"), bytes).unwrap();
-    let target = root.join(model).join(version.to_string());
-    if target.exists() {
-        std::fs::rename(staging.join("model.onnx"), target.join("model.onnx")).unwrap();
-        std::fs::remove_dir(&staging).unwrap();
-    } else {
-        std::fs::rename(&staging, &target).unwrap();
-    }
-}
-
 /// A repository with model `m` (iris v2's file) at `versions`, under `model_toml`.
 fn repo(versions: &[u64], model_toml: &str) -> tempfile::TempDir {
     let repo = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(repo.path().join("m")).unwrap();
     std::fs::write(repo.path().join("m/model.toml"), model_toml).unwrap();
     for v in versions {
-        place(repo.path(), "m", *v, &iris_file());
+        common::place(repo.path(), "m", *v, &iris_file());
     }
     repo
 }
@@ -60,15 +46,7 @@ fn start(root: &Path, settle_ms: &str) -> TestServer {
 }
 
 fn row(server: &TestServer, model: &str, version: u64) -> Option<Value> {
-    let response = client()
-        .post(server.url("/v2/repository/index"))
-        .bearer_auth(TOKEN)
-        .json(&json!({}))
-        .send()
-        .unwrap();
-    let rows: Vec<Value> = response.json().unwrap();
-    rows.into_iter()
-        .find(|r| r["name"] == model && r["version"].as_str() == Some(version.to_string().as_str()))
+    common::index_row(server, TOKEN, model, version)
 }
 
 fn reason(server: &TestServer, model: &str, version: u64) -> String {
@@ -167,7 +145,7 @@ fn a_corrupt_newest_version_never_takes_the_model_offline() {
         let server = start(root, "100");
         let bad = versions.len() as u64 + 1;
         let answers = under_load(&server, "m", || {
-            place(root, "m", bad, CORRUPT);
+            common::place(root, "m", bad, CORRUPT);
             wait_for("the corrupt version to be tried", || {
                 let r = reason(&server, "m", bad);
                 !r.is_empty() && !r.contains("waiting")
@@ -181,19 +159,24 @@ fn a_corrupt_newest_version_never_takes_the_model_offline() {
             assert_eq!(row(&server, "m", *v).unwrap()["state"], "READY");
         }
         assert_eq!(failures_metric(&server, "m"), "1");
-        let lines = server
-            .logs()
-            .iter()
-            .filter(|l| l.contains("failed to load") && l.contains(&format!("\"version\":{bad}")))
-            .count();
-        assert_eq!(lines, 1, "one log line for the failed version");
+        let lines = || {
+            server
+                .logs()
+                .iter()
+                .filter(|l| {
+                    l.contains("failed to load") && l.contains(&format!("\"version\":{bad}"))
+                })
+                .count()
+        };
+        wait_for("the failure's log line", || lines() > 0);
+        assert_eq!(lines(), 1, "one log line for the failed version");
         assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
 
         // Not retried while the file is unchanged; loaded once it is fixed.
         std::thread::sleep(Duration::from_millis(400));
         assert_eq!(failures_metric(&server, "m"), "1");
         let answers = under_load(&server, "m", || {
-            place(root, "m", bad, &iris_file());
+            common::place(root, "m", bad, &iris_file());
             wait_for("the fixed version to serve", || {
                 default_version(&server, "m") == Some(bad.to_string())
             });
@@ -216,7 +199,7 @@ fn an_incompatible_newest_version_does_not_replace_the_default() {
     let server = start(root, "100");
     let iris_v1 = std::fs::read(common::models_dir().join("iris/1/model.onnx")).unwrap();
     let answers = under_load(&server, "m", || {
-        place(root, "m", 2, &iris_v1);
+        common::place(root, "m", 2, &iris_v1);
         wait_for("v2 to load", || {
             row(&server, "m", 2).is_some_and(|r| r["state"] == "READY")
         });
@@ -253,7 +236,7 @@ fn a_version_serves_until_its_successor_is_ready() {
     let root = repo.path();
     let server = start(root, "1000");
     let answers = under_load(&server, "m", || {
-        place(root, "m", 2, &iris_file());
+        common::place(root, "m", 2, &iris_file());
         std::thread::sleep(Duration::from_millis(200));
         std::fs::remove_dir_all(root.join("m/1")).unwrap();
         wait_for("v2 to take over", || {
@@ -265,7 +248,7 @@ fn a_version_serves_until_its_successor_is_ready() {
     wait_for("v1 to go", || row(&server, "m", 1).is_none());
 
     let answers = under_load(&server, "m", || {
-        place(root, "m", 3, CORRUPT);
+        common::place(root, "m", 3, CORRUPT);
         std::thread::sleep(Duration::from_millis(200));
         std::fs::remove_dir_all(root.join("m/2")).unwrap();
         wait_for("v3 to fail", || {
@@ -301,11 +284,12 @@ fn a_version_serves_until_its_successor_is_ready() {
             })
             .count()
     };
+    wait_for("both warnings", || warnings(1) > 0 && warnings(2) > 0);
     assert_eq!((warnings(1), warnings(2)), (1, 1));
     assert_eq!(get_json(&server, "/v2/health/ready").0, 200);
 
     let answers = under_load(&server, "m", || {
-        place(root, "m", 4, &iris_file());
+        common::place(root, "m", 4, &iris_file());
         wait_for("v4 to take over", || {
             default_version(&server, "m").as_deref() == Some("4")
         });
@@ -370,7 +354,7 @@ fn a_failed_warmup_is_a_failed_load() {
     )
     .unwrap();
     let answers = under_load_body(&server, &four, || {
-        place(root, "reshape", 2, &file);
+        common::place(root, "reshape", 2, &file);
         let line = log_line(2);
         assert_eq!(
             line["fields"]["message"], "model version failed to load",
@@ -378,11 +362,10 @@ fn a_failed_warmup_is_a_failed_load() {
         );
     });
     assert_all_served(&answers);
-    let r = reason(&server, "reshape", 2);
-    assert!(
-        r.contains("warmup failed with the sample request bad.json"),
-        "{r}"
-    );
+    // The log line is written during the load, the index once the reconcile installs its result.
+    wait_for("the failure in the index", || {
+        reason(&server, "reshape", 2).contains("warmup failed with the sample request bad.json")
+    });
     assert_eq!(default_version(&server, "reshape").as_deref(), Some("1"));
 
     // Without a sample, the signature's one-element input cannot be reshaped to [2, -1]: the reason says what to do.
@@ -459,14 +442,14 @@ fn readiness_waits_for_every_model_in_strict_mode() {
         200
     );
 
-    place(root, "broken", 1, &iris_file());
+    common::place(root, "broken", 1, &iris_file());
     wait_for("the fixed model", || {
         get_json(&server, "/v2/health/ready").0 == 200
     });
 
     // A model added later that fails makes the server unready too, until an operator unloads it.
     std::fs::create_dir_all(root.join("later")).unwrap();
-    place(root, "later", 1, CORRUPT);
+    common::place(root, "later", 1, CORRUPT);
     wait_for("the new broken model to be seen", || {
         get_json(&server, "/v2/health/ready").0 == 503
     });
@@ -506,18 +489,18 @@ fn cnn_add_replace_remove_cycles_do_not_leak() {
         "[session]\npool_size = 1\nintra_op_threads = 2\n",
     )
     .unwrap();
-    place(root, "cnn", 1, &cnn);
+    common::place(root, "cnn", 1, &cnn);
     let server = start(root, "50");
     // Resident size once each cycle ended, averaged over cycles 21-30 (warm) and 191-200.
     let (mut warm, mut last) = (Vec::new(), Vec::new());
     let answers = under_load(&server, "m", || {
         for n in 1..=200u64 {
-            place(root, "cnn", n + 1, &cnn);
+            common::place(root, "cnn", n + 1, &cnn);
             wait_for("the new version to serve", || {
                 default_version(&server, "cnn") == Some((n + 1).to_string())
             });
             let before = loads(&server, "cnn");
-            place(root, "cnn", n + 1, &cnn);
+            common::place(root, "cnn", n + 1, &cnn);
             wait_for("the replaced file to load", || {
                 loads(&server, "cnn") > before
             });

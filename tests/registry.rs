@@ -18,20 +18,6 @@ fn iris_file(version: u32) -> Vec<u8> {
     std::fs::read(common::models_dir().join(format!("iris/{version}/model.onnx"))).unwrap()
 }
 
-/// Puts `bytes` at `<root>/<model>/<version>/model.onnx` atomically (write elsewhere, then rename into place).
-fn place(root: &Path, model: &str, version: u64, bytes: &[u8]) {
-    let staging = root.join(format!(".staging-{model}-{version}"));
-    std::fs::create_dir_all(&staging).unwrap();
-    std::fs::write(staging.join("model.onnx"), bytes).unwrap();
-    let target = root.join(model).join(version.to_string());
-    if target.exists() {
-        std::fs::rename(staging.join("model.onnx"), target.join("model.onnx")).unwrap();
-        std::fs::remove_dir(&staging).unwrap();
-    } else {
-        std::fs::rename(&staging, &target).unwrap();
-    }
-}
-
 fn start(root: &Path) -> TestServer {
     TestServer::start_with(
         root,
@@ -84,7 +70,7 @@ fn repo_with_m(versions: &[u64]) -> tempfile::TempDir {
     )
     .unwrap();
     for v in versions {
-        place(repo.path(), "m", *v, &iris_file(2));
+        common::place(repo.path(), "m", *v, &iris_file(2));
     }
     repo
 }
@@ -144,10 +130,10 @@ fn versions_swap_under_load_without_a_failed_request() {
                 .lock()
                 .unwrap()
                 .insert(new, (Instant::now(), None));
-            place(root, "m", new, &iris_file(2));
+            common::place(root, "m", new, &iris_file(2));
             wait_for("the new version", || ready(&server, "m", new) == 200);
             // Replace the previous version's file (same bytes, new file): it is reloaded in place.
-            place(root, "m", new - 1, &iris_file(2));
+            common::place(root, "m", new - 1, &iris_file(2));
             if cycle % 2 == 1 {
                 std::fs::remove_dir_all(root.join(format!("m/{oldest}"))).unwrap();
                 wait_for("the removal", || ready(&server, "m", oldest) == 404);
@@ -210,7 +196,7 @@ fn broken_and_half_written_files_never_replace_a_working_version() {
     );
     let infer = || post_json(&server, "/v2/models/m/infer", &iris_body());
 
-    place(root, "m", 2, b"\x08\x07 not an onnx model");
+    common::place(root, "m", 2, b"\x08\x07 not an onnx model");
     wait_for("the corrupt version to be tried", || {
         row(&server, "m", 2).is_some_and(|r| {
             r["state"] == "UNAVAILABLE" && !r["reason"].as_str().unwrap().contains("waiting")
@@ -221,7 +207,7 @@ fn broken_and_half_written_files_never_replace_a_working_version() {
     assert!(!r2["reason"].as_str().unwrap().is_empty(), "{r2}");
 
     // Overwrite the serving version's file with garbage: the previous load keeps serving.
-    place(root, "m", 1, b"garbage");
+    common::place(root, "m", 1, b"garbage");
     wait_for("the failed reload", || {
         row(&server, "m", 1)
             .is_some_and(|r| r["reason"].as_str().unwrap().contains("reload failed"))
@@ -251,7 +237,7 @@ fn broken_and_half_written_files_never_replace_a_working_version() {
     assert_eq!(infer().1["model_version"], "3");
 
     // Fix the corrupt version: it loads the next time the file changes.
-    place(root, "m", 2, &iris_file(2));
+    common::place(root, "m", 2, &iris_file(2));
     wait_for("the fixed version to load", || {
         ready(&server, "m", 2) == 200
     });
@@ -529,7 +515,7 @@ fn schema_guard_holds_back_incompatible_versions() {
     let repo = repo_with_m(&[1]);
     let root = repo.path();
     let server = start(root);
-    place(root, "m", 2, &iris_file(1));
+    common::place(root, "m", 2, &iris_file(1));
     wait_for("v2 to load", || ready(&server, "m", 2) == 200);
     let r2 = row(&server, "m", 2).unwrap();
     assert_eq!(
@@ -553,7 +539,7 @@ fn schema_guard_holds_back_incompatible_versions() {
     );
 
     // A compatible newer version (same signature as v1) becomes the default.
-    place(root, "m", 3, &iris_file(2));
+    common::place(root, "m", 3, &iris_file(2));
     wait_for("v3 to become the default", || {
         row(&server, "m", 3).is_some_and(|r| r["default"] == true)
     });
@@ -657,8 +643,8 @@ fn schema_guard_verdicts_follow_the_current_default() {
         "version_policy = \"all\"\ndefault_version = 1\n",
     )
     .unwrap();
-    place(root, "m", 2, &iris_file(1));
-    place(root, "m", 3, &iris_file(1));
+    common::place(root, "m", 2, &iris_file(1));
+    common::place(root, "m", 3, &iris_file(1));
     let server = start(root);
     let reasons = || {
         (1..=3)

@@ -408,3 +408,32 @@ pub fn digit_images(n: usize, seed: u64) -> Vec<Vec<f32>> {
         })
         .collect()
 }
+
+/// Puts `bytes` at `<root>/<model>/<version>/model.onnx` atomically (written aside, then renamed into place), as a
+/// careful operator or a sync tool does.
+pub fn place(root: &Path, model: &str, version: u64, bytes: &[u8]) {
+    let staging = root.join(format!(".staging-{model}-{version}"));
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("model.onnx"), bytes).unwrap();
+    let target = root.join(model).join(version.to_string());
+    if target.exists() {
+        std::fs::rename(staging.join("model.onnx"), target.join("model.onnx")).unwrap();
+        std::fs::remove_dir(&staging).unwrap();
+    } else {
+        std::fs::rename(&staging, &target).unwrap();
+    }
+}
+
+/// The repository index's row for one version (the management API, with the admin `token`).
+pub fn index_row(server: &TestServer, token: &str, model: &str, version: u64) -> Option<Value> {
+    let response = server
+        .client
+        .post(server.url("/v2/repository/index"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    let rows: Vec<Value> = response.json().unwrap();
+    rows.into_iter()
+        .find(|r| r["name"] == model && r["version"].as_str() == Some(version.to_string().as_str()))
+}

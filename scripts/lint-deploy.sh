@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Lints the Dockerfile (hadolint), renders every kustomize overlay and validates it (kubernetes-validate --strict),
-# checks the Prometheus alert rules (promtool) and checks the canary routing policy against the example models
-# (sluice check). Installs what it needs: a venv for the Python tools, Debian's prometheus package for promtool.
+# inspects it for what a fleet needs (scripts/k8s-inspect.py: no replica count beside an HPA, probes, disruption
+# budget, bounded emptyDirs, spread), checks the Prometheus alert rules (promtool) and checks the routing policy
+# against the example models (sluice check). Installs what it needs: a venv for the Python tools, Debian's prometheus package for promtool.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -41,6 +42,7 @@ config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["nam
 open(f"{sys.argv[2]}/routing.toml", "w").write(config["data"]["routing.toml"])
 open(f"{sys.argv[2]}/sluice.toml", "w").write(config["data"]["sluice.toml"])
 PY
+  "$venv/bin/python" scripts/k8s-inspect.py "$tmp/rendered.yaml" || { echo "k8s/$overlay: fleet checks failed" >&2; exit 1; }
   promtool check rules "$tmp/rules.yml"
   target/debug/sluice check models --routing "$tmp/routing.toml" > "$tmp/check.log" || { cat "$tmp/check.log"; exit 1; }
 done

@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Checks a rendered kustomize overlay (multi-document YAML) for what a fleet of sluice pods needs, beyond schema
+validity. Run by scripts/lint-deploy.sh for every overlay; prints each failure and exits 1 on any.
+
+- The Deployment has no replica count when an HPA scales it (an apply would reset the HPA's count).
+- Startup and liveness probes use /v2/health/live; readiness uses /v2/health/ready with at least 3 failures and a
+  timeout of at least 2 s, so one slow answer does not take a pod out of the Service.
+- The PodDisruptionBudget allows one pod down at a time (maxUnavailable: 1, not minAvailable) and lets unhealthy
+  pods be evicted (unhealthyPodEvictionPolicy: AlwaysAllow).
+- Every emptyDir has a sizeLimit, and the serving container requests ephemeral storage for them.
+- Pods spread over nodes and zones (topologySpreadConstraints on kubernetes.io/hostname and
+  topology.kubernetes.io/zone).
+"""
+import sys
+
+import yaml
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+failures = []
+
+
+def one(kind):
+    found = [d for d in docs if d["kind"] == kind]
+    if len(found) != 1:
+        failures.append(f"expected one {kind}, found {len(found)}")
+        return {}
+    return found[0]
+
+
+deployment = one("Deployment")
+hpa = one("HorizontalPodAutoscaler")
+pdb = one("PodDisruptionBudget")
+spec = deployment.get("spec", {})
+pod = spec.get("template", {}).get("spec", {})
+server = next((c for c in pod.get("containers", []) if c["name"] == "sluice"), {})
+
+if hpa.get("spec", {}).get("scaleTargetRef", {}).get("name") == deployment.get("metadata", {}).get("name"):
+    if "replicas" in spec:
+        failures.append("Deployment sets replicas although an HPA scales it")
+
+for probe, path in (("startupProbe", "/v2/health/live"), ("livenessProbe", "/v2/health/live"),
+                    ("readinessProbe", "/v2/health/ready")):
+    got = server.get(probe, {}).get("httpGet", {}).get("path")
+    if got != path:
+        failures.append(f"{probe} checks {got}, not {path}")
+readiness = server.get("readinessProbe", {})
+if readiness.get("failureThreshold", 3) < 3:
+    failures.append(f"readinessProbe failureThreshold {readiness.get('failureThreshold')} < 3")
+if readiness.get("timeoutSeconds", 1) < 2:
+    failures.append(f"readinessProbe timeoutSeconds {readiness.get('timeoutSeconds', 1)} < 2")
+
+budget = pdb.get("spec", {})
+if "minAvailable" in budget or budget.get("maxUnavailable") != 1:
+    failures.append(f"PodDisruptionBudget should be maxUnavailable: 1, is {budget}")
+if budget.get("unhealthyPodEvictionPolicy") != "AlwaysAllow":
+    failures.append("PodDisruptionBudget lacks unhealthyPodEvictionPolicy: AlwaysAllow")
+
+for volume in pod.get("volumes", []):
+    if "emptyDir" in volume and not (volume["emptyDir"] or {}).get("sizeLimit"):
+        failures.append(f"emptyDir volume {volume['name']} has no sizeLimit")
+if "ephemeral-storage" not in server.get("resources", {}).get("requests", {}):
+    failures.append("the sluice container requests no ephemeral-storage for its emptyDirs")
+
+keys = {c.get("topologyKey") for c in pod.get("topologySpreadConstraints", [])}
+for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
+    if key not in keys:
+        failures.append(f"no topologySpreadConstraint on {key}")
+
+for failure in failures:
+    print(f"k8s-inspect: {failure}", file=sys.stderr)
+sys.exit(1 if failures else 0)

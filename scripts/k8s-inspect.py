@@ -10,6 +10,8 @@ validity. Run by scripts/lint-deploy.sh for every overlay; prints each failure a
 - Every emptyDir has a sizeLimit, and the serving container requests ephemeral storage for them.
 - Pods spread over nodes and zones (topologySpreadConstraints on kubernetes.io/hostname and
   topology.kubernetes.io/zone).
+- The server configuration (read at start only) is a ConfigMap whose name carries a content hash, so an edit rolls
+  the pods; the routing policy (re-read live) is a separate ConfigMap with a stable name.
 """
 import sys
 
@@ -65,6 +67,16 @@ keys = {c.get("topologyKey") for c in pod.get("topologySpreadConstraints", [])}
 for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
     if key not in keys:
         failures.append(f"no topologySpreadConstraint on {key}")
+
+maps = [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"]
+configs = [m for m in maps if m.startswith("sluice-config-")]
+if len(configs) != 1:
+    failures.append(f"the server configuration should be one hashed ConfigMap sluice-config-<hash>, found {maps}")
+if "sluice-routing" not in maps:
+    failures.append(f"no ConfigMap sluice-routing (the routing policy, stable name) among {maps}")
+mounted = {v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
+if not set(configs) <= mounted or "sluice-routing" not in mounted:
+    failures.append(f"the pod mounts {sorted(mounted)}, not the hashed config and sluice-routing")
 
 for failure in failures:
     print(f"k8s-inspect: {failure}", file=sys.stderr)

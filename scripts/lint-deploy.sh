@@ -2,7 +2,7 @@
 # Lints the Dockerfile (hadolint), renders every kustomize overlay and validates it (kubernetes-validate --strict),
 # inspects it for what a fleet needs (scripts/k8s-inspect.py: no replica count beside an HPA, probes, disruption
 # budget, bounded emptyDirs, spread), checks the Prometheus alert rules (promtool) and checks the routing policy
-# against the example models (sluice check). Installs what it needs: a venv for the Python tools, Debian's prometheus package for promtool.
+# against the example models (sluice check) and the shipped sluice.toml with `sluice --check-config`. Installs what it needs: a venv for the Python tools, Debian's prometheus package for promtool.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -38,13 +38,16 @@ import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 rule = next(d for d in docs if d["kind"] == "PrometheusRule")
 yaml.safe_dump(rule["spec"], open(f"{sys.argv[2]}/rules.yml", "w"))
-config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sluice-config")
-open(f"{sys.argv[2]}/routing.toml", "w").write(config["data"]["routing.toml"])
+config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("sluice-config"))
+routing = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sluice-routing")
+open(f"{sys.argv[2]}/routing.toml", "w").write(routing["data"]["routing.toml"])
 open(f"{sys.argv[2]}/sluice.toml", "w").write(config["data"]["sluice.toml"])
 PY
   "$venv/bin/python" scripts/k8s-inspect.py "$tmp/rendered.yaml" || { echo "k8s/$overlay: fleet checks failed" >&2; exit 1; }
   promtool check rules "$tmp/rules.yml"
   target/debug/sluice check models --routing "$tmp/routing.toml" > "$tmp/check.log" || { cat "$tmp/check.log"; exit 1; }
+  # The configuration the overlay ships, as sluice itself reads it: a bad key or value fails here, not in the pods.
+  target/debug/sluice --config "$tmp/sluice.toml" --check-config >/dev/null
 done
 echo "Grafana dashboard: every query parses (promtool) and names only metrics sluice exports" >&2
 "$venv/bin/python" - deploy/grafana/sluice-dashboard.json src/metrics.rs "$tmp/dashboard-rules.yml" <<'PY'

@@ -41,6 +41,10 @@ struct Cli {
     /// Path to libonnxruntime.so (otherwise ORT_DYLIB_PATH, then .ort/, then next to the executable).
     #[arg(long, value_name = "FILE", global = true)]
     onnxruntime: Option<PathBuf>,
+    /// Check the configuration (defaults, --config, environment, flags) and exit: 0 when valid, 64 with the reason
+    /// otherwise. Nothing is loaded or bound; for CI before a deployment.
+    #[arg(long)]
+    check_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -83,13 +87,17 @@ fn main() -> ExitCode {
         port: cli.port,
         onnxruntime: cli.onnxruntime,
     };
-    let settings = match Settings::load(&overrides) {
+    let settings = match Settings::load(&overrides).and_then(|s| s.admin_token().map(|_| s)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::from(EX_USAGE);
         }
     };
+    if cli.check_config {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
     sluice::telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

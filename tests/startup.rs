@@ -71,11 +71,37 @@ fn invalid_configuration_values_exit_64_naming_the_key() {
     assert!(out.contains("/nonexistent/sluice.toml"), "{out}");
 }
 
+/// `--check-config` validates the whole configuration as a start would, and exits without loading or binding: the
+/// lint runs it on the sluice.toml each Kubernetes overlay ships.
+#[test]
+fn check_config_validates_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sluice.toml");
+    let k8s = common::models_dir().join("../k8s/base/sluice.toml");
+    let (code, out) = run_sluice(&["--config", k8s.to_str().unwrap(), "--check-config"], &[]);
+    assert_eq!((code, out.trim()), (Some(0), "configuration OK"));
+    std::fs::write(&file, "[models]\nrepositry = \"/models\"\n").unwrap();
+    let (code, out) = run_sluice(&["--config", file.to_str().unwrap(), "--check-config"], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("`models.repositry`"), "{out}");
+    std::fs::write(&file, "[admin]\ntoken_file = \"/nonexistent/token\"\n").unwrap();
+    let (code, out) = run_sluice(&["--config", file.to_str().unwrap(), "--check-config"], &[]);
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("admin.token_file"), "{out}");
+}
+
 #[test]
 fn help_documents_every_flag() {
     let (code, out) = run_sluice(&["--help"], &[]);
     assert_eq!(code, Some(0));
-    for flag in ["--config", "--models", "--host", "--port", "--onnxruntime"] {
+    for flag in [
+        "--config",
+        "--models",
+        "--host",
+        "--port",
+        "--onnxruntime",
+        "--check-config",
+    ] {
         assert!(out.contains(flag), "{flag} missing from help:\n{out}");
     }
 }

@@ -528,7 +528,7 @@ mod tests {
         let s = Settings::load_with_env(&o, env(&[])).unwrap();
         assert_eq!(
             (s.server.metrics_port, s.routing.file()),
-            (9090, Some(Path::new("/etc/sluice/routing.toml")))
+            (9090, Some(Path::new("/etc/sluice/routing/routing.toml")))
         );
     }
 

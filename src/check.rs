@@ -13,7 +13,6 @@ use ort::environment::Environment;
 use crate::model::{
     IoSpec, LoadOptions, ModelVersion, SessionSettings, Signature, VersionSettings,
 };
-use crate::registry::policy::incompatibility;
 use crate::repository;
 use crate::routing::RoutingPolicy;
 
@@ -173,37 +172,14 @@ fn check_routing(report: &mut Report, path: &Path, loadable: &Loadable) {
             }
         }
         if let Some(versions) = loadable.get(model) {
-            for problem in shadow_problems(policy, versions) {
+            // No default here: the stable version and the variants are checked.
+            let problems = crate::routing::shadow_incompatibilities(policy, None, |v| {
+                versions.get(&v).cloned()
+            });
+            for problem in problems {
                 report.problem(format!("routing for '{model}': {problem}"));
             }
         }
         let _ = writeln!(report.text, "  {model}: ok");
     }
-}
-
-/// Why the policy's shadow cannot take the requests of its stable version or a variant (the server refuses such a
-/// policy when it is applied).
-fn shadow_problems(policy: &RoutingPolicy, versions: &BTreeMap<u64, Signature>) -> Vec<String> {
-    let Some(shadow) = &policy.shadow else {
-        return Vec::new();
-    };
-    let Some(target) = versions.get(&shadow.version) else {
-        return Vec::new();
-    };
-    let primaries: std::collections::BTreeSet<u64> = policy
-        .stable
-        .into_iter()
-        .chain(policy.variants.iter().map(|v| v.version))
-        .filter(|v| *v != shadow.version)
-        .collect();
-    primaries
-        .into_iter()
-        .filter_map(|p| {
-            let why = incompatibility(versions.get(&p)?, target)?;
-            Some(format!(
-                "shadow (version {}) cannot take the requests of version {p}: {why}",
-                shadow.version
-            ))
-        })
-        .collect()
 }

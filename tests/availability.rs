@@ -61,10 +61,12 @@ fn default_version(server: &TestServer, model: &str) -> Option<String> {
     (status == 200).then(|| body["version"].as_str().unwrap().to_owned())
 }
 
-/// Clients inferring on `m` without a version until dropped; every answer is recorded.
+/// Clients sending `body` to a model without a version until stopped; every answer is recorded: the status and the
+/// version that answered, or the error.
 struct Traffic<'a> {
     stop: &'a AtomicBool,
     answers: &'a Mutex<Vec<(u16, String)>>,
+    body: &'a Value,
 }
 
 impl Traffic<'_> {
@@ -73,7 +75,7 @@ impl Traffic<'_> {
         while !self.stop.load(Ordering::Relaxed) {
             let response = client
                 .post(server.url(&format!("/v2/models/{model}/infer")))
-                .json(&iris_body())
+                .json(self.body)
                 .send()
                 .unwrap();
             let status = response.status().as_u16();
@@ -88,13 +90,24 @@ impl Traffic<'_> {
     }
 }
 
-/// Runs `steps` while four clients infer on `model`; returns every answer.
+/// Runs `steps` while four clients infer on `model` with the iris request; returns every answer.
 fn under_load(server: &TestServer, model: &str, steps: impl FnOnce()) -> Vec<(u16, String)> {
+    under_load_with(server, model, &iris_body(), steps)
+}
+
+/// Runs `steps` while four clients send `body` to `model`; returns every answer.
+fn under_load_with(
+    server: &TestServer,
+    model: &str,
+    body: &Value,
+    steps: impl FnOnce(),
+) -> Vec<(u16, String)> {
     let stop = AtomicBool::new(false);
     let answers = Mutex::new(Vec::new());
     let traffic = Traffic {
         stop: &stop,
         answers: &answers,
+        body,
     };
     std::thread::scope(|s| {
         for _ in 0..4 {
@@ -353,7 +366,7 @@ fn a_failed_warmup_is_a_failed_load() {
         "[warmup]\nrequest = \"bad.json\"\n",
     )
     .unwrap();
-    let answers = under_load_body(&server, &four, || {
+    let answers = under_load_with(&server, "reshape", &four, || {
         common::place(root, "reshape", 2, &file);
         let line = log_line(2);
         assert_eq!(
@@ -385,33 +398,6 @@ fn a_failed_warmup_is_a_failed_load() {
         default_version(&server, "reshape").as_deref() == Some("2")
     });
     assert_eq!(post_json(&server, "/v2/models/reshape/infer", &four).0, 200);
-}
-
-fn under_load_body(server: &TestServer, body: &Value, steps: impl FnOnce()) -> Vec<(u16, String)> {
-    let stop = AtomicBool::new(false);
-    let answers = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                let client = client();
-                while !stop.load(Ordering::Relaxed) {
-                    let response = client
-                        .post(server.url("/v2/models/reshape/infer"))
-                        .json(body)
-                        .send()
-                        .unwrap();
-                    let status = response.status().as_u16();
-                    answers
-                        .lock()
-                        .unwrap()
-                        .push((status, response.text().unwrap()));
-                }
-            });
-        }
-        steps();
-        stop.store(true, Ordering::Relaxed);
-    });
-    answers.into_inner().unwrap()
 }
 
 /// Strict readiness (the default): a model all of whose versions failed keeps the server unready, with the reason;

@@ -332,9 +332,8 @@ impl RepositoryManager {
             })
             .collect();
         // Successor before retirement: when nothing selected can be the default, the default that served stays.
-        let default = choose_default(&candidates, pinned).or(old.default.filter(|d| {
-            old.default_model().is_some() && work.get(d).is_none_or(|w| w.model.is_some())
-        }));
+        let default = choose_default(&candidates, pinned)
+            .or(old.default.filter(|_| old.default_model().is_some()));
         self.assemble(state, &name, work, &wanted, default, old, force, &config)
     }
 
@@ -395,28 +394,22 @@ impl RepositoryManager {
         work: &mut BTreeMap<u64, Work>,
         versions: &[u64],
     ) {
-        let loads = versions.iter().map(|v| {
+        // Only loadable versions are asked for, and a loadable version has a file (a fingerprint).
+        let loads = versions.iter().filter_map(|v| {
             let w = &work[v];
-            let settings = w.fingerprint.as_ref().map(|f| f.settings.clone());
-            let path = w.path.clone();
-            let version = *v;
-            async move {
-                let result = match settings {
-                    Some(settings) => self.load_version(model, version, &path, &settings).await,
-                    None => Err(format!("{} does not exist", path.display())),
-                };
-                (version, result)
-            }
+            let (fingerprint, path, version) = (w.fingerprint.clone()?, w.path.clone(), *v);
+            Some(async move {
+                let result = self
+                    .load_version(model, version, &path, &fingerprint.settings)
+                    .await;
+                (version, fingerprint, result)
+            })
         });
-        for (version, result) in futures_util::future::join_all(loads).await {
+        for (version, fingerprint, result) in futures_util::future::join_all(loads).await {
             let key = (model.to_owned(), version);
-            let w = work
-                .get_mut(&version)
-                .expect("a version being loaded is on disk");
-            let fingerprint = w
-                .fingerprint
-                .clone()
-                .expect("a loadable version has a file");
+            let Some(w) = work.get_mut(&version) else {
+                continue;
+            };
             match result {
                 Ok(loaded) => {
                     state.loaded.insert(key.clone(), fingerprint);

@@ -9,6 +9,7 @@ pub mod shadow;
 pub mod table;
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -18,6 +19,8 @@ use tower::{Layer, Service};
 pub use self::policy::{RoutingPolicy, PINNED, STABLE};
 pub use self::table::{RoutingChange, RoutingError, RoutingTable, Staged};
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
+use crate::model::Signature;
+use crate::registry::policy::incompatibility;
 use crate::registry::{ManageError, Registry, RepositoryManager};
 
 /// Why a routing change was not applied.
@@ -80,37 +83,43 @@ pub fn unready_versions(policy: &RoutingPolicy, registry: &Registry, model: &str
 }
 
 /// Why the shadow version of `policy` cannot run the requests its primaries (stable, or the default, and each
-/// variant) answer: it must take their inputs and produce their outputs, which the schema guard checks. Empty when
-/// it can, or when the versions are not loaded (reported as not ready instead).
+/// variant) answer, on the live registry: see [`shadow_incompatibilities`]. Empty when it can, or when the versions
+/// are not loaded (reported as not ready instead).
 pub fn shadow_problems(policy: &RoutingPolicy, registry: &Registry, model: &str) -> Vec<String> {
-    let Some(shadow) = &policy.shadow else {
+    let default = registry.resolve(model, None).ok().map(|m| m.version);
+    shadow_incompatibilities(policy, default, |v| {
+        let version = registry.resolve(model, Some(&v.to_string())).ok()?;
+        Some(version.signature.clone())
+    })
+}
+
+/// Why `policy`'s shadow cannot take the requests of its primaries: the stable version (or `default` when none is
+/// set) and each variant. The shadow must take their inputs and produce their outputs, which the schema guard
+/// checks. `signature` gives a version's signature when it is loaded; versions without one are skipped.
+pub fn shadow_incompatibilities(
+    policy: &RoutingPolicy,
+    default: Option<u64>,
+    signature: impl Fn(u64) -> Option<Signature>,
+) -> Vec<String> {
+    let Some(shadow) = policy.shadow.as_ref().map(|s| s.version) else {
         return Vec::new();
     };
-    let Ok(target) = registry.resolve(model, Some(&shadow.version.to_string())) else {
+    let Some(target) = signature(shadow) else {
         return Vec::new();
     };
-    let stable = match policy.stable {
-        Some(v) => registry.resolve(model, Some(&v.to_string())),
-        None => registry.resolve(model, None),
-    };
-    let variants = policy
-        .variants
-        .iter()
-        .map(|v| registry.resolve(model, Some(&v.version.to_string())));
-    let mut primaries: Vec<_> = std::iter::once(stable)
-        .chain(variants)
-        .filter_map(Result::ok)
-        .filter(|p| p.version != target.version)
+    let primaries: BTreeSet<u64> = policy
+        .stable
+        .or(default)
+        .into_iter()
+        .chain(policy.variants.iter().map(|v| v.version))
+        .filter(|v| *v != shadow)
         .collect();
-    primaries.dedup_by_key(|p| p.version);
     primaries
-        .iter()
+        .into_iter()
         .filter_map(|primary| {
-            let why =
-                crate::registry::policy::incompatibility(&primary.signature, &target.signature)?;
+            let why = incompatibility(&signature(primary)?, &target)?;
             Some(format!(
-                "shadow (version {}) cannot take the requests of version {}: {why}",
-                target.version, primary.version
+                "shadow (version {shadow}) cannot take the requests of version {primary}: {why}"
             ))
         })
         .collect()

@@ -152,6 +152,10 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     pub max_queued_requests: usize,
     pub max_queue_per_version: usize,
+    /// Bytes requests in flight may hold together; 0: sized from the memory limit (`memory::plan`).
+    pub max_inflight_bytes: usize,
+    /// How long a request waits for memory before it is refused with 503.
+    pub memory_wait_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

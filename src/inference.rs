@@ -15,13 +15,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use tower::{Service, ServiceBuilder};
 
 use crate::config::Limits;
+use crate::memory::{MemoryError, Reservation};
 use crate::metrics::{Metrics, Outcome, VersionSeries};
 use crate::model::{InferError, ModelVersion};
 use crate::monitoring::payload::{PayloadLog, PayloadLogLayer, PayloadLogging};
@@ -42,6 +43,9 @@ pub enum InferenceError {
     Validation(#[from] ValidationError),
     #[error(transparent)]
     Infer(#[from] InferError),
+    /// The memory budget could not hold the request.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     /// An error of a request that reached a version: which version and variant it was, so the response and the
     /// log line can say who answered.
     #[error("{source}")]
@@ -58,7 +62,7 @@ impl InferenceError {
             InferenceError::Registry(_)
             | InferenceError::Decode(_)
             | InferenceError::Validation(_) => Outcome::ClientError,
-            InferenceError::Infer(_) => Outcome::ServerError,
+            InferenceError::Infer(_) | InferenceError::Memory(_) => Outcome::ServerError,
             InferenceError::Served { source, .. } => source.outcome(),
         }
     }
@@ -83,7 +87,7 @@ impl InferenceError {
 }
 
 /// One inference request on its way down the stack.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct InferCall {
     pub model: String,
     /// The version the client named, or (after routing) the one routing chose.
@@ -99,6 +103,9 @@ pub struct InferCall {
     pub capture_inputs: bool,
     /// Triton's binary extension: the JSON header is the first this-many bytes of `body`, raw tensor bytes follow.
     pub binary_header_len: Option<usize>,
+    /// The memory reserved for the request (empty when the front end reserved none: the core reserves the version's
+    /// estimate then, waiting for it if need be).
+    pub memory: Reservation,
 }
 
 impl InferCall {
@@ -116,6 +123,7 @@ impl InferCall {
             body,
             capture_inputs: false,
             binary_header_len: None,
+            memory: Reservation::none(),
         }
     }
 }
@@ -131,6 +139,12 @@ pub struct Inferred {
     pub captured_inputs: Option<Vec<Tensor>>,
     /// Outputs the client asked to receive as binary data.
     pub binary_outputs: BinaryOutputs,
+    /// The request's memory, to hold until its response is sent; it holds at least [`Inferred::held`].
+    pub memory: Reservation,
+    /// The most the request held at once so far (body and tensors; the front end adds its encoding).
+    pub held: usize,
+    /// The length of the request body, which the version's footprint is learned per byte of.
+    pub body_len: usize,
 }
 
 /// The future every service of the inference stack returns.
@@ -170,6 +184,7 @@ pub struct InferenceService {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     limits: Limits,
+    memory_wait: Duration,
 }
 
 impl InferenceService {
@@ -178,10 +193,11 @@ impl InferenceService {
             registry,
             metrics,
             limits,
+            memory_wait: Duration::from_millis(limits.memory_wait_ms),
         }
     }
 
-    async fn infer(self, call: InferCall) -> Result<Inferred, InferenceError> {
+    async fn infer(self, mut call: InferCall) -> Result<Inferred, InferenceError> {
         let started = Instant::now();
         let target = self
             .registry
@@ -195,7 +211,9 @@ impl InferenceService {
         span.record("variant", &*call.variant);
         let _in_flight = series.in_flight();
 
-        let result = self.run(&target, series, &call).await;
+        let body = std::mem::take(&mut call.body);
+        let mut memory = std::mem::take(&mut call.memory);
+        let result = self.run(&target, series, &call, body, &mut memory).await;
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(e) => e.outcome(),
@@ -220,6 +238,9 @@ impl InferenceService {
             variant: call.variant,
             captured_inputs: ran.captured_inputs,
             binary_outputs: ran.binary_outputs,
+            memory,
+            held: ran.held,
+            body_len: ran.body_len,
         })
     }
 
@@ -228,25 +249,41 @@ impl InferenceService {
         target: &ModelVersion,
         series: &VersionSeries,
         call: &InferCall,
+        body: Bytes,
+        memory: &mut Reservation,
     ) -> Result<Ran, InferenceError> {
+        // What the version's requests of this size held: waited for when the front end reserved nothing (its body
+        // is small and read already), else taken if free (routing may have chosen a hungrier version).
+        let body_len = body.len();
+        memory
+            .grow_to(target.footprint.estimate(body_len), self.memory_wait)
+            .await?;
         let limits = DecodeLimits {
             max_elements: self.limits.max_tensor_elements,
             max_depth: self.limits.max_json_depth,
         };
         let (header, binary) = match call.binary_header_len {
-            Some(n) if n <= call.body.len() => call.body.split_at(n),
+            Some(n) if n <= body_len => body.split_at(n),
             Some(n) => {
                 return Err(DecodeError::Json(format!(
-                    "Inference-Header-Content-Length {n} is longer than the {}-byte body",
-                    call.body.len()
+                    "Inference-Header-Content-Length {n} is longer than the {body_len}-byte body"
                 ))
                 .into())
             }
-            None => (&call.body[..], &[][..]),
+            None => (&body[..], &[][..]),
         };
         let request = decode_with_binary(header, binary, limits)?;
+        drop(body);
+        let inputs_len = Tensor::bytes_of(&request.inputs);
+        let mut held = body_len + inputs_len;
+        memory.charge(held);
         let outputs = validate(&target.signature, &request)?;
         let captured = call.capture_inputs.then(|| request.inputs.clone());
+        if captured.is_some() {
+            held = body_len + 2 * inputs_len;
+            memory.charge(held);
+        }
+        let kept = if captured.is_some() { inputs_len } else { 0 };
         if let Some(drift) = &target.drift {
             drift.observe(&request.inputs);
         }
@@ -259,12 +296,18 @@ impl InferenceService {
         series.observe_inference(finished.duration_since(started).as_secs_f64());
         let (outputs, timing) = result?;
         series.observe_queue(timing.queued.as_secs_f64());
+        // While the outputs were copied out of ONNX Runtime, its buffers and the inputs it was given were held too.
+        let outputs_len = Tensor::bytes_of(&outputs);
+        held = held.max(kept + inputs_len + 2 * outputs_len);
+        memory.charge(held);
         Ok(Ran {
             id: request.id,
             outputs,
             captured_inputs: captured,
             binary_outputs: request.binary_outputs,
             finished,
+            held,
+            body_len,
         })
     }
 }
@@ -277,6 +320,8 @@ struct Ran {
     binary_outputs: BinaryOutputs,
     /// When the run ended.
     finished: Instant,
+    held: usize,
+    body_len: usize,
 }
 
 impl Service<InferCall> for InferenceService {

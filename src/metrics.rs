@@ -8,6 +8,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::memory::MemoryBudget;
 use crate::routing::STABLE;
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -499,6 +500,35 @@ impl Metrics {
         self.models_loaded.set(loaded);
     }
 
+    /// Exports the memory budget (read when scraped): `sluice_memory_budget_bytes`, `sluice_memory_reserved_bytes`,
+    /// `sluice_memory_limit_bytes` (0: no limit) and `sluice_memory_refused_total`.
+    pub fn watch_memory(&self, budget: MemoryBudget, limit: Option<u64>) -> prometheus::Result<()> {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let collector = MemoryCollector {
+            capacity: gauge(
+                "sluice_memory_budget_bytes",
+                "Bytes requests in flight (and, under a memory limit, loaded versions) may reserve.",
+            )?,
+            reserved: gauge(
+                "sluice_memory_reserved_bytes",
+                "Bytes reserved now by requests in flight and loaded versions.",
+            )?,
+            limit: gauge(
+                "sluice_memory_limit_bytes",
+                "The cgroup memory limit the budget was sized from (0: none).",
+            )?,
+            refused: prometheus::IntCounter::new(
+                "sluice_memory_refused_total",
+                "Requests (and loads) refused because the memory budget could not hold them.",
+            )?,
+            budget,
+        };
+        collector
+            .limit
+            .set(limit.map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)));
+        self.registry.register(Box::new(collector))
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -508,5 +538,41 @@ impl Metrics {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The memory budget's gauges, set from the budget when scraped.
+struct MemoryCollector {
+    budget: MemoryBudget,
+    capacity: IntGauge,
+    reserved: IntGauge,
+    limit: IntGauge,
+    refused: prometheus::IntCounter,
+}
+
+impl prometheus::core::Collector for MemoryCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        [
+            self.capacity.desc(),
+            self.reserved.desc(),
+            self.limit.desc(),
+            self.refused.desc(),
+        ]
+        .concat()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let bytes = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.capacity.set(bytes(self.budget.capacity()));
+        self.reserved.set(bytes(self.budget.used()));
+        self.refused
+            .inc_by(self.budget.refused().saturating_sub(self.refused.get()));
+        [
+            self.capacity.collect(),
+            self.reserved.collect(),
+            self.limit.collect(),
+            self.refused.collect(),
+        ]
+        .concat()
     }
 }

@@ -15,6 +15,7 @@ use crate::api::{AppState, Shared};
 use crate::config::Settings;
 use crate::idle;
 use crate::inference::{self, InferenceService};
+use crate::memory::{self, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::middleware::{ApiKeys, App};
 use crate::model::LoadOptions;
@@ -407,6 +408,20 @@ async fn initial_load(manager: &RepositoryManager, settle: Duration) {
 pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, StartError> {
     let registry = Arc::new(Registry::new(settings.models.strict_readiness));
     let metrics = Arc::new(Metrics::new()?);
+    let memory = memory::plan(
+        settings.limits.max_inflight_bytes,
+        memory::limit::cgroup_limit(),
+        memory::limit::resident_bytes().unwrap_or(0),
+    );
+    let budget = MemoryBudget::new(memory.capacity);
+    metrics.watch_memory(budget.clone(), memory.limit)?;
+    let mib = |n: u64| n >> 20;
+    tracing::info!(
+        budget_mib = mib(memory.capacity as u64),
+        limit_mib = memory.limit.map(mib),
+        loads_counted = memory.counts_loads,
+        "memory budget for requests in flight"
+    );
     let routing = Arc::new(RoutingTable::new(
         settings.routing.file().map(Path::to_path_buf),
         Arc::clone(&metrics),
@@ -433,6 +448,10 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
     )
     .with_pins(Arc::clone(&routing) as Arc<dyn PinnedVersions>)
     .with_load_concurrency(settings.models.load_concurrency)
+    .with_memory(
+        memory.counts_loads.then(|| budget.clone()),
+        Duration::from_millis(settings.limits.memory_wait_ms),
+    )
     .with_load_options(LoadOptions {
         max_waiting: settings.limits.max_queue_per_version,
         drift_window: settings.monitoring.drift_window,
@@ -450,6 +469,8 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         manager: Arc::new(manager),
         admin_token: admin_token.map(Arc::from),
         max_body_bytes: settings.server.max_body_bytes,
+        memory: budget,
+        memory_wait: Duration::from_millis(settings.limits.memory_wait_ms),
     }))
 }
 

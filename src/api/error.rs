@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::inference::InferenceError;
+use crate::memory::MemoryError;
 use crate::model::InferError;
 use crate::registry::{ManageError, RegistryError};
 use crate::routing::RoutingError;
@@ -24,6 +25,9 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("request body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The memory budget could not hold the request's body.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
     #[error("invalid path: {0}")]
     Path(#[from] PathRejection),
     #[error(transparent)]
@@ -63,12 +67,14 @@ impl ApiError {
                     | InferError::Output { .. }
                     | InferError::Internal(_),
                 ) => StatusCode::INTERNAL_SERVER_ERROR,
+                InferenceError::Memory(m) => memory_status(m),
                 // `cause` never returns the wrapper.
                 InferenceError::Served { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Registry(r) => registry_status(r),
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            ApiError::Memory(m) => memory_status(m),
             ApiError::Path(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Manage(e) => match e {
                 ManageError::UnknownModel(_) => StatusCode::NOT_FOUND,
@@ -88,6 +94,14 @@ impl ApiError {
             ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
+    }
+}
+
+/// A request that could never fit is too large (413); one that did not fit now may be retried (503).
+fn memory_status(e: &MemoryError) -> StatusCode {
+    match e {
+        MemoryError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        MemoryError::Exhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -15,14 +15,16 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::BoxError;
 use futures_util::future::{BoxFuture, Either};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tower::{Service, ServiceExt};
 
 use super::openapi;
 use super::{ApiError, AppState, V2Path};
 use crate::inference::InferCall;
+use crate::memory::{Footprint, MemoryError, Reservation, SMALL_BODY};
 use crate::model::InferError;
-use crate::tensor::json::{encode_binary_response, encode_response, InferResponse};
+use crate::tensor::json::{encode_binary_response, encode_response, encoded_size, InferResponse};
+use crate::tensor::Tensor;
 
 /// The version that served the request, also in the body's `model_version`.
 pub const MODEL_VERSION: HeaderName = HeaderName::from_static("x-model-version");
@@ -70,8 +72,86 @@ async fn serve(
     version: Option<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, body) = headers_and_body(request, state.max_body_bytes).await?;
-    run(state, call(model, version, headers, body)?).await
+    let (headers, body, memory) =
+        read_reserved(state, &model, version.as_deref(), request, None).await?;
+    let mut call = call(model, version, headers, body)?;
+    call.memory = memory;
+    run(state, call).await
+}
+
+/// The request's headers (moved out: axum's `HeaderMap` extractor would copy them), its whole body (at most
+/// `server.max_body_bytes` after decompression, else 413) and the memory reserved for it.
+///
+/// A large body's memory is reserved before it is read, waiting for it if need be: what the version's requests of
+/// that size held (`memory::Footprint`), or `per_body_byte` times its length when the front end holds more (V1's
+/// JSON tree). A small one is read first (it is bounded) and the core reserves for it. A body of unknown length
+/// (chunked, or compressed) reserves as it grows past the small size, without waiting: it holds memory already.
+pub(super) async fn read_reserved(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+    request: Request,
+    per_body_byte: Option<usize>,
+) -> Result<(HeaderMap, Bytes, Reservation), ApiError> {
+    let (parts, body) = request.into_parts();
+    let declared = declared_length(&parts.headers);
+    let estimate = |bytes: usize| {
+        let footprint = match state.registry.resolve(model, version) {
+            Ok(target) => target.footprint.estimate(bytes),
+            Err(_) => Footprint::default().estimate(bytes),
+        };
+        footprint.max(per_body_byte.map_or(0, |n| n.saturating_mul(bytes)))
+    };
+    let mut memory = match declared {
+        Some(length) if length > SMALL_BODY && length <= state.max_body_bytes => {
+            match state
+                .memory
+                .reserve(estimate(length), state.memory_wait)
+                .await
+            {
+                Ok(memory) => memory,
+                Err(e) => {
+                    // Read (not kept), so the client gets the answer rather than a reset connection.
+                    drain_body(body, length).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        _ => state.memory.empty(),
+    };
+    let body = read_body(Limited::new(body, state.max_body_bytes), declared, |read| {
+        if read > SMALL_BODY && memory.bytes() < read {
+            memory.try_grow_to(estimate(read))?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| match e {
+        ReadError::Memory(e) => ApiError::Memory(e),
+        ReadError::Body(e) => body_error(e, state.max_body_bytes),
+    })?;
+    Ok((parts.headers, body, memory))
+}
+
+/// The body's length when the client declared it and it is not compressed (a compressed body inflates to an
+/// unknown size).
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    if headers.contains_key(header::CONTENT_ENCODING) {
+        return None;
+    }
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn body_error(e: BoxError, limit: usize) -> ApiError {
+    match e.downcast_ref::<LengthLimitError>() {
+        Some(_) => ApiError::BodyTooLarge { limit },
+        None => ApiError::BodyUnreadable(e.to_string()),
+    }
 }
 
 /// Serves the two inference routes itself and hands every other request to the router.
@@ -142,38 +222,56 @@ fn infer_path(path: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
-/// The request's headers (moved out: axum's `HeaderMap` extractor would copy them) and its whole body, at most
-/// `limit` bytes after decompression (more is a 413). Read here rather than by axum's `Bytes` extractor, which
-/// takes its limit from a request extension that `DefaultBodyLimit` would have to insert into every request: an
-/// allocation and a map, about 8 % of a small model's request CPU (benches/RESULTS.md).
-async fn headers_and_body(request: Request, limit: usize) -> Result<(HeaderMap, Bytes), ApiError> {
-    let (parts, body) = request.into_parts();
-    let body = read_body(Limited::new(body, limit)).await.map_err(|e| {
-        match e.downcast_ref::<LengthLimitError>() {
-            Some(_) => ApiError::BodyTooLarge { limit },
-            None => ApiError::BodyUnreadable(e.to_string()),
+/// Reads and discards (without buffering) up to `limit` bytes of a request body we answer without using. Answering
+/// while the client is still sending would close the connection under it, and the client would see a reset
+/// instead of our answer.
+pub async fn drain_body<B: HttpBody<Data = Bytes>>(body: B, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut read = 0usize;
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
         }
-    })?;
-    Ok((parts.headers, body))
+    }
 }
 
-/// A body's data frames as one buffer (trailers are ignored). A body that arrives in one frame, as a small request
-/// does, is returned as it is, without the frame list `BodyExt::collect` allocates for every body.
-async fn read_body<B>(mut body: B) -> Result<Bytes, B::Error>
+/// Why a body was not read whole.
+#[derive(Debug, PartialEq)]
+enum ReadError<E> {
+    Body(E),
+    Memory(MemoryError),
+}
+
+/// A body's data frames as one buffer (trailers are ignored), calling `on_read` with the bytes read so far after
+/// each frame. A body that arrives in one frame, as a small request does, is returned as it is, without the frame
+/// list `BodyExt::collect` allocates for every body; a longer one is joined into a buffer of the declared length,
+/// when there is one. Read here rather than by axum's `Bytes` extractor, which takes its limit from a request
+/// extension that `DefaultBodyLimit` would have to insert into every request: an allocation and a map, about 8 % of
+/// a small model's request CPU (benches/RESULTS.md).
+async fn read_body<B>(
+    mut body: B,
+    declared: Option<usize>,
+    mut on_read: impl FnMut(usize) -> Result<(), MemoryError>,
+) -> Result<Bytes, ReadError<B::Error>>
 where
     B: HttpBody<Data = Bytes> + Unpin,
 {
     let mut first = Bytes::new();
     let mut joined: Option<Vec<u8>> = None;
+    let mut read = 0usize;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
+        let Ok(data) = frame.map_err(ReadError::Body)?.into_data() else {
             continue;
         };
+        read += data.len();
+        on_read(read).map_err(ReadError::Memory)?;
         match &mut joined {
             Some(buffer) => buffer.extend_from_slice(&data),
             None if first.is_empty() => first = data,
             None => {
-                let mut buffer = Vec::with_capacity(first.len() + data.len());
+                let mut buffer = Vec::with_capacity(declared.unwrap_or(0).max(read));
                 buffer.extend_from_slice(&first);
                 buffer.extend_from_slice(&data);
                 joined = Some(buffer);
@@ -213,7 +311,8 @@ fn call(
 /// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none); with
 /// `Inference-Header-Content-Length` it is a JSON header followed by raw tensor bytes.
 async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
-    let done = state.pipeline.clone().oneshot(call).await?;
+    let mut done = state.pipeline.clone().oneshot(call).await?;
+    let mut memory = std::mem::take(&mut done.memory);
     let response = InferResponse {
         model_name: &done.model.name,
         model_version: done.model.version,
@@ -227,6 +326,13 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
         .outputs
         .iter()
         .any(|t| done.binary_outputs.wants(&t.name));
+    // The encoding is about to be allocated beside the outputs: counted, and the version learns what requests of this
+    // size hold.
+    let outputs_len = Tensor::bytes_of(&response.outputs);
+    let encoded_estimate = encoded_size(&response);
+    let peak = done.held.max(outputs_len + encoded_estimate);
+    memory.charge(peak);
+    done.model.footprint.observe(done.body_len, peak);
     let (body, content_type, header_len) = if binary {
         let (body, header_len) =
             encode_binary_response(&response, &done.binary_outputs).map_err(encoding_error)?;
@@ -256,16 +362,51 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
     if let Some(n) = header_len {
         headers.insert(HEADER_LENGTH, HeaderValue::from(n));
     }
-    let mut reply = Response::new(Body::from(body));
+    // The response holds the request's memory until it is sent (or dropped).
+    let mut reply = Response::new(Body::new(Holding {
+        inner: Full::new(Bytes::from(body)),
+        _memory: memory,
+    }));
     *reply.headers_mut() = headers;
     Ok(reply)
 }
 
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's memory until it is sent.
+    struct Holding<B> {
+        #[pin]
+        inner: B,
+        _memory: Reservation,
+    }
+}
+
+impl<B: HttpBody> HttpBody for Holding<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{infer_path, read_body};
+    use super::{infer_path, read_body, ReadError};
+    use crate::memory::MemoryError;
     use axum::body::Bytes;
     use axum::http::HeaderMap;
+    use http_body::Body as HttpBody;
     use http_body::Frame;
     use http_body_util::StreamBody;
 
@@ -275,27 +416,56 @@ mod tests {
         StreamBody::new(futures_util::stream::iter(frames.into_iter().map(Ok)))
     }
 
+    async fn read(
+        body: impl HttpBody<Data = Bytes, Error = String> + Unpin,
+    ) -> Result<Bytes, ReadError<String>> {
+        read_body(body, None, |_| Ok(())).await
+    }
+
     #[tokio::test]
     async fn bodies_are_read_whole_in_one_frame_or_many() {
         let one = Bytes::from_static(b"{\"inputs\": []}");
-        let read = read_body(body(vec![Frame::data(one.clone())]))
-            .await
-            .unwrap();
-        assert_eq!(read, one);
+        let read_one = read(body(vec![Frame::data(one.clone())])).await.unwrap();
+        assert_eq!(read_one, one);
         // The frame itself, not a copy.
-        assert_eq!(read.as_ptr(), one.as_ptr());
+        assert_eq!(read_one.as_ptr(), one.as_ptr());
         let parts =
             ["{\"in", "puts\"", ": []}"].map(|p| Frame::data(Bytes::from_static(p.as_bytes())));
         let mut frames = vec![Frame::trailers(HeaderMap::new())];
         frames.extend(parts);
         frames.push(Frame::trailers(HeaderMap::new()));
-        assert_eq!(read_body(body(frames)).await.unwrap(), one);
-        assert_eq!(read_body(body(Vec::new())).await.unwrap(), Bytes::new());
+        assert_eq!(read(body(frames)).await.unwrap(), one);
+        assert_eq!(read(body(Vec::new())).await.unwrap(), Bytes::new());
         let failing = StreamBody::new(futures_util::stream::iter([
             Ok(Frame::data(Bytes::from_static(b"{"))),
             Err("connection reset".to_owned()),
         ]));
-        assert_eq!(read_body(failing).await.unwrap_err(), "connection reset");
+        assert_eq!(
+            read(failing).await.unwrap_err(),
+            ReadError::Body("connection reset".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn reading_stops_when_the_memory_for_what_was_read_is_refused() {
+        let parts =
+            ["{\"in", "puts\"", ": []}"].map(|p| Frame::data(Bytes::from_static(p.as_bytes())));
+        let refusal = MemoryError::TooLarge {
+            needed: 9,
+            capacity: 6,
+        };
+        let mut seen = Vec::new();
+        let refused = read_body(body(parts.into()), Some(14), |read| {
+            seen.push(read);
+            if read > 6 {
+                Err(refusal.clone())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert_eq!(refused.unwrap_err(), ReadError::Memory(refusal));
+        assert_eq!(seen, [4, 9]);
     }
 
     #[test]

@@ -21,8 +21,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use self::error::{ApiError, Failure};
-pub use self::infer::{InferRoutes, MODEL_VERSION, VARIANT};
+pub use self::infer::{drain_body, InferRoutes, MODEL_VERSION, VARIANT};
 use crate::inference::Pipeline;
+use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
@@ -60,6 +61,10 @@ pub struct Shared {
     pub admin_token: Option<Arc<str>>,
     /// The largest request body the inference handlers read, counted after decompression (`server.max_body_bytes`).
     pub max_body_bytes: usize,
+    /// The byte budget requests reserve their memory from.
+    pub memory: MemoryBudget,
+    /// How long a request waits for memory (`limits.memory_wait_ms`).
+    pub memory_wait: std::time::Duration,
 }
 
 /// `axum::extract::Path` whose rejection is an [`ApiError`] (so a bad path gets a V2 error body too).

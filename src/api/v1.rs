@@ -3,8 +3,8 @@
 //! from the model's signature) and runs through the same inference stack, routing included.
 
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
@@ -44,12 +44,15 @@ pub async fn status(
 pub async fn predict(
     State(state): State<AppState>,
     V2Path(target): V2Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let Some(model) = target.strip_suffix(":predict") else {
         return Err(ApiError::RouteNotFound(format!("/v1/models/{target}")));
     };
+    // A JSON tree takes many times its text.
+    let (headers, body, memory) =
+        super::infer::read_reserved(&state, model, None, request, Some(V1_BYTES_PER_BODY_BYTE))
+            .await?;
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed V1 request: {e}")))?;
     let instances = request
@@ -61,12 +64,17 @@ pub async fn predict(
         })?;
     let signature = state.registry.resolve(model, None)?.signature.clone();
     let v2 = to_v2(&signature, instances)?;
-    let call = InferCall::new(model.to_owned(), None, headers, Bytes::from(v2.to_string()));
+    let mut call = InferCall::new(model.to_owned(), None, headers, Bytes::from(v2.to_string()));
+    call.memory = memory;
     let done = state.pipeline.clone().oneshot(call).await?;
     Ok(Json(
         json!({ "predictions": predictions(&done.outputs, instances.len()) }),
     ))
 }
+
+/// What a V1 request holds per body byte at most: its JSON tree (a `Value` per number), the V2 text made from it,
+/// and the tensors and outputs of the V2 request.
+const V1_BYTES_PER_BODY_BYTE: usize = 24;
 
 /// Builds the V2 request: one input per signature input, each instance contributing one row.
 fn to_v2(signature: &Signature, instances: &[Value]) -> Result<Value, ApiError> {

@@ -16,7 +16,7 @@ use crate::api::ApiError;
 #[derive(Clone)]
 pub struct ApiKeys {
     keys: Arc<[String]>,
-    /// A refused request's body is read up to this size before answering (see `overload::drain_body`).
+    /// A refused request's body is read up to this size before answering (see `api::drain_body`).
     max_body_bytes: usize,
 }
 
@@ -57,7 +57,7 @@ pub async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Ne
     if keys.accepts(request.headers()) {
         next.run(request).await
     } else {
-        super::overload::drain_body(request.into_body(), keys.max_body_bytes).await;
+        crate::api::drain_body(request.into_body(), keys.max_body_bytes).await;
         ApiError::MissingApiKey.into_response()
     }
 }

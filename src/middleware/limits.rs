@@ -66,8 +66,7 @@ where
         let encoded = request.headers().contains_key(CONTENT_ENCODING);
         match declared {
             Some(length) if length > max && !encoded => Either::Right(Box::pin(async move {
-                super::overload::drain_body(request.into_body(), max.saturating_mul(DRAIN_FACTOR))
-                    .await;
+                crate::api::drain_body(request.into_body(), max.saturating_mul(DRAIN_FACTOR)).await;
                 // An empty 413 with the reason attached: the V2 error mapper outside writes the body from it.
                 let message = format!(
                     "request body of {length} bytes is over the limit of {max} (server.max_body_bytes)"

@@ -31,6 +31,9 @@ pub use self::overload::Overload;
 use crate::api::{self, AppState};
 use crate::config::Settings;
 
+/// The largest body the management API reads: its requests are a few hundred bytes of JSON.
+const MANAGEMENT_BODY_BYTES: usize = 1 << 20;
+
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The application: every route with its middleware. `/metrics` is included unless it has its own port.
@@ -65,9 +68,10 @@ where
     if settings.server.metrics_port == 0 {
         routes = routes.merge(api::metrics_routes());
     }
-    // The router's body extractors read their limit from a request extension; the inference handlers apply
-    // `state.max_body_bytes` themselves, so the inference path is spared that extension.
-    let routes = DefaultBodyLimit::max(settings.server.max_body_bytes)
+    // The router's body extractors (the management API's small JSON bodies) read their limit from a request
+    // extension; the inference handlers (V2 and V1) read theirs within `server.max_body_bytes` and the memory budget
+    // themselves, so the inference path is spared that extension.
+    let routes = DefaultBodyLimit::max(settings.server.max_body_bytes.min(MANAGEMENT_BODY_BYTES))
         .layer(api::with_fallbacks(routes).with_state(state.clone()));
     // The inference routes ahead of the router, unless keys must be checked (the router does that per route).
     let routes = api::InferRoutes::new(state, routes, open);

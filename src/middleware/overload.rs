@@ -118,7 +118,7 @@ where
             overload.metrics.request_shed();
             let max_body_bytes = overload.max_body_bytes;
             return Either::Right(Box::pin(async move {
-                drain_body(request.into_body(), max_body_bytes).await;
+                crate::api::drain_body(request.into_body(), max_body_bytes).await;
                 Ok(refuse())
             }));
         }
@@ -175,21 +175,6 @@ where
 /// A bare 504: the V2 error mapper (`errors::v2_error_body`) gives it the body that names the setting.
 fn timed_out() -> Response {
     StatusCode::GATEWAY_TIMEOUT.into_response()
-}
-
-/// Reads and discards (without buffering) up to `limit` bytes of a request body we answer without using. Answering
-/// while the client is still sending would close the connection under it, and the client would see a reset
-/// instead of our answer.
-pub async fn drain_body<B: HttpBody<Data = Bytes>>(body: B, limit: usize) {
-    use http_body_util::BodyExt;
-    let mut body = std::pin::pin!(body);
-    let mut read = 0usize;
-    while read <= limit {
-        match body.frame().await {
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
-            _ => break,
-        }
-    }
 }
 
 fn refuse() -> Response {

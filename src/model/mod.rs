@@ -25,6 +25,7 @@ pub use self::card::ModelCard;
 pub use self::pool::{RunTiming, SessionPool};
 pub use self::signature::{IoKind, IoSpec, Signature};
 pub use self::warmup::WarmupSettings;
+use crate::memory::{Footprint, Reservation};
 use crate::metrics::VersionSeries;
 use crate::monitoring::drift::DriftMonitor;
 use crate::tensor::Tensor;
@@ -127,6 +128,10 @@ pub struct ModelVersion {
     pool: Arc<SessionPool>,
     /// This version's request metrics, looked up on its first request (`inference`).
     pub series: OnceLock<VersionSeries>,
+    /// What its requests hold, learned from those it served; the next one reserves that much.
+    pub footprint: Footprint,
+    /// The memory its sessions were estimated to take, held from the budget while it is loaded (when loads count).
+    resident: Reservation,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -212,7 +217,23 @@ impl ModelVersion {
             batcher,
             pool,
             series: OnceLock::new(),
+            footprint: Footprint::default(),
+            resident: Reservation::none(),
         })
+    }
+
+    /// Holds `memory` (reserved for this version's sessions before the load) for as long as the version lives.
+    pub fn hold(mut self, memory: Reservation) -> ModelVersion {
+        self.resident = memory;
+        self
+    }
+
+    /// The memory a load of the file at `path` with `settings` is estimated to take: each session holds the weights
+    /// (twice, while ONNX Runtime optimises and pre-packs them) and some working space.
+    pub fn estimate_load(path: &Path, settings: &VersionSettings) -> usize {
+        let file = std::fs::metadata(path).map_or(0, |m| m.len() as usize);
+        let sessions = settings.session.effective_pool_size();
+        sessions.saturating_mul(file.saturating_mul(2).saturating_add(4 << 20))
     }
 
     /// Runs validated `inputs`, returning the `outputs` named (in that order).
@@ -249,7 +270,12 @@ impl ModelVersion {
 }
 
 fn build_session(env: &Environment, path: &Path, s: &SessionSettings) -> ort::Result<Session> {
-    let mut builder = Session::builder(env)?.with_log_level(LogLevel::Warning)?;
+    // Without ONNX Runtime's arena: a large request's working memory is freed when the run ends instead of staying
+    // in the session's arena for good.
+    let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
+    let mut builder = Session::builder(env)?
+        .with_log_level(LogLevel::Warning)?
+        .with_execution_providers([cpu])?;
     builder = builder.with_intra_threads(s.intra_op_threads.unwrap_or(1))?;
     builder = builder.with_inter_threads(s.inter_op_threads.unwrap_or(1))?;
     let level = match s.optimization_level.unwrap_or(OptimizationLevel::All) {

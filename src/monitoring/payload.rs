@@ -1,8 +1,8 @@
 //! Prediction (payload) logging: a sampled share of each model's requests becomes one JSON line (time, request id,
 //! model, version, variant, inputs, outputs, latency), redacted as the model's `model.toml` says, written by a
 //! background task to stdout, size-rotated local files, or an HTTP endpoint (CloudEvents binary mode, as KServe's
-//! logger does). The buffer is bounded: when it is full the record is dropped and counted; logging never slows or
-//! fails a request.
+//! logger does). The buffer is bounded: when it is full, or the memory budget has no room for the record, the
+//! record is dropped and counted; logging never slows or fails a request.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,6 +20,7 @@ use tower::{Layer, Service};
 
 use crate::config::PayloadLogSettings;
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
+use crate::memory::Reservation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::tensor::Tensor;
@@ -42,10 +43,13 @@ pub struct PayloadPolicy {
     pub remove_features: BTreeMap<String, Vec<usize>>,
 }
 
+/// What a record holds per logged element: a JSON value (32 bytes), its place in an array, and its text when written.
+const RECORD_BYTES_PER_ELEMENT: usize = 64;
+
 /// Where records go.
 #[derive(Clone)]
 pub struct PayloadLog {
-    queue: Option<mpsc::Sender<Value>>,
+    queue: Option<mpsc::Sender<(Value, Reservation)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -70,9 +74,9 @@ impl PayloadLog {
         })
     }
 
-    fn offer(&self, model: &str, record: Value) {
+    fn offer(&self, model: &str, record: Value, memory: Reservation) {
         if let Some(queue) = &self.queue {
-            if queue.try_send(record).is_err() {
+            if queue.try_send((record, memory)).is_err() {
                 self.metrics.payload_dropped(model);
             }
         }
@@ -85,8 +89,9 @@ enum Sink {
     Http(reqwest::Client, String),
 }
 
-async fn write_all(mut sink: Sink, mut records: mpsc::Receiver<Value>) {
-    while let Some(record) = records.recv().await {
+async fn write_all(mut sink: Sink, mut records: mpsc::Receiver<(Value, Reservation)>) {
+    // The record's memory is released when it has been written.
+    while let Some((record, _memory)) = records.recv().await {
         let result = match &mut sink {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
@@ -291,6 +296,27 @@ where
         let log = self.log.clone();
         Box::pin(async move {
             let mut done = future.await?;
+            // A record is a JSON tree of every element logged, kept until written: it needs room in the budget.
+            let elements: usize = done
+                .captured_inputs
+                .iter()
+                .flatten()
+                .chain(&done.outputs)
+                .map(|t| t.data.len())
+                .sum();
+            let bytes = Tensor::bytes_of(done.captured_inputs.as_deref().unwrap_or_default())
+                + Tensor::bytes_of(&done.outputs);
+            let mut memory = done.memory.split(0);
+            if memory
+                .try_grow_to(elements * RECORD_BYTES_PER_ELEMENT + bytes)
+                .is_err()
+            {
+                log.metrics.payload_dropped(&done.model.name);
+                if !shadow_wanted {
+                    done.captured_inputs = None;
+                }
+                return Ok(done);
+            }
             let inputs: Vec<Value> = done
                 .captured_inputs
                 .iter()
@@ -310,7 +336,7 @@ where
                 "outputs": done.outputs,
                 "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
             });
-            log.offer(&done.model.name, record);
+            log.offer(&done.model.name, record, memory);
             if !shadow_wanted {
                 done.captured_inputs = None;
             }

@@ -22,6 +22,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::policy::{choose_default, incompatibility, Candidate, VersionState};
 use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
+use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::Metrics;
 use crate::model::{LoadOptions, ModelVersion, VersionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
@@ -104,6 +105,15 @@ pub struct RepositoryManager {
     load_options: LoadOptions,
     /// Loads and releases running at once (`models.load_concurrency`).
     load_slots: Arc<Semaphore>,
+    /// The budget a load reserves its estimated memory from, when loads count (`memory::plan`).
+    memory: Option<(MemoryBudget, Duration)>,
+}
+
+/// Why a load did not produce a version.
+struct LoadFailure {
+    reason: String,
+    /// Tried again at the next reconcile (it was refused for memory); otherwise only once its files change.
+    retry: bool,
 }
 
 impl RepositoryManager {
@@ -124,7 +134,20 @@ impl RepositoryManager {
             pins: None,
             load_options: LoadOptions::default(),
             load_slots: Arc::new(Semaphore::new(1)),
+            memory: None,
         }
+    }
+
+    /// Makes each load reserve its estimated memory from `budget` (waiting at most `wait`) and hold it while the
+    /// version is loaded; a load that does not fit fails, and is tried again at the next reconcile.
+    /// `None`: loads are not counted.
+    pub fn with_memory(
+        mut self,
+        budget: Option<MemoryBudget>,
+        wait: Duration,
+    ) -> RepositoryManager {
+        self.memory = budget.map(|b| (b, wait));
+        self
     }
 
     /// Sets the server-wide load options.
@@ -420,8 +443,10 @@ impl RepositoryManager {
                     w.state = VersionState::Ready;
                     w.reason = None;
                 }
-                Err(reason) => {
-                    state.failed.insert(key, fingerprint);
+                Err(LoadFailure { reason, retry }) => {
+                    if !retry {
+                        state.failed.insert(key, fingerprint);
+                    }
                     if w.model.is_some() {
                         w.state = VersionState::Ready;
                         w.reason = Some(format!(
@@ -616,9 +641,37 @@ impl RepositoryManager {
         version: u64,
         path: &Path,
         settings: &VersionSettings,
-    ) -> Result<ModelVersion, String> {
+    ) -> Result<ModelVersion, LoadFailure> {
         let Ok(_permit) = self.load_slots.acquire().await else {
-            return Err("the server is shutting down".into());
+            return Err(LoadFailure {
+                reason: "the server is shutting down".into(),
+                retry: false,
+            });
+        };
+        let memory = match &self.memory {
+            Some((budget, wait)) => {
+                let estimate = ModelVersion::estimate_load(path, settings);
+                match budget.reserve(estimate, *wait).await {
+                    Ok(reservation) => reservation,
+                    Err(e) => {
+                        let reason = format!(
+                            "not enough memory to load it beside what is resident: its sessions need about {} MiB, \
+                             {} of the memory budget's {} MiB are reserved (requests in flight and loaded versions); \
+                             tried again at the next scan",
+                            estimate >> 20,
+                            budget.used() >> 20,
+                            budget.capacity() >> 20
+                        );
+                        tracing::warn!(model, version, error = %e, %reason, "model version not loaded");
+                        self.metrics.model_load_failed(model);
+                        return Err(LoadFailure {
+                            reason,
+                            retry: true,
+                        });
+                    }
+                }
+            }
+            None => Reservation::none(),
         };
         let started = Instant::now();
         let warmup = match &settings.warmup {
@@ -637,7 +690,8 @@ impl RepositoryManager {
             ModelVersion::load(&env, &name, version, &path_buf, &settings, &options)
         })
         .await
-        .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
+        .unwrap_or_else(|e| Err(format!("loading task failed: {e}")))
+        .map(|loaded| loaded.hold(memory));
         let seconds = started.elapsed().as_secs_f64();
         match &result {
             Ok(_) => {
@@ -649,7 +703,10 @@ impl RepositoryManager {
                 self.metrics.model_load_failed(model);
             }
         }
-        result
+        result.map_err(|reason| LoadFailure {
+            reason,
+            retry: false,
+        })
     }
 
     fn install(&self, map: ModelMap) {

@@ -2,7 +2,7 @@
 //! versions' outputs are compared.
 //!
 //! [`ShadowLayer`] samples requests and hands the validated inputs plus the primary's outputs to [`ShadowMirror`]'s
-//! bounded queue after the primary answered; a full queue drops the job (counted) rather than wait. A worker runs
+//! bounded queue after the primary answered; a full queue, or a budget without room for the job's memory, drops it (counted) rather than wait. A worker runs
 //! the shadow version and records agreement: the exact-match rate for integer, boolean and string outputs, mean and
 //! max absolute difference for floating outputs, per (model, primary version, shadow version). Shadow failures are
 //! counted, never returned to a client.
@@ -19,6 +19,7 @@ use tower::{Layer, Service};
 
 use super::RoutingTable;
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
+use crate::memory::Reservation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::tensor::json::InferRequest;
@@ -32,6 +33,8 @@ struct ShadowJob {
     shadow_version: u64,
     inputs: Vec<Tensor>,
     primary_outputs: Vec<Tensor>,
+    /// The inputs, the copy of the primary's outputs and the shadow run's own, held until the job is done.
+    _memory: Reservation,
 }
 
 /// Comparison totals of one output.
@@ -122,15 +125,17 @@ impl ShadowMirror {
                     job
                 }
             };
-            let key = (job.model.clone(), job.primary_version, job.shadow_version);
-            self.update(&key, |s| s.dropped += 1);
-            self.metrics.shadow_outcome(
-                &job.model,
-                job.primary_version,
-                job.shadow_version,
-                "dropped",
-            );
+            self.dropped(job.model, job.primary_version, job.shadow_version);
         }
+    }
+
+    /// Counts a job not run: the queue was full, or memory for it was not free.
+    fn dropped(&self, model: String, primary_version: u64, shadow_version: u64) {
+        self.metrics
+            .shadow_outcome(&model, primary_version, shadow_version, "dropped");
+        self.update(&(model, primary_version, shadow_version), |s| {
+            s.dropped += 1
+        });
     }
 
     async fn run(&self, registry: &Registry, job: ShadowJob) {
@@ -336,13 +341,23 @@ where
             let mut done = future.await?;
             if let Some(inputs) = done.captured_inputs.take() {
                 if shadow_version != done.model.version {
-                    mirror.offer(ShadowJob {
-                        model: done.model.name.clone(),
-                        primary_version: done.model.version,
-                        shadow_version,
-                        inputs,
-                        primary_outputs: done.outputs.clone(),
-                    });
+                    // The captured inputs are counted in the request's memory already: the job takes them along,
+                    // and needs room for a copy of the outputs, the inputs handed to the run and its outputs.
+                    let (inputs_len, outputs_len) =
+                        (Tensor::bytes_of(&inputs), Tensor::bytes_of(&done.outputs));
+                    let mut memory = done.memory.split(inputs_len);
+                    let (model, primary_version) = (done.model.name.clone(), done.model.version);
+                    match memory.try_grow_to(2 * inputs_len + 3 * outputs_len) {
+                        Ok(()) => mirror.offer(ShadowJob {
+                            model,
+                            primary_version,
+                            shadow_version,
+                            inputs,
+                            primary_outputs: done.outputs.clone(),
+                            _memory: memory,
+                        }),
+                        Err(_) => mirror.dropped(model, primary_version, shadow_version),
+                    }
                 }
             }
             Ok(done)

@@ -306,10 +306,14 @@ fn decode_input(
 /// Encodes a response as V2 JSON into one buffer sized from the outputs up front (serde_json's own buffer starts
 /// small and grows by copying).
 pub fn encode_response(response: &InferResponse) -> serde_json::Result<Vec<u8>> {
-    let estimate = ENVELOPE_BYTES + response.outputs.iter().map(json_size).sum::<usize>();
-    let mut body = Vec::with_capacity(estimate);
+    let mut body = Vec::with_capacity(encoded_size(response));
     serde_json::to_writer(&mut body, response)?;
     Ok(body)
+}
+
+/// About how many bytes a response's JSON encoding takes (at least what its binary encoding takes).
+pub fn encoded_size(response: &InferResponse) -> usize {
+    ENVELOPE_BYTES + response.outputs.iter().map(json_size).sum::<usize>()
 }
 
 /// About how many bytes a response's JSON takes besides its outputs (model name and version, id, punctuation).

@@ -160,6 +160,17 @@ impl TensorData {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The memory the buffer holds: its elements, and for strings their text too.
+    pub fn bytes(&self) -> usize {
+        match self {
+            TensorData::Bytes(v) => v
+                .iter()
+                .map(|s| s.capacity() + std::mem::size_of::<String>())
+                .sum(),
+            other => each_variant!(other, v => std::mem::size_of_val(v.as_slice())),
+        }
+    }
 }
 
 impl Serialize for TensorData {
@@ -189,6 +200,11 @@ pub struct Tensor {
 impl Tensor {
     pub fn datatype(&self) -> DataType {
         self.data.datatype()
+    }
+
+    /// The memory `tensors`' buffers hold.
+    pub fn bytes_of(tensors: &[Tensor]) -> usize {
+        tensors.iter().map(|t| t.data.bytes()).sum()
     }
 }
 

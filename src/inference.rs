@@ -29,7 +29,9 @@ use crate::monitoring::payload::{PayloadLog, PayloadLogLayer, PayloadLogging};
 use crate::registry::{Registry, RegistryError};
 use crate::routing::shadow::{Shadow, ShadowLayer, ShadowMirror};
 use crate::routing::{Routing, RoutingLayer, RoutingTable, PINNED};
-use crate::tensor::json::{decode_with_binary, BinaryOutputs, DecodeError, DecodeLimits};
+use crate::tensor::json::{
+    decode_with_binary, BinaryOutputs, DecodeError, DecodeLimits, InferRequest,
+};
 use crate::tensor::Tensor;
 use crate::validate::{validate, ValidationError};
 
@@ -262,18 +264,22 @@ impl InferenceService {
             max_elements: self.limits.max_tensor_elements,
             max_depth: self.limits.max_json_depth,
         };
-        let (header, binary) = match call.binary_header_len {
-            Some(n) if n <= body_len => body.split_at(n),
-            Some(n) => {
-                return Err(DecodeError::Json(format!(
-                    "Inference-Header-Content-Length {n} is longer than the {body_len}-byte body"
-                ))
-                .into())
-            }
-            None => (&body[..], &[][..]),
+        let header_len = call.binary_header_len;
+        let request = if body_len > OFF_WORKER_BYTES {
+            // Milliseconds of parsing: on a blocking thread, so the async workers keep serving small requests. The
+            // memory goes along, so a request that times out meanwhile releases it only when the body is gone.
+            let held = memory.split(usize::MAX);
+            let (request, held) =
+                tokio::task::spawn_blocking(move || (decode_body(&body, header_len, limits), held))
+                    .await
+                    .map_err(|e| InferError::Internal(format!("decoding task failed: {e}")))?;
+            memory.merge(held);
+            request?
+        } else {
+            let request = decode_body(&body, header_len, limits)?;
+            drop(body);
+            request
         };
-        let request = decode_with_binary(header, binary, limits)?;
-        drop(body);
         let inputs_len = Tensor::bytes_of(&request.inputs);
         let mut held = body_len + inputs_len;
         memory.charge(held);
@@ -288,7 +294,7 @@ impl InferenceService {
             drift.observe(&request.inputs);
         }
         let started = Instant::now();
-        let result = target.infer_timed(request.inputs, outputs).await;
+        let result = target.infer_timed(request.inputs, outputs, memory).await;
         let finished = match &result {
             Ok((_, timing)) => timing.finished,
             Err(_) => Instant::now(),
@@ -310,6 +316,30 @@ impl InferenceService {
             body_len,
         })
     }
+}
+
+/// Bodies, and responses, larger than this are decoded, and encoded, on a blocking thread rather than an async
+/// worker (about a millisecond of work at this size).
+pub const OFF_WORKER_BYTES: usize = 256 << 10;
+
+/// A V2 request from a JSON body, or from a JSON header of `header_len` bytes followed by raw tensor data.
+fn decode_body(
+    body: &[u8],
+    header_len: Option<usize>,
+    limits: DecodeLimits,
+) -> Result<InferRequest, InferenceError> {
+    let (header, binary) = match header_len {
+        Some(n) if n <= body.len() => body.split_at(n),
+        Some(n) => {
+            return Err(DecodeError::Json(format!(
+                "Inference-Header-Content-Length {n} is longer than the {}-byte body",
+                body.len()
+            ))
+            .into())
+        }
+        None => (body, &[][..]),
+    };
+    Ok(decode_with_binary(header, binary, limits)?)
 }
 
 /// What one run produced, before it becomes an [`Inferred`].

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
@@ -20,7 +21,7 @@ use tower::{Service, ServiceExt};
 
 use super::openapi;
 use super::{ApiError, AppState, V2Path};
-use crate::inference::InferCall;
+use crate::inference::{InferCall, OFF_WORKER_BYTES};
 use crate::memory::{Footprint, MemoryError, Reservation, SMALL_BODY};
 use crate::model::InferError;
 use crate::tensor::json::{encode_binary_response, encode_response, encoded_size, InferResponse};
@@ -319,9 +320,6 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
         id: done.id,
         outputs: done.outputs,
     };
-    let encoding_error = |e: serde_json::Error| {
-        ApiError::Inference(InferError::Internal(format!("encoding the response: {e}")).into())
-    };
     let binary = response
         .outputs
         .iter()
@@ -333,17 +331,37 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
     let peak = done.held.max(outputs_len + encoded_estimate);
     memory.charge(peak);
     done.model.footprint.observe(done.body_len, peak);
-    let (body, content_type, header_len) = if binary {
-        let (body, header_len) =
-            encode_binary_response(&response, &done.binary_outputs).map_err(encoding_error)?;
-        (body, "application/octet-stream", Some(header_len))
-    } else {
-        (
-            encode_response(&response).map_err(encoding_error)?,
-            "application/json",
-            None,
-        )
+    let InferResponse { id, outputs, .. } = response;
+    let (model, binary_outputs) = (Arc::clone(&done.model), done.binary_outputs);
+    let encode = move || {
+        let response = InferResponse {
+            model_name: &model.name,
+            model_version: model.version,
+            id,
+            outputs,
+        };
+        if binary {
+            encode_binary_response(&response, &binary_outputs)
+                .map(|(body, n)| (body, "application/octet-stream", Some(n)))
+        } else {
+            encode_response(&response).map(|body| (body, "application/json", None))
+        }
     };
+    let encoded = if encoded_estimate > OFF_WORKER_BYTES {
+        // A large answer is encoded on a blocking thread, as its body was decoded; its memory goes along.
+        let held = memory.split(usize::MAX);
+        let (encoded, held) = tokio::task::spawn_blocking(move || (encode(), held))
+            .await
+            .map_err(|e| InferError::Internal(format!("encoding task failed: {e}")))
+            .map_err(|e| ApiError::Inference(e.into()))?;
+        memory.merge(held);
+        encoded
+    } else {
+        encode()
+    };
+    let (body, content_type, header_len) = encoded.map_err(|e| {
+        ApiError::Inference(InferError::Internal(format!("encoding the response: {e}")).into())
+    })?;
     // The variant's own buffer becomes the header value (no copy).
     let variant = match done.variant {
         Cow::Borrowed(name) => HeaderValue::from_static(name),

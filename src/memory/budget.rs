@@ -286,6 +286,14 @@ impl Reservation {
         }
     }
 
+    /// Takes back what `other` holds (a part split off before).
+    pub fn merge(&mut self, mut other: Reservation) {
+        if self.shared.is_none() {
+            self.shared = other.shared.take();
+        }
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
     /// Gives back what is held beyond `total` bytes.
     pub fn shrink_to(&mut self, total: usize) {
         if let Some(shared) = &self.shared {
@@ -337,6 +345,9 @@ mod tests {
         drop(b);
         assert_eq!(budget.used(), 71 * MIB);
         assert_eq!(Reservation::none().split(MIB).bytes(), 0);
+        let taken = part.split(10 * MIB);
+        part.merge(taken);
+        assert_eq!((part.bytes(), budget.used()), (40 * MIB, 71 * MIB));
         part.shrink_to(0);
         drop((a, part, small));
         assert_eq!(budget.used(), 0);

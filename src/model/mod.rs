@@ -242,15 +242,20 @@ impl ModelVersion {
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
     ) -> Result<Vec<Tensor>, InferError> {
-        self.infer_timed(inputs, outputs).await.map(|(out, _)| out)
+        let mut memory = Reservation::none();
+        self.infer_timed(inputs, outputs, &mut memory)
+            .await
+            .map(|(out, _)| out)
     }
 
     /// As [`ModelVersion::infer`], also returning how long the request waited (for a session, or in the batch
-    /// queue) and when its run ended.
+    /// queue) and when its run ended. The request's `memory` goes with the run to its thread and comes back with
+    /// the outputs: a caller that stops waiting (a timeout) releases it only when the run ends and frees its memory.
     pub async fn infer_timed(
         &self,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
+        memory: &mut Reservation,
     ) -> Result<(Vec<Tensor>, RunTiming), InferError> {
         match &self.batcher {
             Some(batcher) => {
@@ -259,11 +264,15 @@ impl ModelVersion {
                 Ok((outputs, RunTiming { queued, finished }))
             }
             None => {
-                self.pool
+                let held = memory.split(usize::MAX);
+                let ((outputs, held), timing) = self
+                    .pool
                     .with_session(elements(&inputs), move |session| {
-                        run(session, inputs, outputs)
+                        run(session, inputs, outputs).map(|outputs| (outputs, held))
                     })
-                    .await
+                    .await?;
+                memory.merge(held);
+                Ok((outputs, timing))
             }
         }
     }

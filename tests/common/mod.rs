@@ -58,7 +58,21 @@ pub struct TestServer {
 }
 
 pub fn sluice_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    clean_env(Command::new(env!("CARGO_BIN_EXE_sluice")))
+}
+
+/// `sluice` started by a shell that first moves itself into the cgroup whose `cgroup.procs` file is `procs`, then
+/// execs it: the server runs under the group's limits from its first allocation.
+pub fn sluice_command_in_cgroup(procs: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"echo $$ > "$0" && exec "$@""#)
+        .arg(procs)
+        .arg(env!("CARGO_BIN_EXE_sluice"));
+    clean_env(cmd)
+}
+
+fn clean_env(mut cmd: Command) -> Command {
     cmd.env_remove("RUST_LOG");
     for (key, _) in std::env::vars() {
         if key.starts_with("SLUICE__") {
@@ -81,22 +95,33 @@ impl TestServer {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        Self::launch(models, &[], env, "https", client)
+        Self::launch(sluice_command(), models, &[], env, "https", client)
     }
 
     /// Starts the server and waits until it is listening and ready.
     pub fn start_with(models: &Path, args: &[&str], env: &[(&str, &str)]) -> TestServer {
-        Self::launch(models, args, env, "http", client())
+        Self::launch(sluice_command(), models, args, env, "http", client())
+    }
+
+    /// Starts the server inside the cgroup whose `cgroup.procs` file is `procs`.
+    pub fn start_in_cgroup(
+        procs: &Path,
+        models: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestServer {
+        let command = sluice_command_in_cgroup(procs);
+        Self::launch(command, models, args, env, "http", client())
     }
 
     fn launch(
+        mut cmd: Command,
         models: &Path,
         args: &[&str],
         env: &[(&str, &str)],
         scheme: &str,
         client: reqwest::blocking::Client,
     ) -> TestServer {
-        let mut cmd = sluice_command();
         cmd.arg("--models")
             .arg(models)
             .args(["--host", "127.0.0.1", "--port", "0"])
@@ -197,6 +222,11 @@ impl TestServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     pub fn pid(&self) -> u32 {

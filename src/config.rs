@@ -80,6 +80,7 @@ pub struct ServerSettings {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub cors_allowed_origins: Vec<String>,
+    pub compress_min_bytes: usize,
 }
 
 #[derive(Clone, Deserialize)]

@@ -551,22 +551,47 @@ fn cors_and_response_compression() {
         "https://app.example.com"
     );
 
+    // Compression where it pays: a small answer is sent as it is, a large one gzipped, both with Vary.
     let raw = reqwest::blocking::Client::builder()
         .no_gzip()
         .build()
         .unwrap();
     let response = raw
         .get(plain.url("/v2/models/iris"))
-        .header("accept-encoding", "gzip")
+        .header("accept-encoding", "gzip, deflate")
         .send()
         .unwrap();
+    assert_eq!(response.headers().get("content-encoding"), None);
+    assert_eq!(response.headers()["vary"], "accept-encoding");
+    assert_eq!(response.json::<Value>().unwrap()["name"], "iris");
+    let rows = 500;
+    let data = [5.1, 3.5, 1.4, 0.2].repeat(rows);
+    let body = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [rows, 4],
+        "data": data}]});
+    let response = raw
+        .post(plain.url("/v2/models/iris/infer"))
+        .header("accept-encoding", "gzip, deflate")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-encoding"], "gzip");
+    assert_eq!(response.headers()["vary"], "accept-encoding");
     let mut text = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(response), &mut text).unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(&text).unwrap()["name"],
-        "iris"
-    );
+    let reply: Value = serde_json::from_str(&text).unwrap();
+    assert!(text.len() > 2048, "{}", text.len());
+    assert_eq!(reply["outputs"][0]["shape"][0], rows);
+    let response = raw
+        .get(plain.url("/metrics"))
+        .header("accept-encoding", "deflate")
+        .send()
+        .unwrap();
+    assert_eq!(response.headers()["content-encoding"], "deflate");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::ZlibDecoder::new(response), &mut text)
+        .unwrap();
+    assert!(text.contains("sluice_memory_budget_bytes"), "{text}");
 }
 
 /// HTTPS with a certificate and key from files.

@@ -1,148 +1,306 @@
-//! Response compression for the clients that ask for it.
+//! Response compression where it pays: gzip or deflate at the fastest level, for clients that ask, on responses of
+//! at least `server.compress_min_bytes` that are not dense already.
 //!
-//! tower-http's `Compression` wraps every response body in its compressing body, asked or not, and that body is large
-//! enough that turning it into axum's `Body` at the edge costs a boxed copy per request. A request without
-//! `Accept-Encoding` cannot get a compressed answer, so it skips the layer: its response keeps its body and gets the
-//! `Vary: accept-encoding` the layer would have added (caches must still tell the two kinds apart). Requests that
-//! ask go through `Compression` unchanged (encodings, predicates and all).
+//! The decision is made on the response: its size (every response sluice builds has an exact length), its
+//! `Content-Type` (binary tensors, images and gRPC are left alone) and whether it is encoded already. A response that
+//! is not compressed keeps its own body, with no wrapper and no compressor state, so a one-row answer to a client
+//! that sends `Accept-Encoding: gzip` (Python `requests`, `httpx`, Go) costs what it costs one that does not. A
+//! compressed body is encoded as it is sent, a chunk at a time. Every response gets `Vary: accept-encoding`.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
-use axum::body::Bytes;
-use axum::http::header::{ACCEPT_ENCODING, VARY};
-use axum::http::{HeaderValue, Request};
+use async_compression::tokio::bufread::{GzipEncoder, ZlibEncoder};
+use async_compression::Level;
+use axum::body::{Body, Bytes};
+use axum::http::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY,
+};
+use axum::http::{HeaderMap, HeaderValue, Request};
 use axum::response::Response;
 use axum::BoxError;
-use futures_util::future::{Either, Map};
-use futures_util::FutureExt;
+use futures_util::TryStreamExt;
+use http_body::Body as HttpBody;
+use tokio_util::io::{ReaderStream, StreamReader};
 use tower::{Layer, Service};
-use tower_http::compression::{Compression, CompressionBody, CompressionLayer};
 
-use super::into_axum_body;
+/// Compresses responses for clients that ask; see the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub struct CompressLayer {
+    /// Responses shorter than this are sent as they are.
+    pub min_bytes: usize,
+}
 
-/// Compresses responses to requests that carry `Accept-Encoding`; see the module documentation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CompressWhenAskedLayer;
+impl<S> Layer<S> for CompressLayer {
+    type Service = Compress<S>;
 
-impl<S> Layer<S> for CompressWhenAskedLayer {
-    type Service = CompressWhenAsked<S>;
-
-    fn layer(&self, inner: S) -> CompressWhenAsked<S> {
-        CompressWhenAsked {
-            compressing: CompressionLayer::new().layer(inner),
+    fn layer(&self, inner: S) -> Compress<S> {
+        Compress {
+            inner,
+            min_bytes: self.min_bytes,
         }
     }
 }
 
-/// The inner service behind `Compression`, which is called directly when the client does not ask.
 #[derive(Clone)]
-pub struct CompressWhenAsked<S> {
-    compressing: Compression<S>,
+pub struct Compress<S> {
+    inner: S,
+    min_bytes: usize,
 }
 
-type Compressed<F, B> = Map<
-    tower_http::compression::ResponseFuture<F, tower_http::compression::DefaultPredicate>,
-    fn(Result<Response<CompressionBody<B>>, Infallible>) -> Result<Response, Infallible>,
->;
-type Plain<F, B> = Map<F, fn(Result<Response<B>, Infallible>) -> Result<Response, Infallible>>;
+/// The content codings sluice can produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    Gzip,
+    Deflate,
+}
 
-impl<S, B, ResBody> Service<Request<B>> for CompressWhenAsked<S>
+impl Coding {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+        })
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Compress<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError> + Send,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Compressed<S::Future, ResBody>, Plain<S::Future, ResBody>>;
+    type Future = CompressFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // `Compression` is ready when the inner service is.
-        self.compressing.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        if request.headers().contains_key(ACCEPT_ENCODING) {
-            Either::Left(
-                self.compressing
-                    .call(request)
-                    .map(into_axum_body::<CompressionBody<ResBody>>),
-            )
-        } else {
-            Either::Right(
-                self.compressing
-                    .get_mut()
-                    .call(request)
-                    .map(add_vary::<ResBody>),
-            )
+        let coding = preferred_coding(request.headers());
+        CompressFuture {
+            inner: self.inner.call(request),
+            coding,
+            min_bytes: self.min_bytes,
         }
     }
 }
 
-fn add_vary<B>(result: Result<Response<B>, Infallible>) -> Result<Response, Infallible>
+pin_project_lite::pin_project! {
+    /// The inner response, compressed if it should be.
+    pub struct CompressFuture<F> {
+        #[pin]
+        inner: F,
+        coding: Option<Coding>,
+        min_bytes: usize,
+    }
+}
+
+impl<F, ResBody> Future for CompressFuture<F>
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    F: Future<Output = Result<Response<ResBody>, Infallible>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.inner.poll(cx));
+        Poll::Ready(Ok(finish(response, *this.coding, *this.min_bytes)))
+    }
+}
+
+/// The response, compressed with `coding` when it is worth it, with `Vary: accept-encoding`.
+fn finish<B>(response: Response<B>, coding: Option<Coding>, min_bytes: usize) -> Response
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    into_axum_body(result).map(|mut response| {
-        if !response.headers().contains_key(VARY) {
-            response
-                .headers_mut()
-                .insert(VARY, HeaderValue::from_static("accept-encoding"));
+    let (mut parts, body) = response.into_parts();
+    if !parts.headers.contains_key(VARY) {
+        parts
+            .headers
+            .insert(VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    let coding = coding.filter(|_| worth_compressing(&parts.headers, &body, min_bytes));
+    let Some(coding) = coding else {
+        return Response::from_parts(parts, Body::new(body));
+    };
+    parts.headers.insert(CONTENT_ENCODING, coding.header());
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.remove(ACCEPT_RANGES);
+    let reader = StreamReader::new(
+        http_body_util::BodyDataStream::new(body).map_err(|e| std::io::Error::other(e.into())),
+    );
+    let body = match coding {
+        Coding::Gzip => Body::from_stream(ReaderStream::new(GzipEncoder::with_quality(
+            reader,
+            Level::Fastest,
+        ))),
+        Coding::Deflate => Body::from_stream(ReaderStream::new(ZlibEncoder::with_quality(
+            reader,
+            Level::Fastest,
+        ))),
+    };
+    Response::from_parts(parts, body)
+}
+
+/// A response is compressed when it is at least `min_bytes` long (or of unknown length), not encoded already and
+/// not of a dense type.
+fn worth_compressing(headers: &HeaderMap, body: &impl HttpBody, min_bytes: usize) -> bool {
+    if headers.contains_key(CONTENT_ENCODING) {
+        return false;
+    }
+    let hint = body.size_hint();
+    if hint.upper().is_some_and(|n| n < min_bytes as u64) {
+        return false;
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    !(content_type.starts_with("application/octet-stream")
+        || content_type.starts_with("application/grpc")
+        || content_type.starts_with("image/")
+        || content_type.starts_with("text/event-stream"))
+}
+
+/// The coding to answer with: gzip when the client accepts it, else deflate, else none (identity). `q=0` refuses a
+/// coding; `*` accepts any not named.
+fn preferred_coding(headers: &HeaderMap) -> Option<Coding> {
+    let (mut gzip, mut deflate, mut any) = (None, None, None);
+    for value in headers.get_all(ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut fields = item.split(';');
+            let name = fields.next().unwrap_or("").trim();
+            let accepted = fields
+                .filter_map(|f| f.trim().strip_prefix("q="))
+                .filter_map(|q| q.trim().parse::<f32>().ok())
+                .next_back()
+                .is_none_or(|q| q > 0.0);
+            match name.to_ascii_lowercase().as_str() {
+                "gzip" | "x-gzip" => gzip = Some(accepted),
+                "deflate" => deflate = Some(accepted),
+                "*" => any = Some(accepted),
+                _ => {}
+            }
         }
-        response
-    })
+    }
+    if gzip.or(any) == Some(true) {
+        Some(Coding::Gzip)
+    } else if deflate.or(any) == Some(true) {
+        Some(Coding::Deflate)
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
-    use axum::http::header::CONTENT_ENCODING;
     use axum::routing::get;
     use axum::Router;
 
     use super::*;
 
-    fn app() -> CompressWhenAsked<Router> {
+    fn app() -> Compress<Router> {
         let text = "sluice ".repeat(200);
-        let router = Router::new().route(
-            "/",
-            get(move || async move { ([("content-type", "application/json")], text) }),
-        );
-        CompressWhenAskedLayer.layer(router)
+        let router = Router::new()
+            .route(
+                "/",
+                get(move || async move { ([("content-type", "application/json")], text) }),
+            )
+            .route(
+                "/small",
+                get(|| async { ([("content-type", "application/json")], "{\"a\": 1}") }),
+            )
+            .route(
+                "/binary",
+                get(|| async {
+                    (
+                        [("content-type", "application/octet-stream")],
+                        vec![7u8; 4096],
+                    )
+                }),
+            );
+        CompressLayer { min_bytes: 1024 }.layer(router)
     }
 
-    async fn get_with(accept: Option<&str>) -> (Response, Bytes) {
-        let mut request = Request::builder().uri("/");
+    async fn get_with(path: &str, accept: Option<&str>) -> (Response, Bytes) {
+        let mut request = Request::builder().uri(path);
         if let Some(accept) = accept {
             request = request.header(ACCEPT_ENCODING, accept);
         }
         super::super::respond(app(), request.body(Body::empty()).unwrap()).await
     }
 
+    fn inflate(coding: &str, bytes: &[u8]) -> String {
+        let mut inflated = String::new();
+        let mut reader: Box<dyn std::io::Read> = match coding {
+            "gzip" => Box::new(flate2::read::GzDecoder::new(bytes)),
+            _ => Box::new(flate2::read::ZlibDecoder::new(bytes)),
+        };
+        reader.read_to_string(&mut inflated).unwrap();
+        inflated
+    }
+
     #[tokio::test]
-    async fn clients_that_ask_get_gzip_and_the_others_plain_bytes_both_with_vary() {
-        let (plain, bytes) = get_with(None).await;
+    async fn clients_that_ask_get_large_text_compressed_and_everything_gets_vary() {
+        let (plain, bytes) = get_with("/", None).await;
         assert_eq!(plain.headers().get(CONTENT_ENCODING), None);
         assert_eq!(plain.headers()[VARY], "accept-encoding");
         assert_eq!(bytes, "sluice ".repeat(200));
 
-        let (gzip, compressed) = get_with(Some("gzip")).await;
-        assert_eq!(gzip.headers()[CONTENT_ENCODING], "gzip");
-        assert_eq!(gzip.headers()[VARY], "accept-encoding");
-        assert!(compressed.len() < bytes.len() / 4, "{}", compressed.len());
-        let mut inflated = String::new();
-        std::io::Read::read_to_string(
-            &mut flate2::read::GzDecoder::new(&compressed[..]),
-            &mut inflated,
-        )
-        .unwrap();
-        assert_eq!(inflated, "sluice ".repeat(200));
+        for (accept, coding) in [
+            ("gzip, deflate", "gzip"),
+            ("deflate", "deflate"),
+            ("br, *", "gzip"),
+            ("gzip;q=0, deflate;q=0.5", "deflate"),
+        ] {
+            let (response, compressed) = get_with("/", Some(accept)).await;
+            assert_eq!(response.headers()[CONTENT_ENCODING], coding, "{accept}");
+            assert_eq!(response.headers()[VARY], "accept-encoding");
+            assert_eq!(response.headers().get(CONTENT_LENGTH), None);
+            assert!(compressed.len() < bytes.len() / 4, "{}", compressed.len());
+            assert_eq!(inflate(coding, &compressed), "sluice ".repeat(200));
+        }
 
-        // Asking for nothing it can do: plain bytes, through the compression layer.
-        let (identity, bytes) = get_with(Some("br;q=0")).await;
-        assert_eq!(identity.headers().get(CONTENT_ENCODING), None);
-        assert_eq!(bytes, "sluice ".repeat(200));
+        // Asking for nothing it can do, a small answer, a dense one: plain bytes.
+        for (path, accept) in [
+            ("/", "br;q=1, gzip;q=0, *;q=0"),
+            ("/small", "gzip"),
+            ("/binary", "gzip"),
+        ] {
+            let (response, _) = get_with(path, Some(accept)).await;
+            assert_eq!(
+                response.headers().get(CONTENT_ENCODING),
+                None,
+                "{path} {accept}"
+            );
+            assert_eq!(response.headers()[VARY], "accept-encoding");
+        }
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        let coding = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
+            preferred_coding(&headers)
+        };
+        assert_eq!(coding("gzip, deflate"), Some(Coding::Gzip));
+        assert_eq!(coding("GZIP"), Some(Coding::Gzip));
+        assert_eq!(coding("deflate, br"), Some(Coding::Deflate));
+        assert_eq!(coding("identity"), None);
+        assert_eq!(coding("gzip;q=0"), None);
+        assert_eq!(coding("*"), Some(Coding::Gzip));
+        assert_eq!(coding("*;q=0, deflate"), Some(Coding::Deflate));
+        assert_eq!(coding("br"), None);
+        assert_eq!(preferred_coding(&HeaderMap::new()), None);
     }
 }

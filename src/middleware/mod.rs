@@ -24,7 +24,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use self::access::AccessLayer;
 pub use self::auth::ApiKeys;
-use self::compress::CompressWhenAskedLayer;
+use self::compress::CompressLayer;
 use self::decompress::DecompressWhenEncodedLayer;
 use self::limits::RefuseOversizedLayer;
 pub use self::overload::Overload;
@@ -130,8 +130,10 @@ where
         })
         // CORS before authentication, so preflight requests are answered without credentials.
         .option_layer(cors)
-        // Compress responses for clients that accept it.
-        .layer(CompressWhenAskedLayer)
+        // Compress responses for clients that accept it, where it pays.
+        .layer(CompressLayer {
+            min_bytes: settings.server.compress_min_bytes,
+        })
         // A declared body over the limit is refused before decompression or any handler.
         .layer(RefuseOversizedLayer {
             max_body_bytes: settings.server.max_body_bytes,

@@ -10,12 +10,23 @@ validity. Run by scripts/lint-deploy.sh for every overlay; prints each failure a
 - Every emptyDir has a sizeLimit, and the serving container requests ephemeral storage for them.
 - Pods spread over nodes and zones (topologySpreadConstraints on kubernetes.io/hostname and
   topology.kubernetes.io/zone).
+- Every container requests what it is limited to, CPU and memory (Guaranteed QoS: the last pods evicted).
+- The shipped sluice.toml fits the serving container's memory limit: the memory budget sluice derives from it (the
+  limit, less a fifth or 64 MiB and an allowance for what is resident) holds at least four of the largest requests
+  (4x server.max_body_bytes each), and limits.max_inflight_bytes is derived (0) or within that budget.
 - The server configuration (read at start only) is a ConfigMap whose name carries a content hash, so an edit rolls
   the pods; the routing policy (re-read live) is a separate ConfigMap with a stable name.
 """
 import sys
+import tomllib
 
 import yaml
+
+MIB = 1 << 20
+# What a request holds per body byte before sluice has learned better (memory::footprint), and what the inspection
+# allows for the process and loaded models at start.
+PER_BODY_BYTE = 4
+RESIDENT_ALLOWANCE = 128 * MIB
 
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 failures = []
@@ -77,6 +88,43 @@ if "sluice-routing" not in maps:
 mounted = {v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
 if not set(configs) <= mounted or "sluice-routing" not in mounted:
     failures.append(f"the pod mounts {sorted(mounted)}, not the hashed config and sluice-routing")
+
+def quantity(text):
+    """A Kubernetes quantity (as these manifests write them) in its base unit."""
+    text = str(text)
+    for suffix, factor in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("m", 0.001)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+for container in pod.get("initContainers", []) + pod.get("containers", []):
+    resources = container.get("resources", {})
+    for resource in ("cpu", "memory"):
+        request = resources.get("requests", {}).get(resource)
+        limit = resources.get("limits", {}).get(resource)
+        if request is None or limit is None or quantity(request) != quantity(limit):
+            failures.append(f"container {container['name']}: {resource} request {request} is not its limit {limit}")
+
+config_map = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("sluice-config-")),
+                  None)
+memory_limit = server.get("resources", {}).get("limits", {}).get("memory")
+if config_map and memory_limit:
+    settings = tomllib.loads(config_map.get("data", {}).get("sluice.toml", ""))
+    limit = quantity(memory_limit)
+    budget = limit - max(limit / 5, 64 * MIB) - RESIDENT_ALLOWANCE
+    # sluice's own default when the file does not set it.
+    max_body = settings.get("server", {}).get("max_body_bytes", 64 * MIB)
+    largest = PER_BODY_BYTE * max_body
+    if 4 * largest > budget:
+        failures.append(f"server.max_body_bytes {max_body} does not fit a {memory_limit} pod: four of the largest "
+                        f"requests need {4 * largest / MIB:.0f} MiB, the memory budget is about {budget / MIB:.0f} MiB")
+    configured = settings.get("limits", {}).get("max_inflight_bytes", 0)
+    if configured and configured > budget:
+        failures.append(f"limits.max_inflight_bytes {configured} is over the memory budget of a {memory_limit} pod "
+                        f"(about {budget / MIB:.0f} MiB)")
+elif not memory_limit:
+    failures.append("the sluice container has no memory limit")
 
 for failure in failures:
     print(f"k8s-inspect: {failure}", file=sys.stderr)

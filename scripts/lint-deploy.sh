@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lints the Dockerfile (hadolint), renders every kustomize overlay and validates it (kubernetes-validate --strict),
 # inspects it for what a fleet needs (scripts/k8s-inspect.py: no replica count beside an HPA, probes, disruption
-# budget, bounded emptyDirs, spread), checks the Prometheus alert rules (promtool) and checks the routing policy
+# budget, bounded emptyDirs, spread, requests = limits, a sluice.toml that fits the memory limit), checks the Prometheus alert rules (promtool) and checks the routing policy
 # against the example models (sluice check) and the shipped sluice.toml with `sluice --check-config`. Installs what it needs: a venv for the Python tools, Debian's prometheus package for promtool.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

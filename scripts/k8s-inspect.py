@@ -14,6 +14,10 @@ validity. Run by scripts/lint-deploy.sh for every overlay; prints each failure a
 - The shipped sluice.toml fits the serving container's memory limit: the memory budget sluice derives from it (the
   limit, less a fifth or 64 MiB and an allowance for what is resident) holds at least four of the largest requests
   (4x server.max_body_bytes each), and limits.max_inflight_bytes is derived (0) or within that budget.
+- Exposure: a NetworkPolicy selects the server pods and admits each of their ports (inference, metrics, management)
+  only from chosen peers; the management API has its own port (admin.port in sluice.toml, a container port named
+  admin) that the Service does not expose; no secret reaches a container as an environment variable, and the admin
+  token file lies in a mounted Secret.
 - The server configuration (read at start only) is a ConfigMap whose name carries a content hash, so an edit rolls
   the pods; the routing policy (re-read live) is a separate ConfigMap with a stable name.
 """
@@ -108,9 +112,9 @@ for container in pod.get("initContainers", []) + pod.get("containers", []):
 
 config_map = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("sluice-config-")),
                   None)
+settings = tomllib.loads(config_map.get("data", {}).get("sluice.toml", "")) if config_map else {}
 memory_limit = server.get("resources", {}).get("limits", {}).get("memory")
 if config_map and memory_limit:
-    settings = tomllib.loads(config_map.get("data", {}).get("sluice.toml", ""))
     limit = quantity(memory_limit)
     budget = limit - max(limit / 5, 64 * MIB) - RESIDENT_ALLOWANCE
     # sluice's own default when the file does not set it.
@@ -125,6 +129,42 @@ if config_map and memory_limit:
                         f"(about {budget / MIB:.0f} MiB)")
 elif not memory_limit:
     failures.append("the sluice container has no memory limit")
+
+policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+pod_labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+selecting = [p for p in policies
+             if p["spec"].get("podSelector", {}).get("matchLabels", {}).items() <= pod_labels.items()
+             and "Ingress" in p["spec"].get("policyTypes", [])]
+if not selecting:
+    failures.append("no NetworkPolicy restricts ingress to the server pods")
+else:
+    admitted = {port.get("port") for p in selecting for rule in p["spec"].get("ingress", [])
+                for port in rule.get("ports", []) if rule.get("from")}
+    for port in server.get("ports", []):
+        if port.get("name") not in admitted and port.get("containerPort") not in admitted:
+            failures.append(f"the NetworkPolicy does not say who may reach port {port.get('name')}")
+    if any(not rule.get("from") for p in selecting for rule in p["spec"].get("ingress", [])):
+        failures.append("a NetworkPolicy ingress rule admits every peer")
+
+admin_port = settings.get("admin", {}).get("port", 0)
+if not admin_port:
+    failures.append("sluice.toml serves the management API on the inference port (set admin.port)")
+container_ports = {p.get("name"): p.get("containerPort") for p in server.get("ports", [])}
+if container_ports.get("admin") != admin_port:
+    failures.append(f"the sluice container's port 'admin' is {container_ports.get('admin')}, not admin.port {admin_port}")
+service = one("Service")
+for port in service.get("spec", {}).get("ports", []):
+    if port.get("targetPort") in ("admin", admin_port) or port.get("port") == admin_port:
+        failures.append(f"the Service exposes the management API ({port})")
+for container in pod.get("initContainers", []) + pod.get("containers", []):
+    for variable in container.get("env", []):
+        if "secretKeyRef" in variable.get("valueFrom", {}):
+            failures.append(f"container {container['name']}: secret in environment variable {variable['name']}")
+token_file = settings.get("admin", {}).get("token_file", "")
+secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+secret_mounts = [m["mountPath"] for m in server.get("volumeMounts", []) if m["name"] in secret_volumes]
+if not token_file or not any(token_file.startswith(path.rstrip("/") + "/") for path in secret_mounts):
+    failures.append(f"admin.token_file {token_file!r} is not in a mounted Secret ({secret_mounts})")
 
 for failure in failures:
     print(f"k8s-inspect: {failure}", file=sys.stderr)

@@ -47,7 +47,9 @@ PY
   promtool check rules "$tmp/rules.yml"
   target/debug/sluice check models --routing "$tmp/routing.toml" > "$tmp/check.log" || { cat "$tmp/check.log"; exit 1; }
   # The configuration the overlay ships, as sluice itself reads it: a bad key or value fails here, not in the pods.
-  target/debug/sluice --config "$tmp/sluice.toml" --check-config >/dev/null
+  # The admin token file is a mounted Secret in the pod; a stand-in here.
+  echo "lint-token" > "$tmp/admin-token"
+  SLUICE__ADMIN__TOKEN_FILE="$tmp/admin-token" target/debug/sluice --config "$tmp/sluice.toml" --check-config >/dev/null
 done
 echo "Grafana dashboard: every query parses (promtool) and names only metrics sluice exports" >&2
 "$venv/bin/python" - deploy/grafana/sluice-dashboard.json src/metrics.rs "$tmp/dashboard-rules.yml" <<'PY'

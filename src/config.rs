@@ -119,6 +119,7 @@ pub struct ModelsSettings {
 pub struct AdminSettings {
     pub token: String,
     pub token_file: PathBuf,
+    pub port: u16,
 }
 
 impl std::fmt::Debug for AdminSettings {
@@ -134,6 +135,7 @@ impl std::fmt::Debug for AdminSettings {
                 },
             )
             .field("token_file", &self.token_file)
+            .field("port", &self.port)
             .finish()
     }
 }
@@ -312,6 +314,18 @@ impl Settings {
                 message: format!(
                     "{} is also server.port; give /metrics another port, or 0 to serve it on the main port",
                     self.server.metrics_port
+                ),
+            });
+        }
+        if self.admin.port != 0
+            && (self.admin.port == self.server.port || self.admin.port == self.server.metrics_port)
+        {
+            return Err(ConfigError::InvalidValue {
+                key: "admin.port",
+                message: format!(
+                    "{} is also server.port or server.metrics_port; give the management API a port of its own, or 0 \
+                     to serve it on the main port",
+                    self.admin.port
                 ),
             });
         }

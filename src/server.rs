@@ -114,17 +114,22 @@ impl Server {
             ApiKeys::new(api_keys, settings.server.max_body_bytes),
         );
         if settings.server.metrics_port != 0 {
-            let metrics_addr = format!("{}:{}", settings.server.host, settings.server.metrics_port);
-            let metrics_listener =
-                TcpListener::bind(&metrics_addr)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        addr: metrics_addr,
-                        source,
-                    })?;
-            tracing::info!(address = %metrics_listener.local_addr().map_err(StartError::Serve)?, "metrics listening");
+            let listener = bind_side(
+                &settings.server.host,
+                settings.server.metrics_port,
+                "metrics",
+            )
+            .await?;
             let metrics_app = crate::middleware::metrics_app(state.clone());
-            tokio::spawn(async move { axum::serve(metrics_listener, metrics_app).await });
+            tokio::spawn(async move { axum::serve(listener, metrics_app).await });
+        }
+        if settings.admin.port != 0 {
+            let listener =
+                bind_side(&settings.server.host, settings.admin.port, "management API").await?;
+            let admin_app =
+                crate::middleware::admin_app::<axum::body::Body>(state.clone(), &settings);
+            let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(admin_app);
+            tokio::spawn(async move { axum::serve(listener, make).await });
         }
         let timings = Drain {
             delay: Duration::from_millis(settings.server.shutdown_delay_ms),
@@ -208,6 +213,17 @@ impl HttpSettings {
                 .header_read_timeout(timeout);
         }
     }
+}
+
+/// Binds the listener of a side port (`what`: metrics, the management API) and logs its address.
+async fn bind_side(host: &str, port: u16, what: &'static str) -> Result<TcpListener, StartError> {
+    let addr = format!("{host}:{port}");
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let address = listener.local_addr().map_err(StartError::Serve)?;
+    tracing::info!(%address, "{what} listening");
+    Ok(listener)
 }
 
 /// Serves plain HTTP (HTTP/1.1 and h2c) until `stop_accepting` completes, then closes the listener first and gives

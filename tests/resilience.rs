@@ -651,3 +651,60 @@ fn metrics_can_have_their_own_port() {
         .unwrap();
     assert!(text.contains("sluice_models_loaded 3"), "{text}");
 }
+
+/// `admin.port`: the management API answers there only, with its token, and the main port no longer serves it.
+#[test]
+fn the_management_api_can_have_its_own_port() {
+    let repo = repo_with(&["iris"]);
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let server = TestServer::start_with(
+        repo.path(),
+        &[],
+        &[
+            ("SLUICE__ADMIN__PORT", &port.to_string()),
+            ("SLUICE__ADMIN__TOKEN", "side-port-token"),
+        ],
+    );
+    let index = |base: &str, token: Option<&str>| {
+        let mut request = client()
+            .post(format!("{base}/v2/repository/index"))
+            .json(&json!({}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().unwrap(),
+        )
+    };
+    let (status, reply) = index(&server.base, Some("side-port-token"));
+    assert_eq!(status, 404, "{reply}");
+    let side = format!("http://127.0.0.1:{port}");
+    let (status, reply) = index(&side, Some("side-port-token"));
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        reply
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "iris"),
+        "{reply}"
+    );
+    let (status, reply) = index(&side, None);
+    assert_eq!(status, 401, "{reply}");
+    // Only the management API is there.
+    let status = client()
+        .get(format!("{side}/v2/health/ready"))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+    assert!(server
+        .logs()
+        .iter()
+        .any(|l| l.contains("management API listening")));
+}

@@ -61,6 +61,16 @@ fn invalid_configuration_values_exit_64_naming_the_key() {
         out.contains("server.metrics_port") && out.contains("also server.port"),
         "{out}"
     );
+    // The management API on the main port's number, likewise.
+    let (code, out) = run_sluice(
+        &["--models", &models_arg(), "--port", "18999"],
+        &[("SLUICE__ADMIN__PORT", "18999")],
+    );
+    assert_eq!(code, Some(64), "{out}");
+    assert!(
+        out.contains("admin.port") && out.contains("also server.port"),
+        "{out}"
+    );
 
     let (code, out) = run_sluice(&["--port", "99999"], &[]);
     assert_eq!(code, Some(64), "{out}");

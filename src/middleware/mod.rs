@@ -36,7 +36,8 @@ const MANAGEMENT_BODY_BYTES: usize = 1 << 20;
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// The application: every route with its middleware. `/metrics` is included unless it has its own port.
+/// The application: every route with its middleware. `/metrics` and the management API are included unless they
+/// have their own ports.
 pub fn app<B>(state: AppState, settings: &Settings, api_keys: ApiKeys) -> impl App<B>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
@@ -62,9 +63,11 @@ where
         ));
     }
     let mut routes = protected
-        .merge(api::admin_routes())
         .merge(api::health_routes())
         .merge(api::openapi_routes());
+    if settings.admin.port == 0 {
+        routes = routes.merge(api::admin_routes());
+    }
     if settings.server.metrics_port == 0 {
         routes = routes.merge(api::metrics_routes());
     }
@@ -94,6 +97,17 @@ impl<T, B> App<B> for T where
         + Send
         + 'static
 {
+}
+
+/// The management API alone, for `admin.port`: with the layers every route shares, and its small-body limit.
+pub fn admin_app<B>(state: AppState, settings: &Settings) -> impl App<B>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send + Sync,
+{
+    let routes = DefaultBodyLimit::max(MANAGEMENT_BODY_BYTES)
+        .layer(api::with_fallbacks(api::admin_routes()).with_state(state));
+    with_common_layers(routes, settings)
 }
 
 /// A router serving only `/metrics`, for `server.metrics_port`.

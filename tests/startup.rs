@@ -88,7 +88,13 @@ fn check_config_validates_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sluice.toml");
     let k8s = common::models_dir().join("../k8s/base/sluice.toml");
-    let (code, out) = run_sluice(&["--config", k8s.to_str().unwrap(), "--check-config"], &[]);
+    // The token file is the mounted Secret in a pod; a stand-in here, as in scripts/lint-deploy.sh.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "check-token\n").unwrap();
+    let (code, out) = run_sluice(
+        &["--config", k8s.to_str().unwrap(), "--check-config"],
+        &[("SLUICE__ADMIN__TOKEN_FILE", token.to_str().unwrap())],
+    );
     assert_eq!((code, out.trim()), (Some(0), "configuration OK"));
     std::fs::write(&file, "[models]\nrepositry = \"/models\"\n").unwrap();
     let (code, out) = run_sluice(&["--config", file.to_str().unwrap(), "--check-config"], &[]);

@@ -76,8 +76,9 @@ pub struct RoutingTable {
     sources: Mutex<Sources>,
     /// Versions of staged (not yet active) policies: pinned so they load before traffic is sent to them.
     pending: Mutex<BTreeMap<String, BTreeSet<u64>>>,
-    /// Error windows of variants under automatic rollback, by (model, variant).
-    windows: Mutex<HashMap<(String, String), ErrorWindow>>,
+    /// Error windows of variants under automatic rollback, by (model, variant, version): a variant pointed at another
+    /// version starts a new window.
+    windows: Mutex<HashMap<(String, String, u64), ErrorWindow>>,
     metrics: Arc<Metrics>,
 }
 
@@ -195,11 +196,20 @@ impl RoutingTable {
         let result = match staged {
             Staged::File { text, policies } => {
                 let first = policies.values().next().cloned().unwrap_or_default();
-                sources.file = policies;
+                // The file is the source of truth: a change to a model's section ends that model's management
+                // override (an automatic rollback included); models whose section is unchanged keep theirs.
+                let old = std::mem::replace(&mut sources.file, policies);
+                let changed: Vec<String> = old
+                    .keys()
+                    .chain(sources.file.keys())
+                    .filter(|m| old.get(*m) != sources.file.get(*m))
+                    .cloned()
+                    .collect();
+                for model in &changed {
+                    sources.overrides.remove(model);
+                }
                 sources.file_text = Some(text);
-                // The file is the source of truth: a change to it ends every management override.
-                sources.overrides.clear();
-                tracing::info!("routing file applied");
+                tracing::info!(changed = ?changed, "routing file applied");
                 first
             }
             Staged::Override { model, policy } => {
@@ -261,13 +271,24 @@ impl RoutingTable {
         let Some(rule) = &active.policy.auto_rollback else {
             return;
         };
+        let Some(version) = active
+            .policy
+            .variants
+            .iter()
+            .find(|v| v.name == variant)
+            .map(|v| v.version)
+        else {
+            return;
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let trip = {
             let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+            // Windows of versions a variant no longer serves are dropped as they are noticed.
+            windows.retain(|(m, v, n), _| m != model || v != variant || *n == version);
             let window = windows
-                .entry((model.to_owned(), variant.to_owned()))
+                .entry((model.to_owned(), variant.to_owned(), version))
                 .or_default();
             window.add(now, rule.window_seconds, ok);
             let (requests, errors) = window.totals();
@@ -494,16 +515,29 @@ shadow = { version = 3, sample_rate = 0.5 }
         let back = table.change("iris", RoutingChange::Rollback).unwrap();
         assert!(back.variants.is_empty() && back.shadow.is_none());
 
+        // An edit to another model's section leaves this model's override alone.
         std::fs::write(
             dir.path().join("routing.toml"),
-            format!("{FILE}\n# edited\n"),
+            format!("{FILE}\n[digits]\nstable = 1\n"),
         )
         .unwrap();
         assert!(table.reload_file().unwrap());
         let active = table.get("iris").unwrap();
         assert_eq!(
             (active.source, active.policy.variants.len()),
-            (Source::File, 1)
+            (Source::Management, 0)
+        );
+        // An edit to its own section ends it.
+        std::fs::write(
+            dir.path().join("routing.toml"),
+            format!("{}\n[digits]\nstable = 1\n", FILE.replace("10.0", "15.0")),
+        )
+        .unwrap();
+        assert!(table.reload_file().unwrap());
+        let active = table.get("iris").unwrap();
+        assert_eq!(
+            (active.source, active.policy.variants[0].weight),
+            (Source::File, 15.0)
         );
     }
 
@@ -532,6 +566,41 @@ shadow = { version = 3, sample_rate = 0.5 }
             table.record("iris", "canary", true);
         }
         assert_eq!(table.get("iris").unwrap().policy.variants[0].weight, 0.0);
+    }
+
+    #[test]
+    fn a_variant_pointed_at_another_version_starts_a_new_error_window() {
+        let (_dir, table) = table_with(FILE);
+        table.reload_file().unwrap();
+        let mut policy = table.get("iris").unwrap().policy.clone();
+        policy.auto_rollback = Some(AutoRollback {
+            max_error_rate: 0.5,
+            window_seconds: 600,
+            min_requests: 10,
+        });
+        table
+            .change("iris", RoutingChange::Replace(policy.clone()))
+            .unwrap();
+        // Version 2 served well under the name `canary`.
+        for _ in 0..30 {
+            table.record("iris", "canary", true);
+        }
+        policy.variants[0].version = 3;
+        table
+            .change("iris", RoutingChange::Replace(policy))
+            .unwrap();
+        // Version 3 fails: its errors are not diluted by version 2's successes.
+        for _ in 0..10 {
+            table.record("iris", "canary", false);
+        }
+        let active = table.get("iris").unwrap();
+        assert_eq!(
+            (
+                active.policy.variants[0].version,
+                active.policy.variants[0].weight
+            ),
+            (3, 0.0)
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ open(f"{sys.argv[2]}/sluice.toml", "w").write(config["data"]["sluice.toml"])
 PY
   "$venv/bin/python" scripts/k8s-inspect.py "$tmp/rendered.yaml" || { echo "k8s/$overlay: fleet checks failed" >&2; exit 1; }
   promtool check rules "$tmp/rules.yml"
+  cp deploy/alert-tests.yml "$tmp/alert-tests.yml"
+  promtool test rules "$tmp/alert-tests.yml"
   target/debug/sluice check models --routing "$tmp/routing.toml" > "$tmp/check.log" || { cat "$tmp/check.log"; exit 1; }
   # The configuration the overlay ships, as sluice itself reads it: a bad key or value fails here, not in the pods.
   # The admin token file is a mounted Secret in the pod; a stand-in here.

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# sluice: build with the Rust toolchain (profile-guided), then run on a slim Debian with only the binary, ONNX Runtime
-# and CA certs.
+# sluice: build with the Rust toolchain (profile-guided), then run on a slim Debian with only the stripped binary and
+# ONNX Runtime. No CA certificates: sluice makes no outbound TLS connections (webhooks and the payload-log sink are
+# plain http:// URLs).
 #   docker build -t sluice:0.1.0 .
 #   docker run -p 8000:8000 -v "$PWD/models:/models:ro" sluice:0.1.0
 
@@ -35,7 +36,15 @@ COPY benches ./benches
 COPY models ./models
 COPY scripts/build-release.sh scripts/debian-install.sh scripts/pgo-train.lua ./scripts/
 COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /ort/
-RUN ORT_DYLIB_PATH=/ort/libonnxruntime.so.${ORT_VERSION} scripts/build-release.sh
+# Crates and compiled dependencies live in BuildKit cache mounts: a change in src/ or models/ rebuilds sluice, not
+# its dependencies, and fetches no crate again. The binary leaves the cache stripped, its debug info beside it
+# (/out/sluice.debug, for `docker build --target build` and a profiler; linked by .gnu_debuglink).
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    ORT_DYLIB_PATH=/ort/libonnxruntime.so.${ORT_VERSION} scripts/build-release.sh \
+    && mkdir -p /out \
+    && llvm-objcopy-22 --only-keep-debug target/pgo/sluice /out/sluice.debug \
+    && llvm-objcopy-22 --strip-debug --strip-unneeded --add-gnu-debuglink=/out/sluice.debug target/pgo/sluice /out/sluice
 
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG ORT_VERSION=1.32.0
@@ -44,17 +53,17 @@ LABEL org.opencontainers.image.title="sluice" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/sluice/sluice"
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates=20230311* \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sluice \
-    && mkdir -p /models
-COPY --from=build /src/target/pgo/sluice /usr/local/bin/sluice
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sluice \
+    && mkdir -p /models /var/lib/sluice/payloads \
+    && chown 10001:10001 /var/lib/sluice/payloads
+COPY --from=build /out/sluice /usr/local/bin/sluice
 COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION}
 ENV ORT_DYLIB_PATH=/usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION} \
     SLUICE__MODELS__REPOSITORY=/models \
-    SLUICE__LOG__FORMAT=json
+    SLUICE__LOG__FORMAT=json \
+    SLUICE__PAYLOAD_LOG__PATH=/var/lib/sluice/payloads/sluice.jsonl
 USER 10001
 EXPOSE 8000
-VOLUME ["/models"]
+# Models in; prediction logs out (when payload_log.sink = "file").
+VOLUME ["/models", "/var/lib/sluice/payloads"]
 ENTRYPOINT ["/usr/local/bin/sluice"]

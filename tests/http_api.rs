@@ -418,6 +418,29 @@ fn element_kinds_are_checked_per_datatype() {
 }
 
 #[test]
+fn bytes_elements_with_nul_bytes_round_trip() {
+    let (_repo, server) = server();
+    let text = std::fs::read_to_string(common::fixtures_dir().join("reference.json")).unwrap();
+    let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let echo = cases.iter().find(|c| c["model"] == "echo").unwrap();
+    let elements = json!(["he\u{0}llo", "\u{0}\u{1}\u{2}\u{3}", ""]);
+    let mut inputs = echo["inputs"].clone();
+    for i in inputs.as_array_mut().unwrap() {
+        if i["name"] == "in_bytes" {
+            i["data"] = elements.clone();
+        }
+    }
+    let (status, reply) = post_json(
+        &server,
+        "/v2/models/echo/infer",
+        &json!({"inputs": inputs, "outputs": [{"name": "out_bytes"}]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["outputs"][0]["data"], elements);
+    assert_eq!(reply["outputs"][0]["data"][0].as_str().unwrap().len(), 6);
+}
+
+#[test]
 fn malformed_bodies_and_unknown_targets() {
     let (_repo, server) = server();
     for body in ["{", "", "[1,2]", "not json"] {

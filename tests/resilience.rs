@@ -551,7 +551,8 @@ fn cors_and_response_compression() {
         "https://app.example.com"
     );
 
-    // Compression where it pays: a small answer is sent as it is, a large one gzipped, both with Vary.
+    // Compression where it pays: a small answer is sent as it is, a large one gzipped, both with Vary; metadata,
+    // index and error bodies never (Triton's async client reads them as they come).
     let raw = reqwest::blocking::Client::builder()
         .no_gzip()
         .build()
@@ -582,6 +583,20 @@ fn cors_and_response_compression() {
     let reply: Value = serde_json::from_str(&text).unwrap();
     assert!(text.len() > 2048, "{}", text.len());
     assert_eq!(reply["outputs"][0]["shape"][0], rows);
+    let long_name = "x".repeat(4000);
+    for response in [
+        raw.get(plain.url("/openapi.json")),
+        raw.get(plain.url(&format!("/v2/models/{long_name}"))),
+        raw.post(plain.url(&format!("/v2/models/{long_name}/infer")))
+            .json(&body),
+    ] {
+        let response = response
+            .header("accept-encoding", "gzip, deflate, br")
+            .send()
+            .unwrap();
+        assert_eq!(response.headers().get("content-encoding"), None);
+        assert!(response.content_length().unwrap() > 2048, "{response:?}");
+    }
     let response = raw
         .get(plain.url("/metrics"))
         .header("accept-encoding", "deflate")

@@ -5,12 +5,12 @@
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
 use super::openapi;
-use super::{ApiError, AppState, V2Path};
+use super::{ApiError, AppState, Compressible, V2Path};
 use crate::inference::InferCall;
 use crate::model::Signature;
 use crate::tensor::Tensor;
@@ -45,7 +45,7 @@ pub async fn predict(
     State(state): State<AppState>,
     V2Path(target): V2Path<String>,
     request: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(Extension<Compressible>, Json<Value>), ApiError> {
     let Some(model) = target.strip_suffix(":predict") else {
         return Err(ApiError::RouteNotFound(format!("/v1/models/{target}")));
     };
@@ -67,8 +67,9 @@ pub async fn predict(
     let mut call = InferCall::new(model.to_owned(), None, headers, Bytes::from(v2.to_string()));
     call.memory = memory;
     let done = state.pipeline.clone().oneshot(call).await?;
-    Ok(Json(
-        json!({ "predictions": predictions(&done.outputs, instances.len()) }),
+    Ok((
+        Extension(Compressible),
+        Json(json!({ "predictions": predictions(&done.outputs, instances.len()) })),
     ))
 }
 

@@ -1,7 +1,10 @@
-//! Response compression where it pays: gzip or deflate at the fastest level, for clients that ask, on responses of
-//! at least `server.compress_min_bytes` that are not dense already.
+//! Response compression where it pays: gzip or deflate at the fastest level, for clients that ask, on inference
+//! results (and `/metrics`) of at least `server.compress_min_bytes` that are not dense already.
 //!
-//! The decision is made on the response: its size (every response sluice builds has an exact length), its
+//! As in Triton, only inference results are compressed (the handlers mark them, and the metrics exposition, with
+//! [`Compressible`]): metadata, health, index and error bodies go as they are, because Triton's async client turns
+//! automatic decompression off and inflates only inference responses. The decision is made on the response: its
+//! mark, its size (every response sluice builds has an exact length), its
 //! `Content-Type` (binary tensors, images and gRPC are left alone) and whether it is encoded already. A response that
 //! is not compressed keeps its own body, with no wrapper and no compressor state, so a one-row answer to a client
 //! that sends `Accept-Encoding: gzip` (Python `requests`, `httpx`, Go) costs what it costs one that does not. A
@@ -25,6 +28,8 @@ use futures_util::TryStreamExt;
 use http_body::Body as HttpBody;
 use tokio_util::io::{ReaderStream, StreamReader};
 use tower::{Layer, Service};
+
+use crate::api::Compressible;
 
 /// Compresses responses for clients that ask; see the module documentation.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +120,7 @@ where
     }
 }
 
-/// The response, compressed with `coding` when it is worth it, with `Vary: accept-encoding`.
+/// The response, compressed with `coding` when it is marked compressible and worth it, with `Vary: accept-encoding`.
 fn finish<B>(response: Response<B>, coding: Option<Coding>, min_bytes: usize) -> Response
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
@@ -127,7 +132,10 @@ where
             .headers
             .insert(VARY, HeaderValue::from_static("accept-encoding"));
     }
-    let coding = coding.filter(|_| worth_compressing(&parts.headers, &body, min_bytes));
+    let coding = coding.filter(|_| {
+        parts.extensions.get::<Compressible>().is_some()
+            && worth_compressing(&parts.headers, &body, min_bytes)
+    });
     let Some(coding) = coding else {
         return Response::from_parts(parts, Body::new(body));
     };
@@ -204,25 +212,29 @@ fn preferred_coding(headers: &HeaderMap) -> Option<Coding> {
 #[cfg(test)]
 mod tests {
     use axum::routing::get;
-    use axum::Router;
+    use axum::{Extension, Router};
 
     use super::*;
 
     fn app() -> Compress<Router> {
         let text = "sluice ".repeat(200);
+        let metadata = text.clone();
+        let json = [("content-type", "application/json")];
         let router = Router::new()
             .route(
                 "/",
-                get(move || async move { ([("content-type", "application/json")], text) }),
+                get(move || async move { (Extension(Compressible), json, text) }),
             )
+            .route("/metadata", get(move || async move { (json, metadata) }))
             .route(
                 "/small",
-                get(|| async { ([("content-type", "application/json")], "{\"a\": 1}") }),
+                get(move || async move { (Extension(Compressible), json, "{\"a\": 1}") }),
             )
             .route(
                 "/binary",
                 get(|| async {
                     (
+                        Extension(Compressible),
                         [("content-type", "application/octet-stream")],
                         vec![7u8; 4096],
                     )
@@ -250,7 +262,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn clients_that_ask_get_large_text_compressed_and_everything_gets_vary() {
+    async fn clients_that_ask_get_large_results_compressed_and_everything_gets_vary() {
         let (plain, bytes) = get_with("/", None).await;
         assert_eq!(plain.headers().get(CONTENT_ENCODING), None);
         assert_eq!(plain.headers()[VARY], "accept-encoding");
@@ -270,9 +282,11 @@ mod tests {
             assert_eq!(inflate(coding, &compressed), "sluice ".repeat(200));
         }
 
-        // Asking for nothing it can do, a small answer, a dense one: plain bytes.
+        // Asking for nothing it can do, a large body that is no inference result, a small answer, a dense one:
+        // plain bytes.
         for (path, accept) in [
             ("/", "br;q=1, gzip;q=0, *;q=0"),
+            ("/metadata", "gzip, deflate, br"),
             ("/small", "gzip"),
             ("/binary", "gzip"),
         ] {

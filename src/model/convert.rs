@@ -1,7 +1,9 @@
 //! Conversions between sluice [`Tensor`]s and ONNX Runtime values. Primitive buffers are handed over without a copy.
 
+use ort::memory::Allocator;
 use ort::session::SessionInputValue;
-use ort::value::{DynValue, Tensor as OrtTensor, ValueType};
+use ort::value::{DynTensor, DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+use ort::AsPointer;
 
 use super::InferError;
 use crate::model::signature::datatype_of;
@@ -27,11 +29,42 @@ pub fn to_input(tensor: Tensor) -> Result<(String, SessionInputValue<'static>), 
         TensorData::Fp16(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
         TensorData::Fp32(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
         TensorData::Fp64(v) => OrtTensor::from_array((shape, v)).map_err(err)?.into_dyn(),
-        TensorData::Bytes(v) => OrtTensor::from_string_array((shape, &v[..]))
-            .map_err(err)?
-            .into_dyn(),
+        TensorData::Bytes(v) => string_tensor(shape, &v).map_err(err)?,
     };
     Ok((name, SessionInputValue::from(value)))
+}
+
+/// A string tensor holding `elements` byte for byte. Each element is written into a buffer of its exact length
+/// (`GetResizedStringTensorElementBuffer`), so an element may hold NUL bytes: ort's `from_string_array` goes through
+/// C strings and refuses them.
+#[allow(unsafe_code)]
+fn string_tensor(shape: Vec<usize>, elements: &[String]) -> ort::Result<DynValue> {
+    if shape.iter().product::<usize>() != elements.len() {
+        return Err(ort::Error::new(format!(
+            "{} BYTES elements do not fill shape {shape:?}",
+            elements.len()
+        )));
+    }
+    let mut tensor = DynTensor::new(&Allocator::default(), TensorElementType::String, shape)?;
+    let fill = ort::api().GetResizedStringTensorElementBuffer;
+    for (index, element) in elements.iter().enumerate() {
+        let mut buffer: *mut std::ffi::c_char = std::ptr::null_mut();
+        // SAFETY: `tensor` is a live string tensor of `elements.len()` elements (its shape's product, checked by
+        // checked above), so `index` is in range; ONNX Runtime resizes that element to `element.len()` bytes and
+        // returns its buffer, which stays valid until the element is resized again and is written exactly once here.
+        unsafe {
+            ort::Error::result_from_status(fill(
+                tensor.ptr_mut(),
+                index,
+                element.len(),
+                &mut buffer,
+            ))?;
+            if !element.is_empty() {
+                std::ptr::copy_nonoverlapping(element.as_ptr(), buffer.cast::<u8>(), element.len());
+            }
+        }
+    }
+    Ok(tensor.into_dyn())
 }
 
 /// Copies an ONNX Runtime output into a tensor, taking the shape from the actual value.

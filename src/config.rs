@@ -120,6 +120,22 @@ pub struct AdminSettings {
     pub token: String,
     pub token_file: PathBuf,
     pub port: u16,
+    /// The address of the `admin.port` listener; empty: `server.host`.
+    pub host: String,
+    /// `false` opens the management API on `admin.port` without a token, for trusted tooling (Triton's) that sends
+    /// none; refused unless `admin.port` is set, so the inference port never serves it open.
+    pub require_token: bool,
+}
+
+/// Who may call the management API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// No token configured: the API answers 403.
+    Disabled,
+    /// Callers present this bearer token.
+    Token(String),
+    /// Open, on `admin.port` only (`admin.require_token = false`).
+    Open,
 }
 
 impl std::fmt::Debug for AdminSettings {
@@ -136,6 +152,8 @@ impl std::fmt::Debug for AdminSettings {
             )
             .field("token_file", &self.token_file)
             .field("port", &self.port)
+            .field("host", &self.host)
+            .field("require_token", &self.require_token)
             .finish()
     }
 }
@@ -349,9 +367,38 @@ impl Settings {
         Ok(())
     }
 
-    /// The management API's bearer token: `admin.token`, else the contents of `admin.token_file`, else `None`
-    /// (the API is disabled).
-    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+    /// Who may call the management API: open (`admin.require_token = false`, on `admin.port` only), else the
+    /// bearer token `admin.token` or the contents of `admin.token_file`, else nobody (the API is disabled).
+    pub fn admin_access(&self) -> Result<AdminAccess, ConfigError> {
+        let has_token =
+            !self.admin.token.is_empty() || !self.admin.token_file.as_os_str().is_empty();
+        if !self.admin.require_token {
+            if self.admin.port == 0 {
+                return Err(ConfigError::InvalidValue {
+                    key: "admin.require_token",
+                    message: "is false while admin.port is 0: the management API would be open on the inference \
+                              port; give it a port of its own (admin.port, outside the Service) to open it"
+                        .into(),
+                });
+            }
+            if has_token {
+                return Err(ConfigError::InvalidValue {
+                    key: "admin.require_token",
+                    message: "is false while admin.token or admin.token_file is set; keep the token (and \
+                              require_token = true) or remove it"
+                        .into(),
+                });
+            }
+            return Ok(AdminAccess::Open);
+        }
+        Ok(match self.admin_token()? {
+            Some(token) => AdminAccess::Token(token),
+            None => AdminAccess::Disabled,
+        })
+    }
+
+    /// The management API's bearer token: `admin.token`, else the contents of `admin.token_file`, else `None`.
+    fn admin_token(&self) -> Result<Option<String>, ConfigError> {
         if !self.admin.token.is_empty() {
             return Ok(Some(self.admin.token.clone()));
         }

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         port: cli.port,
         onnxruntime: cli.onnxruntime,
     };
-    let settings = match Settings::load(&overrides).and_then(|s| s.admin_token().map(|_| s)) {
+    let settings = match Settings::load(&overrides).and_then(|s| s.admin_access().map(|_| s)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use std::future::Future;
 
 use crate::api::{AppState, Shared};
-use crate::config::Settings;
+use crate::config::{AdminAccess, Settings};
 use crate::idle;
 use crate::inference::{self, InferenceService};
 use crate::memory::{self, MemoryBudget};
@@ -124,8 +124,12 @@ impl Server {
             tokio::spawn(async move { axum::serve(listener, metrics_app).await });
         }
         if settings.admin.port != 0 {
-            let listener =
-                bind_side(&settings.server.host, settings.admin.port, "management API").await?;
+            let host = if settings.admin.host.is_empty() {
+                &settings.server.host
+            } else {
+                &settings.admin.host
+            };
+            let listener = bind_side(host, settings.admin.port, "management API").await?;
             let admin_app =
                 crate::middleware::admin_app::<axum::body::Body>(state.clone(), &settings);
             let make = axum::ServiceExt::<axum::extract::Request>::into_make_service(admin_app);
@@ -473,9 +477,20 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         drift_window: settings.monitoring.drift_window,
         metrics: Some(Arc::clone(&metrics)),
     });
-    let admin_token = settings
-        .admin_token()
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    let admin = match settings
+        .admin_access()
+        .map_err(|e| StartError::Config(e.to_string()))?
+    {
+        AdminAccess::Disabled => crate::api::AdminAccess::Disabled,
+        AdminAccess::Token(token) => crate::api::AdminAccess::Token(Arc::from(token)),
+        AdminAccess::Open => {
+            tracing::warn!(
+                port = settings.admin.port,
+                "the management API needs no token on admin.port (admin.require_token = false)"
+            );
+            crate::api::AdminAccess::Open
+        }
+    };
     Ok(AppState::new(Shared {
         registry,
         metrics,
@@ -483,7 +498,7 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         routing,
         mirror,
         manager: Arc::new(manager),
-        admin_token: admin_token.map(Arc::from),
+        admin,
         max_body_bytes: settings.server.max_body_bytes,
         memory: budget,
         memory_wait: Duration::from_millis(settings.limits.memory_wait_ms),

@@ -96,14 +96,17 @@ fn model_readiness_and_unknown_models() {
     let (status, body) = get_json(&server, "/v2/models/nope/ready");
     assert_eq!(
         (status, body),
-        (404, json!({"error": "model 'nope' not found"}))
+        (
+            404,
+            json!({"error": "Request for unknown model: 'nope' is not found"})
+        )
     );
     let (status, body) = get_json(&server, "/v2/models/iris/versions/7/ready");
     assert_eq!(
         (status, body),
         (
             404,
-            json!({"error": "model 'iris' has no version '7'; versions: 1, 2, 3"})
+            json!({"error": "Request for unknown model: 'iris' version 7 is not found; versions: 1, 2, 3"})
         )
     );
     let (status, body) = get_json(&server, "/v2/models/iris/versions/x/ready");
@@ -462,7 +465,10 @@ fn malformed_bodies_and_unknown_targets() {
     let row = iris_request(json!([1, 2, 3, 4]), json!([1, 4]));
     assert_eq!(
         post_json(&server, "/v2/models/nope/infer", &row),
-        (404, json!({"error": "model 'nope' not found"}))
+        (
+            404,
+            json!({"error": "Request for unknown model: 'nope' is not found"})
+        )
     );
     assert_eq!(
         post_json(&server, "/v2/models/iris/versions/9/infer", &row).0,

@@ -367,13 +367,21 @@ fn management_api_index_load_unload_and_errors() {
     let (status, body) = admin(&server, "/v2/repository/models/broken/load", json!({}));
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("did not load"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to load 'broken': "),
         "{body}"
     );
-    assert_eq!(
-        admin(&server, "/v2/repository/models/nope/load", json!({})).0,
-        404
+    let (status, body) = admin(&server, "/v2/repository/models/nope/load", json!({}));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to load 'nope': "),
+        "{body}"
     );
+    assert_eq!(status, 404);
     assert_eq!(
         admin(&server, "/v2/repository/models/nope/unload", json!({})).0,
         404

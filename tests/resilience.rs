@@ -722,4 +722,24 @@ fn the_management_api_can_have_its_own_port() {
         .logs()
         .iter()
         .any(|l| l.contains("management API listening")));
+    drop(server);
+
+    // Opened for trusted tooling that sends no token (Triton's): on its own loopback listener only.
+    let open = TestServer::start_with(
+        repo.path(),
+        &[],
+        &[
+            ("SLUICE__ADMIN__PORT", &port.to_string()),
+            ("SLUICE__ADMIN__HOST", "127.0.0.1"),
+            ("SLUICE__ADMIN__REQUIRE_TOKEN", "false"),
+        ],
+    );
+    let (status, reply) = index(&side, None);
+    assert_eq!(status, 200, "{reply}");
+    let (status, _) = index(&open.base, None);
+    assert_eq!(status, 404);
+    assert!(open
+        .logs()
+        .iter()
+        .any(|l| l.contains("needs no token on admin.port")));
 }

@@ -71,6 +71,26 @@ fn invalid_configuration_values_exit_64_naming_the_key() {
         out.contains("admin.port") && out.contains("also server.port"),
         "{out}"
     );
+    // The management API open without a token: only on a port of its own, and not beside a token.
+    for (env, needle) in [
+        (vec![], "open on the inference port"),
+        (
+            vec![
+                ("SLUICE__ADMIN__PORT", "18998"),
+                ("SLUICE__ADMIN__TOKEN", "t"),
+            ],
+            "admin.token or admin.token_file is set",
+        ),
+    ] {
+        let mut env = env;
+        env.push(("SLUICE__ADMIN__REQUIRE_TOKEN", "false"));
+        let (code, out) = run_sluice(&["--models", &models_arg(), "--port", "18999"], &env);
+        assert_eq!(code, Some(64), "{out}");
+        assert!(
+            out.contains("admin.require_token") && out.contains(needle),
+            "{out}"
+        );
+    }
 
     let (code, out) = run_sluice(&["--port", "99999"], &[]);
     assert_eq!(code, Some(64), "{out}");

@@ -77,7 +77,9 @@ impl ApiError {
             ApiError::Memory(m) => memory_status(m),
             ApiError::Path(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Manage(e) => match e {
-                ManageError::UnknownModel(_) => StatusCode::NOT_FOUND,
+                ManageError::UnknownModel(_) | ManageError::NotInRepository(_) => {
+                    StatusCode::NOT_FOUND
+                }
                 ManageError::LoadFailed { .. } | ManageError::VersionNotLoaded { .. } => {
                     StatusCode::BAD_REQUEST
                 }

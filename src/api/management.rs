@@ -1,5 +1,6 @@
 //! The management API (Triton/MLServer compatible): repository index, load, unload, and our default-version call.
-//! Every route needs the admin bearer token; with no token configured the API is disabled (403), never open.
+//! Every route needs the admin bearer token; with no token configured the API is disabled (403). It is open only on
+//! its own port, when the operator says so (`admin.require_token = false`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
@@ -10,7 +11,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::openapi;
-use super::{ApiError, AppState, V2Path};
+use super::{AdminAccess, ApiError, AppState, V2Path};
 use crate::registry::IndexEntry;
 
 /// Proof that the request carried the admin token.
@@ -20,8 +21,10 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
-        let Some(expected) = &state.admin_token else {
-            return Err(ApiError::ManagementDisabled);
+        let expected = match &state.admin {
+            AdminAccess::Disabled => return Err(ApiError::ManagementDisabled),
+            AdminAccess::Open => return Ok(Admin),
+            AdminAccess::Token(token) => token,
         };
         let given = super::bearer_token(&parts.headers).unwrap_or("");
         // Constant-time: how much of a guess matches must not show in the response time.

@@ -57,8 +57,8 @@ pub struct Shared {
     pub routing: Arc<RoutingTable>,
     pub mirror: ShadowMirror,
     pub manager: Arc<RepositoryManager>,
-    /// The management API's bearer token; `None` disables the API.
-    pub admin_token: Option<Arc<str>>,
+    /// Who may call the management API.
+    pub admin: AdminAccess,
     /// The largest request body the inference handlers read, counted after decompression (`server.max_body_bytes`).
     pub max_body_bytes: usize,
     /// The byte budget requests reserve their memory from.
@@ -72,6 +72,17 @@ pub struct Shared {
 /// nothing else), so metadata, health, index and error bodies are never compressed.
 #[derive(Debug, Clone, Copy)]
 pub struct Compressible;
+
+/// Who may call the management API.
+#[derive(Debug, Clone)]
+pub enum AdminAccess {
+    /// Nobody: 403.
+    Disabled,
+    /// Callers that present this bearer token.
+    Token(Arc<str>),
+    /// Anyone who reaches it: only ever on `admin.port` (the configuration refuses it otherwise).
+    Open,
+}
 
 /// `axum::extract::Path` whose rejection is an [`ApiError`] (so a bad path gets a V2 error body too).
 #[derive(FromRequestParts)]

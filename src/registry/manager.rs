@@ -29,9 +29,13 @@ use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManageError {
-    #[error("model '{0}' is not in the repository")]
+    // Worded as Triton words them: its clients and scripts match on "Request for unknown model" and "failed to
+    // load".
+    #[error("Request for unknown model: '{0}' is not found")]
     UnknownModel(String),
-    #[error("model '{model}' did not load: {reason}")]
+    #[error("failed to load '{0}': there is no such model in the repository")]
+    NotInRepository(String),
+    #[error("failed to load '{model}': {reason}")]
     LoadFailed { model: String, reason: String },
     #[error("model '{model}' version {version} is not loaded, so it cannot be the default")]
     VersionNotLoaded { model: String, version: u64 },
@@ -186,7 +190,7 @@ impl RepositoryManager {
             .await
             .map_err(|e| ManageError::Repository(e.to_string()))??;
         if !on_disk.iter().any(|d| d.name == model) {
-            return Err(ManageError::UnknownModel(model.to_owned()));
+            return Err(ManageError::NotInRepository(model.to_owned()));
         }
         state.unloaded.remove(model);
         state.failed.retain(|(m, _), _| m != model);
@@ -202,7 +206,7 @@ impl RepositoryManager {
                 model: model.to_owned(),
                 reason: entry.failure_summary(),
             }),
-            None => Err(ManageError::UnknownModel(model.to_owned())),
+            None => Err(ManageError::NotInRepository(model.to_owned())),
         }
     }
 

@@ -79,9 +79,10 @@ impl ModelEntry {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RegistryError {
-    #[error("model '{model}' not found")]
+    // Worded as Triton words it: its clients and scripts match on "Request for unknown model".
+    #[error("Request for unknown model: '{model}' is not found")]
     ModelNotFound { model: String },
-    #[error("model '{model}' has no version '{version}'; versions: {available}")]
+    #[error("Request for unknown model: '{model}' version {version} is not found; versions: {available}")]
     VersionNotFound {
         model: String,
         version: String,

@@ -76,7 +76,7 @@ def test_triton_sees_v2_error_messages(server):
     inp.set_data_from_numpy(np.zeros((1, 3), np.float32), binary_data=False)
     with pytest.raises(InferenceServerException, match="dimension 1 must be 4"):
         client.infer("iris", [inp])
-    with pytest.raises(InferenceServerException, match="model 'nope' not found"):
+    with pytest.raises(InferenceServerException, match="Request for unknown model: 'nope' is not found"):
         client.get_model_metadata("nope")
 
 

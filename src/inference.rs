@@ -24,6 +24,7 @@ use tower::{Service, ServiceBuilder};
 use crate::config::Limits;
 use crate::memory::{MemoryError, Reservation};
 use crate::metrics::{Metrics, Outcome, VersionSeries};
+use crate::model::stats::RequestPhases;
 use crate::model::{InferError, ModelVersion};
 use crate::monitoring::payload::{PayloadLog, PayloadLogLayer, PayloadLogging};
 use crate::registry::{Registry, RegistryError};
@@ -225,9 +226,26 @@ impl InferenceService {
             Ok(ran) => ran.finished,
             Err(_) => Instant::now(),
         };
-        let seconds = finished.duration_since(started).as_secs_f64();
-        self.metrics
-            .observe_request(&call.model, series, &call.variant, outcome, seconds);
+        let took = finished.duration_since(started);
+        self.metrics.observe_request(
+            &call.model,
+            series,
+            &call.variant,
+            outcome,
+            took.as_secs_f64(),
+        );
+        match &result {
+            Ok(ran) => {
+                let running = finished.duration_since(ran.run_started);
+                target.stats.success(RequestPhases {
+                    input: ran.run_started.duration_since(started),
+                    queue: ran.queued,
+                    infer: running.saturating_sub(ran.queued),
+                    total: took,
+                });
+            }
+            Err(_) => target.stats.failure(took),
+        }
         let ran = result.map_err(|e| InferenceError::Served {
             version: target.version,
             variant: call.variant.clone(),
@@ -293,13 +311,13 @@ impl InferenceService {
         if let Some(drift) = &target.drift {
             drift.observe(&request.inputs);
         }
-        let started = Instant::now();
+        let run_started = Instant::now();
         let result = target.infer_timed(request.inputs, outputs, memory).await;
         let finished = match &result {
             Ok((_, timing)) => timing.finished,
             Err(_) => Instant::now(),
         };
-        series.observe_inference(finished.duration_since(started).as_secs_f64());
+        series.observe_inference(finished.duration_since(run_started).as_secs_f64());
         let (outputs, timing) = result?;
         series.observe_queue(timing.queued.as_secs_f64());
         // While the outputs were copied out of ONNX Runtime, its buffers and the inputs it was given were held too.
@@ -311,6 +329,8 @@ impl InferenceService {
             outputs,
             captured_inputs: captured,
             binary_outputs: request.binary_outputs,
+            run_started,
+            queued: timing.queued,
             finished,
             held,
             body_len,
@@ -348,7 +368,9 @@ struct Ran {
     outputs: Vec<Tensor>,
     captured_inputs: Option<Vec<Tensor>>,
     binary_outputs: BinaryOutputs,
-    /// When the run ended.
+    /// When the run was asked for (decoding and validation ended), how long it waited, and when it ended.
+    run_started: Instant,
+    queued: Duration,
     finished: Instant,
     held: usize,
     body_len: usize,

@@ -73,6 +73,17 @@ fn batched_results_equal_unbatched_results() {
     );
     assert_eq!(rows, 48.0);
     assert!(runs < 48.0, "requests were merged");
+    // The statistics extension: 48 inferences in fewer executions, each batch size's runs counted.
+    let (_, reply) = common::get_json(&server, "/v2/models/batched/stats");
+    let stats = &reply["model_stats"][0];
+    assert_eq!(stats["inference_count"], 48);
+    assert_eq!(stats["execution_count"], runs as u64);
+    let batches = stats["batch_stats"].as_array().unwrap();
+    let rows_run: u64 = batches
+        .iter()
+        .map(|b| b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows_run, 48, "{batches:?}");
 
     let (status, reply) = common::get_json(&server, "/v2/models/misdeclared/ready");
     assert_eq!(status, 503);

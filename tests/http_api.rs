@@ -444,6 +444,84 @@ fn bytes_elements_with_nul_bytes_round_trip() {
 }
 
 #[test]
+fn statistics_count_each_versions_requests_in_tritons_shape() {
+    let (_repo, server) = server();
+    let row = iris_request(json!([5.1, 3.5, 1.4, 0.2]), json!([1, 4]));
+    for _ in 0..3 {
+        let (status, _) = post_json(&server, "/v2/models/iris/versions/2/infer", &row);
+        assert_eq!(status, 200);
+    }
+    let bad = iris_request(json!([5.1, 3.5, 1.4]), json!([1, 3]));
+    let (status, _) = post_json(&server, "/v2/models/iris/versions/2/infer", &bad);
+    assert_eq!(status, 400);
+
+    let (status, reply) = get_json(&server, "/v2/models/iris/versions/2/stats");
+    assert_eq!(status, 200, "{reply}");
+    let stats = &reply["model_stats"].as_array().unwrap()[0];
+    assert_eq!(
+        (&stats["name"], &stats["version"]),
+        (&json!("iris"), &json!("2"))
+    );
+    assert_eq!(stats["inference_count"], 3);
+    assert_eq!(stats["execution_count"], 3);
+    assert!(stats["last_inference"].as_u64().unwrap() > 1_700_000_000_000);
+    let phases = &stats["inference_stats"];
+    for phase in [
+        "success",
+        "queue",
+        "compute_input",
+        "compute_infer",
+        "compute_output",
+    ] {
+        assert_eq!(phases[phase]["count"], 3, "{phase}: {phases}");
+    }
+    assert_eq!(phases["fail"]["count"], 1);
+    let ns = |phase: &str| phases[phase]["ns"].as_u64().unwrap();
+    assert!(ns("compute_infer") > 0 && ns("compute_input") > 0 && ns("compute_output") > 0);
+    assert!(
+        ns("success") >= ns("compute_input") + ns("compute_infer") + ns("compute_output"),
+        "{phases}"
+    );
+    assert_eq!(phases["cache_hit"], json!({"count": 0, "ns": 0}));
+    assert_eq!(stats["batch_stats"], json!([]));
+
+    // Every loaded version of the model, of every model; unknown names as Triton words them.
+    let (_, reply) = get_json(&server, "/v2/models/iris/stats");
+    let versions: Vec<&str> = reply["model_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1", "2", "3"]);
+    assert_eq!(reply["model_stats"][0]["inference_count"], 0);
+    let (_, reply) = get_json(&server, "/v2/models/stats");
+    let names: std::collections::BTreeSet<&str> = reply["model_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains("iris") && names.contains("echo"),
+        "{names:?}"
+    );
+    let (status, reply) = get_json(&server, "/v2/models/nope/stats");
+    assert_eq!(status, 404);
+    assert_eq!(
+        reply["error"],
+        "Request for unknown model: 'nope' is not found"
+    );
+    let (status, _) = get_json(&server, "/v2/models/iris/versions/9/stats");
+    assert_eq!(status, 404);
+    let (_, meta) = get_json(&server, "/v2");
+    assert!(meta["extensions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("statistics")));
+}
+
+#[test]
 fn malformed_bodies_and_unknown_targets() {
     let (_repo, server) = server();
     for body in ["{", "", "[1,2]", "not json"] {
@@ -731,12 +809,15 @@ fn openapi_documents_every_endpoint() {
         "/v2/models/{model}/drift",
         "/v2/models/{model}/card",
         "/v2/models/{model}/versions/{version}/card",
+        "/v2/models/stats",
+        "/v2/models/{model}/stats",
+        "/v2/models/{model}/versions/{version}/stats",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
     assert_eq!(
         paths.len(),
-        24,
+        27,
         "a documented path the test does not know: {:?}",
         paths.keys().collect::<Vec<_>>()
     );

@@ -347,6 +347,7 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
             encode_response(&response).map(|body| (body, "application/json", None))
         }
     };
+    let encoding = std::time::Instant::now();
     let encoded = if encoded_estimate > OFF_WORKER_BYTES {
         // A large answer is encoded on a blocking thread, as its body was decoded; its memory goes along.
         let held = memory.split(usize::MAX);
@@ -362,6 +363,7 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
     let (body, content_type, header_len) = encoded.map_err(|e| {
         ApiError::Inference(InferError::Internal(format!("encoding the response: {e}")).into())
     })?;
+    done.model.stats.output(encoding.elapsed());
     // The variant's own buffer becomes the header value (no copy).
     let variant = match done.variant {
         Cow::Borrowed(name) => HeaderValue::from_static(name),

@@ -16,6 +16,7 @@ pub const EXTENSIONS: &[&str] = &[
     "model_configuration",
     "model_repository",
     "binary_tensor_data",
+    "statistics",
 ];
 
 #[utoipa::path(

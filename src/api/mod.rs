@@ -11,6 +11,7 @@ mod metadata;
 mod monitoring;
 pub mod openapi;
 mod routing;
+mod stats;
 mod v1;
 
 use std::sync::Arc;
@@ -145,6 +146,12 @@ pub fn model_routes() -> Router<AppState> {
             get(metadata::model_version),
         )
         .route("/v2/models/{model}/config", get(metadata::config))
+        .route("/v2/models/stats", get(stats::all))
+        .route("/v2/models/{model}/stats", get(stats::model))
+        .route(
+            "/v2/models/{model}/versions/{version}/stats",
+            get(stats::version),
+        )
         .route(
             "/v2/models/{model}/versions/{version}/config",
             get(metadata::config_version),

@@ -119,6 +119,59 @@ pub struct TritonConfig {
     output: Vec<TritonTensorConfig>,
 }
 
+/// A count and its cumulative nanoseconds (Triton's `StatisticDuration`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StatisticDuration {
+    count: u64,
+    ns: u64,
+}
+
+/// Triton's `InferStatistics`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct InferStatistics {
+    success: StatisticDuration,
+    fail: StatisticDuration,
+    queue: StatisticDuration,
+    compute_input: StatisticDuration,
+    compute_infer: StatisticDuration,
+    compute_output: StatisticDuration,
+    cache_hit: StatisticDuration,
+    cache_miss: StatisticDuration,
+}
+
+/// Triton's `InferBatchStatistics`: the phases of the batched runs of one size.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct InferBatchStatistics {
+    batch_size: u64,
+    compute_input: StatisticDuration,
+    compute_infer: StatisticDuration,
+    compute_output: StatisticDuration,
+}
+
+/// One loaded version's statistics.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct VersionStatistics {
+    name: String,
+    version: String,
+    /// Milliseconds since the Unix epoch; 0 before the first.
+    last_inference: u64,
+    inference_count: u64,
+    execution_count: u64,
+    inference_stats: InferStatistics,
+    batch_stats: Vec<InferBatchStatistics>,
+}
+
+/// Triton's statistics extension reply.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ModelStatistics {
+    model_stats: Vec<VersionStatistics>,
+}
+
 /// The active routing policy and shadow comparison of a model.
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -196,6 +249,9 @@ impl Modify for Security {
         super::metadata::model_version,
         super::metadata::config,
         super::metadata::config_version,
+        super::stats::all,
+        super::stats::model,
+        super::stats::version,
         super::infer::infer,
         super::infer::infer_version,
         super::routing::show,
@@ -214,7 +270,8 @@ impl Modify for Security {
     components(schemas(
         ErrorBody, V2Tensor, V2RequestedOutput, V2InferRequest, V2InferResponse, TensorMetadata, ModelMetadata,
         ServerMetadata, Live, Ready, ModelReady, TritonTensorConfig, TritonConfig, RoutingState, IndexRow, V1Request,
-        V1Response, V1Status
+        V1Response, V1Status, StatisticDuration, InferStatistics, InferBatchStatistics, VersionStatistics,
+        ModelStatistics
     )),
     modifiers(&Security)
 )]

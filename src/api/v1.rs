@@ -67,10 +67,10 @@ pub async fn predict(
     let mut call = InferCall::new(model.to_owned(), None, headers, Bytes::from(v2.to_string()));
     call.memory = memory;
     let done = state.pipeline.clone().oneshot(call).await?;
-    Ok((
-        Extension(Compressible),
-        Json(json!({ "predictions": predictions(&done.outputs, instances.len()) })),
-    ))
+    let encoding = std::time::Instant::now();
+    let body = json!({ "predictions": predictions(&done.outputs, instances.len()) });
+    done.model.stats.output(encoding.elapsed());
+    Ok((Extension(Compressible), Json(body)))
 }
 
 /// What a V1 request holds per body byte at most: its JSON tree (a `Value` per number), the V2 text made from it,

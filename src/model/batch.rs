@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{InferError, IoKind, Signature};
+use super::{InferError, IoKind, Signature, Statistics};
 use crate::metrics::Metrics;
 use crate::tensor::{Tensor, TensorData};
 
@@ -96,11 +96,12 @@ impl Batcher {
         settings: BatchSettings,
         run: RunBatch,
         metrics: Option<Arc<Metrics>>,
+        stats: Arc<Statistics>,
         label: (String, String),
     ) -> Batcher {
         let (queue, jobs) = mpsc::channel(settings.max_queue.max(1));
         let capacity = settings.max_queue.max(1);
-        tokio::spawn(collect(settings, jobs, run, metrics, label));
+        tokio::spawn(collect(settings, jobs, run, metrics, stats, label));
         Batcher { queue, capacity }
     }
 
@@ -138,6 +139,7 @@ async fn collect(
     mut jobs: mpsc::Receiver<Job>,
     run: RunBatch,
     metrics: Option<Arc<Metrics>>,
+    stats: Arc<Statistics>,
     label: (String, String),
 ) {
     let delay = Duration::from_micros(settings.max_queue_delay_us);
@@ -173,7 +175,7 @@ async fn collect(
             m.observe_batch(&label.0, &label.1, rows);
         }
         let run = Arc::clone(&run);
-        tokio::spawn(run_batch(batch, rows, run));
+        tokio::spawn(run_batch(batch, rows, run, Arc::clone(&stats)));
     }
 }
 
@@ -189,23 +191,38 @@ fn compatible(a: &Job, b: &Job) -> bool {
         })
 }
 
-async fn run_batch(batch: Vec<Job>, rows: usize, run: RunBatch) {
+/// Runs one batch and answers its requests; the run is counted in the version's statistics by its size.
+async fn run_batch(batch: Vec<Job>, rows: usize, run: RunBatch, stats: Arc<Statistics>) {
     let started = Instant::now();
     let waited: Vec<Duration> = batch.iter().map(|j| started - j.enqueued).collect();
     if batch.len() == 1 {
         let job = batch.into_iter().next().expect("one job");
-        let result = run(job.inputs, job.outputs)
-            .await
-            .map(|out| (out, waited[0]));
-        let _ = job.reply.send(result);
+        let result = run(job.inputs, job.outputs).await;
+        if result.is_ok() {
+            stats.execution();
+            stats.batch(rows, Duration::ZERO, started.elapsed(), Duration::ZERO);
+        }
+        let _ = job.reply.send(result.map(|out| (out, waited[0])));
         return;
     }
     let outputs = batch[0].outputs.clone();
     let parts: Vec<&[Tensor]> = batch.iter().map(|j| j.inputs.as_slice()).collect();
     let merged = merge(&parts, rows);
+    let merged_at = Instant::now();
     let result = run(merged, outputs).await;
+    let ran_at = Instant::now();
     let counts: Vec<usize> = batch.iter().map(|j| j.rows).collect();
-    match result.and_then(|out| split(out, &counts, rows)) {
+    let result = result.and_then(|out| split(out, &counts, rows));
+    if result.is_ok() {
+        stats.execution();
+        stats.batch(
+            rows,
+            merged_at - started,
+            ran_at - merged_at,
+            ran_at.elapsed(),
+        );
+    }
+    match result {
         Ok(parts) => {
             for ((job, part), waited) in batch.into_iter().zip(parts).zip(waited) {
                 let _ = job.reply.send(Ok((part, waited)));

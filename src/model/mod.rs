@@ -8,6 +8,7 @@ pub mod card;
 mod convert;
 pub mod pool;
 pub mod signature;
+pub mod stats;
 pub mod warmup;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use self::batch::{Batcher, RunBatch};
 pub use self::card::ModelCard;
 pub use self::pool::{RunTiming, SessionPool};
 pub use self::signature::{IoKind, IoSpec, Signature};
+pub use self::stats::Statistics;
 pub use self::warmup::WarmupSettings;
 use crate::memory::{Footprint, Reservation};
 use crate::metrics::VersionSeries;
@@ -128,6 +130,8 @@ pub struct ModelVersion {
     pool: Arc<SessionPool>,
     /// This version's request metrics, looked up on its first request (`inference`).
     pub series: OnceLock<VersionSeries>,
+    /// Its inference statistics (Triton's statistics extension), shared with its batcher.
+    pub stats: Arc<Statistics>,
     /// What its requests hold, learned from those it served; the next one reserves that much.
     pub footprint: Footprint,
     /// The memory its sessions were estimated to take, held from the budget while it is loaded (when loads count).
@@ -187,6 +191,7 @@ impl ModelVersion {
             options.max_waiting,
             session.effective_inline_run_max(),
         ));
+        let stats = Arc::new(Statistics::default());
         let batcher = batching
             .filter(|_| tokio::runtime::Handle::try_current().is_ok())
             .map(|b| {
@@ -205,6 +210,7 @@ impl ModelVersion {
                     b.clone(),
                     run,
                     options.metrics.clone(),
+                    Arc::clone(&stats),
                     (name.to_owned(), version.to_string()),
                 )
             });
@@ -217,6 +223,7 @@ impl ModelVersion {
             batcher,
             pool,
             series: OnceLock::new(),
+            stats,
             footprint: Footprint::default(),
             resident: Reservation::none(),
         })
@@ -272,6 +279,7 @@ impl ModelVersion {
                     })
                     .await?;
                 memory.merge(held);
+                self.stats.execution();
                 Ok((outputs, timing))
             }
         }

@@ -250,6 +250,34 @@ impl Registry {
         }
     }
 
+    /// The loaded versions a statistics request names: every model's (`None`), one model's, or one version (which
+    /// must be loaded).
+    pub fn loaded(
+        &self,
+        model: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<Arc<ModelVersion>>, RegistryError> {
+        let map = self.models.load();
+        let Some(model) = model else {
+            return Ok(map
+                .values()
+                .flat_map(|entry| entry.versions.values())
+                .filter_map(|slot| slot.model.clone())
+                .collect());
+        };
+        if version.is_some() {
+            return self.resolve(model, version).map(|m| vec![m]);
+        }
+        let entry = map.get(model).ok_or_else(|| RegistryError::ModelNotFound {
+            model: model.to_owned(),
+        })?;
+        Ok(entry
+            .versions
+            .values()
+            .filter_map(|slot| slot.model.clone())
+            .collect())
+    }
+
     /// The repository index: every model and version known, with its state and reason.
     pub fn index(&self) -> Vec<IndexEntry> {
         let map = self.models.load();

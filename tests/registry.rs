@@ -681,3 +681,104 @@ fn schema_guard_verdicts_follow_the_current_default() {
     assert_eq!(r[1], (true, String::new()));
     assert_eq!(r[2], (false, String::new()), "v3 is compatible with v2");
 }
+
+/// Triton's `parameters.config` on a load call: batching, the instance count and the version policy apply until the
+/// next load call; anything else, a model file delivered in the call and a load that fails are 400s naming why, and
+/// a failed override leaves the model serving as it was.
+#[test]
+fn load_config_overrides_apply_until_the_next_load() {
+    let repo = common::repo_with(&["iris", "digits_mlp"]);
+    common::copy_dir(
+        &common::fixtures_dir().join("models/misdeclared"),
+        &repo.path().join("misdeclared"),
+    );
+    let server = start(repo.path());
+    let load = |model: &str, parameters: Value| {
+        admin(
+            &server,
+            &format!("/v2/repository/models/{model}/load"),
+            json!({ "parameters": parameters }),
+        )
+    };
+    let instances = |model: &str| {
+        let (_, config) = common::get_json(&server, &format!("/v2/models/{model}/config"));
+        config["instance_group"][0]["count"].as_u64().unwrap()
+    };
+    let image = json!({"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 64],
+        "data": common::digit_images(1, 7)[0]}]});
+    let batch_sizes = || {
+        let (status, reply) = post_json(&server, "/v2/models/digits_mlp/infer", &image);
+        assert_eq!(status, 200, "{reply}");
+        let (_, stats) = common::get_json(&server, "/v2/models/digits_mlp/stats");
+        stats["model_stats"][0]["batch_stats"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((instances("digits_mlp"), batch_sizes()), (2, 0));
+
+    let config = json!({"name": "digits_mlp", "max_batch_size": 8,
+        "dynamic_batching": {"max_queue_delay_microseconds": 500}, "instance_group": [{"count": 3, "kind": "KIND_CPU"}]});
+    let (status, reply) = load("digits_mlp", json!({ "config": config.to_string() }));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!((instances("digits_mlp"), batch_sizes()), (3, 1));
+    // The next load without a config goes back to model.toml.
+    let (status, reply) = load("digits_mlp", json!({}));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!((instances("digits_mlp"), batch_sizes()), (2, 0));
+
+    // iris loads every version (model.toml); the override keeps only v2.
+    let versions = |server: &TestServer| {
+        index(server)
+            .iter()
+            .filter(|r| r["name"] == "iris" && r["state"] == "READY")
+            .map(|r| r["version"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(versions(&server), ["1", "2", "3"]);
+    let policy = json!({"version_policy": {"specific": {"versions": [2]}}}).to_string();
+    let (status, reply) = load("iris", json!({ "config": policy }));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(versions(&server), ["2"]);
+
+    for (parameters, needle) in [
+        (
+            json!({"config": "{"}),
+            "parameters.config is not valid JSON",
+        ),
+        (
+            json!({"config": "{\"optimization\": {}}"}),
+            "config.optimization is not supported",
+        ),
+        (
+            json!({"config": "{\"instance_group\": [{\"kind\": \"KIND_GPU\"}]}"}),
+            "config.instance_group[0].kind",
+        ),
+        (
+            json!({"config": "{}", "file:1/model.onnx": "AAAA"}),
+            "parameters.file:1/model.onnx: sluice loads models only from its repository",
+        ),
+        (
+            json!({"priority": 1}),
+            "parameters.priority is not a load parameter",
+        ),
+    ] {
+        let (status, reply) = load("iris", parameters.clone());
+        assert_eq!(status, 400, "{parameters}: {reply}");
+        let message = reply["error"].as_str().unwrap();
+        assert!(message.contains(needle), "{parameters}: {message}");
+    }
+    assert_eq!(versions(&server), ["2"], "a refused load changes nothing");
+
+    // A model without a dynamic leading dimension cannot batch: the load fails, the version serves on as before.
+    let batching = json!({"max_batch_size": 4, "dynamic_batching": {}}).to_string();
+    let (status, reply) = load("misdeclared", json!({ "config": batching }));
+    assert_eq!(status, 400, "{reply}");
+    let message = reply["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("failed to load 'misdeclared': ")
+            && message.contains("batching needs a dynamic leading dimension"),
+        "{message}"
+    );
+    assert_eq!(ready(&server, "misdeclared", 1), 200);
+}

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::openapi;
 use super::{AdminAccess, ApiError, AppState, V2Path};
-use crate::registry::IndexEntry;
+use crate::registry::{IndexEntry, LoadOverride};
 
 /// Proof that the request carried the admin token.
 pub struct Admin;
@@ -49,11 +49,38 @@ struct LoadRequest {
     parameters: LoadParameters,
 }
 
+/// A load call's parameters: sluice's `force`, and Triton's `config` (a JSON model configuration, as a string, of which
+/// the subset in `registry::overrides` is honoured). Triton's `file:<version>/<name>` parameters (a model delivered
+/// in the call) are refused: sluice loads models only from its repository.
 #[derive(Debug, Default, Deserialize)]
 struct LoadParameters {
     /// Let an incompatible new version become the default.
     #[serde(default)]
     force: bool,
+    config: Option<String>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
+}
+
+impl LoadParameters {
+    /// The configuration override, or a 400 that names what cannot be honoured.
+    fn config(&self, model: &str) -> Result<Option<LoadOverride>, ApiError> {
+        if let Some(name) = self.other.keys().next() {
+            return Err(ApiError::BadRequest(if name.starts_with("file:") {
+                format!(
+                    "parameters.{name}: sluice loads models only from its repository; place the file at \
+                     <repository>/{model}/<version>/model.onnx and load again"
+                )
+            } else {
+                format!("parameters.{name} is not a load parameter: sluice takes force and config")
+            }));
+        }
+        self.config
+            .as_deref()
+            .map(|text| LoadOverride::from_triton_config(model, text))
+            .transpose()
+            .map_err(ApiError::BadRequest)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,7 +134,11 @@ pub async fn load(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let request: LoadRequest = optional_body(&body)?;
-    state.manager.load(&model, request.parameters.force).await?;
+    let config = request.parameters.config(&model)?;
+    state
+        .manager
+        .load(&model, request.parameters.force, config)
+        .await?;
     Ok(Json(json!({})))
 }
 

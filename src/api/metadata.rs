@@ -141,7 +141,8 @@ pub async fn config_version(
 }
 
 /// Triton's configuration for a model without server-side batching (`max_batch_size: 0`, so `dims` include the
-/// batch dimension). Non-tensor outputs have no Triton type and are left out.
+/// batch dimension), with its sessions as one CPU instance group. Non-tensor outputs have no Triton type and are left
+/// out.
 fn triton_config(target: &ModelVersion) -> Value {
     let io = |specs: &[IoSpec]| -> Vec<Value> {
         specs
@@ -159,5 +160,6 @@ fn triton_config(target: &ModelVersion) -> Value {
         "max_batch_size": 0,
         "input": io(&target.signature.inputs),
         "output": io(&target.signature.outputs),
+        "instance_group": [{ "count": target.pool_size(), "kind": "KIND_CPU" }],
     })
 }

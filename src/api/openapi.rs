@@ -117,6 +117,15 @@ pub struct TritonConfig {
     max_batch_size: i64,
     input: Vec<TritonTensorConfig>,
     output: Vec<TritonTensorConfig>,
+    instance_group: Vec<TritonInstanceGroup>,
+}
+
+/// The version's sessions, as one CPU instance group.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TritonInstanceGroup {
+    count: u64,
+    kind: String,
 }
 
 /// A count and its cumulative nanoseconds (Triton's `StatisticDuration`).
@@ -269,7 +278,7 @@ impl Modify for Security {
     ),
     components(schemas(
         ErrorBody, V2Tensor, V2RequestedOutput, V2InferRequest, V2InferResponse, TensorMetadata, ModelMetadata,
-        ServerMetadata, Live, Ready, ModelReady, TritonTensorConfig, TritonConfig, RoutingState, IndexRow, V1Request,
+        ServerMetadata, Live, Ready, ModelReady, TritonTensorConfig, TritonConfig, TritonInstanceGroup, RoutingState, IndexRow, V1Request,
         V1Response, V1Status, StatisticDuration, InferStatistics, InferBatchStatistics, VersionStatistics,
         ModelStatistics
     )),

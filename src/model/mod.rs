@@ -229,6 +229,11 @@ impl ModelVersion {
         })
     }
 
+    /// Sessions in its pool: requests it runs at once.
+    pub fn pool_size(&self) -> usize {
+        self.pool.size()
+    }
+
     /// Holds `memory` (reserved for this version's sessions before the load) for as long as the version lives.
     pub fn hold(mut self, memory: Reservation) -> ModelVersion {
         self.resident = memory;

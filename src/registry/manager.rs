@@ -21,6 +21,7 @@ use ort::environment::Environment;
 use tokio::sync::{Mutex, Semaphore};
 
 use super::policy::{choose_default, incompatibility, Candidate, VersionState};
+use super::LoadOverride;
 use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
 use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::Metrics;
@@ -80,6 +81,8 @@ struct ManagerState {
     default_override: HashMap<String, u64>,
     /// Models whose next load skips the schema guard (the load call's `force`).
     force_once: HashSet<String>,
+    /// Configuration overrides of the last load call per model (Triton's `parameters.config`).
+    overrides: HashMap<String, LoadOverride>,
     /// Versions that left the map in this change, released once the new map is installed.
     retired: Vec<Arc<ModelVersion>>,
 }
@@ -183,7 +186,13 @@ impl RepositoryManager {
     }
 
     /// Loads (or reloads) a model now, retrying files that failed before; `force` skips the schema guard once.
-    pub async fn load(&self, model: &str, force: bool) -> Result<(), ManageError> {
+    /// `config` overrides part of its `model.toml` until the next load call (which sets another or none).
+    pub async fn load(
+        &self,
+        model: &str,
+        force: bool,
+        config: Option<LoadOverride>,
+    ) -> Result<(), ManageError> {
         let mut state = self.state.lock().await;
         let root = self.root.clone();
         let on_disk = tokio::task::spawn_blocking(move || repository::scan(&root))
@@ -194,12 +203,33 @@ impl RepositoryManager {
         }
         state.unloaded.remove(model);
         state.failed.retain(|(m, _), _| m != model);
+        let overridden = config.is_some();
+        match config {
+            Some(config) => state.overrides.insert(model.to_owned(), config),
+            None => state.overrides.remove(model),
+        };
         if force {
             state.force_once.insert(model.to_owned());
         }
         let result = self.reconcile_locked(&mut state).await;
         state.force_once.remove(model);
         result?;
+        if overridden && state.failed.keys().any(|(m, _)| m == model) {
+            // The versions that served keep serving as they were: the override goes, and nothing is reloaded.
+            let reason = self
+                .registry
+                .snapshot()
+                .get(model)
+                .map(ModelEntry::failure_summary)
+                .unwrap_or_default();
+            state.overrides.remove(model);
+            state.failed.retain(|(m, _), _| m != model);
+            self.reconcile_locked(&mut state).await?;
+            return Err(ManageError::LoadFailed {
+                model: model.to_owned(),
+                reason,
+            });
+        }
         match self.registry.snapshot().get(model) {
             Some(entry) if entry.default_model().is_some() => Ok(()),
             Some(entry) => Err(ManageError::LoadFailed {
@@ -274,6 +304,7 @@ impl RepositoryManager {
         state.loaded.retain(|(m, _), _| names.contains(m));
         state.failed.retain(|(m, _), _| names.contains(m));
         state.configs.retain(|m, _| names.contains(m));
+        state.overrides.retain(|m, _| names.contains(m));
         self.install(next);
         drop(current);
         self.release(std::mem::take(&mut state.retired)).await;
@@ -293,7 +324,10 @@ impl RepositoryManager {
             versions,
         } = dir;
         let config = match config {
-            Ok(config) => config,
+            Ok(config) => match state.overrides.get(&name) {
+                Some(o) => o.apply(config),
+                None => config,
+            },
             Err(reason) => {
                 return invalid_config_entry(old, &name, &versions, reason, &self.metrics)
             }

@@ -6,6 +6,7 @@
 //! [`watch`] triggers it on file changes, [`policy`] holds the pure decisions. Knows nothing about HTTP.
 
 pub mod manager;
+pub mod overrides;
 pub mod policy;
 pub mod watch;
 
@@ -17,6 +18,8 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 pub use self::manager::{ManageError, RepositoryManager};
+pub use self::overrides::LoadOverride;
+pub use self::policy::VersionPolicy;
 use crate::model::ModelVersion;
 
 /// Versions that something outside the registry refers to (routing's stable, variants, shadow): they stay loaded

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -22,14 +23,38 @@ def reference():
     return json.loads((ROOT / "tests" / "fixtures" / "reference.json").read_text())
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def server():
+def admin_port():
+    """The management API's own loopback port, open without a token (admin.require_token = false), as Triton's
+    tooling expects it."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def admin(server, admin_port):
+    """Base URL (host:port) of the management API."""
+    return f"127.0.0.1:{admin_port}"
+
+
+@pytest.fixture(scope="session")
+def server(admin_port):
     """Base URL (host:port) of a sluice serving models/ plus the echo fixture."""
     repo = Path(tempfile.mkdtemp(prefix="sluice-conformance-"))
     for source in list((ROOT / "models").iterdir()) + [ROOT / "tests" / "fixtures" / "models" / "echo"]:
         if source.is_dir():
             shutil.copytree(source, repo / source.name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE__")}
+    env.update({
+        "SLUICE__ADMIN__PORT": str(admin_port),
+        "SLUICE__ADMIN__HOST": "127.0.0.1",
+        "SLUICE__ADMIN__REQUIRE_TOKEN": "false",
+    })
     proc = subprocess.Popen(
         [str(BINARY), "--models", str(repo), "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -45,7 +70,7 @@ def server():
         if not line:
             break
         lines.append(line)
-        match = re.search(r"listening.*?(127\.0\.0\.1:\d+)", line)
+        match = re.search(r"listening.*?(127\.0\.0\.1:\d+)", line) if "management" not in line else None
         if match:
             address = match.group(1)
     if address is None:

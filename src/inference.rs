@@ -242,6 +242,7 @@ impl InferenceService {
                     queue: ran.queued,
                     infer: running.saturating_sub(ran.queued),
                     total: took,
+                    finished,
                 });
             }
             Err(_) => target.stats.failure(took),

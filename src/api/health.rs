@@ -77,7 +77,6 @@ pub async fn model_version_ready(
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        axum::Extension(super::Compressible),
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",

@@ -388,7 +388,6 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
         _memory: memory,
     }));
     *reply.headers_mut() = headers;
-    reply.extensions_mut().insert(super::Compressible);
     Ok(reply)
 }
 

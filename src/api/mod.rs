@@ -68,12 +68,6 @@ pub struct Shared {
     pub memory_wait: std::time::Duration,
 }
 
-/// Marks a response the compression layer may compress: inference results and the metrics exposition. Triton's
-/// async client inflates inference responses itself and reads every other body as it comes (Triton compresses
-/// nothing else), so metadata, health, index and error bodies are never compressed.
-#[derive(Debug, Clone, Copy)]
-pub struct Compressible;
-
 /// Who may call the management API.
 #[derive(Debug, Clone)]
 pub enum AdminAccess {

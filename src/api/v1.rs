@@ -5,12 +5,13 @@
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::State;
-use axum::{Extension, Json};
+use axum::http::HeaderName;
+use axum::Json;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
 use super::openapi;
-use super::{ApiError, AppState, Compressible, V2Path};
+use super::{ApiError, AppState, V2Path, MODEL_VERSION};
 use crate::inference::InferCall;
 use crate::model::Signature;
 use crate::tensor::Tensor;
@@ -45,7 +46,7 @@ pub async fn predict(
     State(state): State<AppState>,
     V2Path(target): V2Path<String>,
     request: Request,
-) -> Result<(Extension<Compressible>, Json<Value>), ApiError> {
+) -> Result<([(HeaderName, String); 1], Json<Value>), ApiError> {
     let Some(model) = target.strip_suffix(":predict") else {
         return Err(ApiError::RouteNotFound(format!("/v1/models/{target}")));
     };
@@ -70,7 +71,11 @@ pub async fn predict(
     let encoding = std::time::Instant::now();
     let body = json!({ "predictions": predictions(&done.outputs, instances.len()) });
     done.model.stats.output(encoding.elapsed());
-    Ok((Extension(Compressible), Json(body)))
+    // The served version, as on V2 responses (it also marks the answer as an inference result, for compression).
+    Ok((
+        [(MODEL_VERSION, done.model.version.to_string())],
+        Json(body),
+    ))
 }
 
 /// What a V1 request holds per body byte at most: its JSON tree (a `Value` per number), the V2 text made from it,

@@ -1,10 +1,10 @@
 //! Response compression where it pays: gzip or deflate at the fastest level, for clients that ask, on inference
 //! results (and `/metrics`) of at least `server.compress_min_bytes` that are not dense already.
 //!
-//! As in Triton, only inference results are compressed (the handlers mark them, and the metrics exposition, with
-//! [`Compressible`]): metadata, health, index and error bodies go as they are, because Triton's async client turns
-//! automatic decompression off and inflates only inference responses. The decision is made on the response: its
-//! mark, its size (every response sluice builds has an exact length), its
+//! As in Triton, only inference results are compressed, recognised by the `x-model-version` header every one carries
+//! (and the metrics exposition, by its `text/plain` type): metadata, health, index and error bodies go as they are,
+//! because Triton's async client turns automatic decompression off and inflates only inference responses. The
+//! decision is made on the response: what it is, its size (every response sluice builds has an exact length), its
 //! `Content-Type` (binary tensors, images and gRPC are left alone) and whether it is encoded already. A response that
 //! is not compressed keeps its own body, with no wrapper and no compressor state, so a one-row answer to a client
 //! that sends `Accept-Encoding: gzip` (Python `requests`, `httpx`, Go) costs what it costs one that does not. A
@@ -29,7 +29,7 @@ use http_body::Body as HttpBody;
 use tokio_util::io::{ReaderStream, StreamReader};
 use tower::{Layer, Service};
 
-use crate::api::Compressible;
+use crate::api::MODEL_VERSION;
 
 /// Compresses responses for clients that ask; see the module documentation.
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +120,7 @@ where
     }
 }
 
-/// The response, compressed with `coding` when it is marked compressible and worth it, with `Vary: accept-encoding`.
+/// The response, compressed with `coding` when it is an inference result or the metrics and worth it, with `Vary: accept-encoding`.
 fn finish<B>(response: Response<B>, coding: Option<Coding>, min_bytes: usize) -> Response
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
@@ -132,10 +132,7 @@ where
             .headers
             .insert(VARY, HeaderValue::from_static("accept-encoding"));
     }
-    let coding = coding.filter(|_| {
-        parts.extensions.get::<Compressible>().is_some()
-            && worth_compressing(&parts.headers, &body, min_bytes)
-    });
+    let coding = coding.filter(|_| worth_compressing(&parts.headers, &body, min_bytes));
     let Some(coding) = coding else {
         return Response::from_parts(parts, Body::new(body));
     };
@@ -158,20 +155,23 @@ where
     Response::from_parts(parts, body)
 }
 
-/// A response is compressed when it is at least `min_bytes` long (or of unknown length), not encoded already and
-/// not of a dense type.
+/// A response is compressed when it is an inference result or the metrics, at least `min_bytes` long (or of unknown
+/// length), not encoded already and not of a dense type.
 fn worth_compressing(headers: &HeaderMap, body: &impl HttpBody, min_bytes: usize) -> bool {
     if headers.contains_key(CONTENT_ENCODING) {
-        return false;
-    }
-    let hint = body.size_hint();
-    if hint.upper().is_some_and(|n| n < min_bytes as u64) {
         return false;
     }
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if !headers.contains_key(MODEL_VERSION) && !content_type.starts_with("text/plain") {
+        return false;
+    }
+    let hint = body.size_hint();
+    if hint.upper().is_some_and(|n| n < min_bytes as u64) {
+        return false;
+    }
     !(content_type.starts_with("application/octet-stream")
         || content_type.starts_with("application/grpc")
         || content_type.starts_with("image/")
@@ -212,30 +212,33 @@ fn preferred_coding(headers: &HeaderMap) -> Option<Coding> {
 #[cfg(test)]
 mod tests {
     use axum::routing::get;
-    use axum::{Extension, Router};
+    use axum::Router;
 
     use super::*;
 
     fn app() -> Compress<Router> {
         let text = "sluice ".repeat(200);
         let metadata = text.clone();
-        let json = [("content-type", "application/json")];
+        let json = [
+            ("content-type", "application/json"),
+            ("x-model-version", "1"),
+        ];
+        let plain_json = [("content-type", "application/json")];
         let router = Router::new()
+            .route("/", get(move || async move { (json, text) }))
             .route(
-                "/",
-                get(move || async move { (Extension(Compressible), json, text) }),
+                "/metadata",
+                get(move || async move { (plain_json, metadata) }),
             )
-            .route("/metadata", get(move || async move { (json, metadata) }))
-            .route(
-                "/small",
-                get(move || async move { (Extension(Compressible), json, "{\"a\": 1}") }),
-            )
+            .route("/small", get(move || async move { (json, "{\"a\": 1}") }))
             .route(
                 "/binary",
                 get(|| async {
                     (
-                        Extension(Compressible),
-                        [("content-type", "application/octet-stream")],
+                        [
+                            ("content-type", "application/octet-stream"),
+                            ("x-model-version", "1"),
+                        ],
                         vec![7u8; 4096],
                     )
                 }),

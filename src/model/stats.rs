@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -62,6 +62,8 @@ pub struct RequestPhases {
     pub infer: Duration,
     /// From the core's start to the end of the run.
     pub total: Duration,
+    /// When the run ended.
+    pub finished: Instant,
 }
 
 /// The phases of the batched runs of one batch size.
@@ -72,34 +74,55 @@ pub struct BatchTotals {
     pub compute_output: Total,
 }
 
-/// See the module documentation.
-#[derive(Debug, Default)]
+/// See the module documentation. A successful request adds to one count (its success, inference, queue and input
+/// and infer phases all count it) and four sums, with no clock read of its own: the last inference is kept as an
+/// offset from `base`, read from the run's end.
+#[derive(Debug)]
 pub struct Statistics {
     success: Phase,
+    queue_ns: AtomicU64,
+    input_ns: AtomicU64,
+    infer_ns: AtomicU64,
     fail: Phase,
-    queue: Phase,
-    compute_input: Phase,
-    compute_infer: Phase,
     compute_output: Phase,
-    inferences: AtomicU64,
     executions: AtomicU64,
-    /// Milliseconds since the Unix epoch.
-    last_inference: AtomicU64,
+    /// Nanoseconds from `base` to the end of the last successful run, plus one (zero: none yet).
+    last: AtomicU64,
+    base: Instant,
+    base_wall: SystemTime,
     batches: Mutex<BTreeMap<usize, BatchTotals>>,
+}
+
+impl Default for Statistics {
+    fn default() -> Self {
+        Statistics {
+            success: Phase::default(),
+            queue_ns: AtomicU64::new(0),
+            input_ns: AtomicU64::new(0),
+            infer_ns: AtomicU64::new(0),
+            fail: Phase::default(),
+            compute_output: Phase::default(),
+            executions: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            base: Instant::now(),
+            base_wall: SystemTime::now(),
+            batches: Mutex::new(BTreeMap::new()),
+        }
+    }
 }
 
 impl Statistics {
     /// A request that succeeded, up to the end of its run (its encoding follows in [`Statistics::output`]).
     pub fn success(&self, phases: RequestPhases) {
         self.success.add(phases.total);
-        self.compute_input.add(phases.input);
-        self.queue.add(phases.queue);
-        self.compute_infer.add(phases.infer);
-        self.inferences.fetch_add(1, Ordering::Relaxed);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_inference.fetch_max(now, Ordering::Relaxed);
+        self.input_ns
+            .fetch_add(nanos(phases.input), Ordering::Relaxed);
+        self.queue_ns
+            .fetch_add(nanos(phases.queue), Ordering::Relaxed);
+        self.infer_ns
+            .fetch_add(nanos(phases.infer), Ordering::Relaxed);
+        let at = nanos(phases.finished.saturating_duration_since(self.base)) + 1;
+        self.last.fetch_max(at, Ordering::Relaxed);
     }
 
     /// A request that failed after it reached this version, and how long it took.
@@ -129,16 +152,27 @@ impl Statistics {
 
     /// The statistics as they are now.
     pub fn read(&self) -> Snapshot {
+        let success = self.success.read();
+        let counted = |sum: &AtomicU64| Total {
+            count: success.count,
+            ns: sum.load(Ordering::Relaxed),
+        };
+        let last_inference = match self.last.load(Ordering::Relaxed) {
+            0 => 0,
+            at => (self.base_wall + Duration::from_nanos(at - 1))
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        };
         Snapshot {
-            last_inference: self.last_inference.load(Ordering::Relaxed),
-            inference_count: self.inferences.load(Ordering::Relaxed),
+            last_inference,
+            inference_count: success.count,
             execution_count: self.executions.load(Ordering::Relaxed),
             inference_stats: InferenceTotals {
-                success: self.success.read(),
+                success,
                 fail: self.fail.read(),
-                queue: self.queue.read(),
-                compute_input: self.compute_input.read(),
-                compute_infer: self.compute_infer.read(),
+                queue: counted(&self.queue_ns),
+                compute_input: counted(&self.input_ns),
+                compute_infer: counted(&self.infer_ns),
                 compute_output: self.compute_output.read(),
                 cache_hit: Total::default(),
                 cache_miss: Total::default(),
@@ -201,6 +235,7 @@ mod tests {
             queue: ms(2),
             infer: ms(3),
             total: ms(6),
+            finished: Instant::now(),
         });
         stats.output(ms(4));
         stats.execution();
@@ -219,7 +254,16 @@ mod tests {
         assert_eq!(read.inference_stats.compute_infer, total(1, 3));
         assert_eq!(read.inference_stats.compute_output, total(1, 4));
         assert_eq!((read.inference_count, read.execution_count), (1, 1));
-        assert!(read.last_inference > 1_700_000_000_000);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            read.last_inference.abs_diff(now) < 60_000,
+            "{}",
+            read.last_inference
+        );
+        assert_eq!(Statistics::default().read().last_inference, 0);
         assert_eq!(read.batch_stats.len(), 1);
         assert_eq!(read.batch_stats[0].batch_size, 4);
         assert_eq!(read.batch_stats[0].totals.compute_infer, total(2, 4));

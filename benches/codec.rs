@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the request path's CPU work: V2 JSON and binary decode of a 1×3×224×224 FP32 request,
-//! validation, dynamic-batching merge and split, and the routing decision.
+//! JSON encoding of large FP32 outputs (1×1000 and 1×3×224×224), validation, dynamic-batching merge and split, and the routing decision.
 //!
 //! Run: `cargo bench --bench codec`. Numbers are for comparison between commits on one machine; the figures in
 //! `benches/RESULTS.md` name the command that produced them.
@@ -8,7 +8,9 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use sluice::model::batch::{merge, split};
 use sluice::model::{IoKind, IoSpec, Signature};
 use sluice::routing::policy::{bucket_for_key, RoutingPolicy, Variant};
-use sluice::tensor::json::{decode_request, decode_with_binary, DecodeLimits};
+use sluice::tensor::json::{
+    decode_request, decode_with_binary, encode_response, DecodeLimits, InferResponse,
+};
 use sluice::tensor::{DataType, Tensor, TensorData};
 use sluice::validate::validate;
 
@@ -59,6 +61,30 @@ fn decode(c: &mut Criterion) {
     group.bench_function("binary_image_1x3x224x224_fp32", |b| {
         b.iter(|| decode_with_binary(black_box(&header), black_box(&raw), LIMITS))
     });
+    group.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("encode");
+    for (name, shape) in [
+        ("json_1x1000_fp32", vec![1, 1000]),
+        ("json_1x3x224x224_fp32", vec![1, 3, 224, 224]),
+    ] {
+        let n: usize = shape.iter().product();
+        let values = (0..n).map(|i| (i % 255) as f32 / 255.0 - 0.3).collect();
+        let response = InferResponse {
+            model_name: "model",
+            model_version: 1,
+            id: None,
+            outputs: vec![Tensor {
+                name: "output".into(),
+                shape,
+                data: TensorData::Fp32(values),
+            }],
+        };
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(name, |b| b.iter(|| encode_response(black_box(&response))));
+    }
     group.finish();
 }
 
@@ -131,5 +157,5 @@ fn routing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decode, validation, batching, routing);
+criterion_group!(benches, decode, encode, validation, batching, routing);
 criterion_main!(benches);

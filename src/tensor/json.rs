@@ -1,12 +1,14 @@
 //! The V2 (Open Inference Protocol) JSON codec: request bodies in, response bodies out.
 //!
 //! An input's `data` is parsed straight into its typed buffer, flattening nested arrays row-major; no
-//! `serde_json::Value` tree is built for tensor data. When the input's `datatype` and `shape` come before its `data`
-//! (as clients write them), that happens while the request is read (`in_place.rs`); otherwise the data is kept as raw
-//! JSON text (`RawValue`, a borrowed slice of the body) until they are known, then parsed. Element kinds are checked
-//! while parsing (a string in FP32, 300 in UINT8, 1.5 in INT32 are errors), and parsing stops at the element count
-//! the shape declares, so a body cannot make the server allocate more than the shape (itself bounded) allows. Before
-//! any of this, `depth.rs` refuses bodies nested too deep.
+//! `serde_json::Value` tree is built for tensor data. A request as clients write it (each input's `datatype` and
+//! `shape` before its `data`) is read in one pass by a reader that owns its position in the body (`in_place.rs`), with
+//! numbers read where they stand (`numbers.rs`); any other request goes to serde's derived readers, which keep the
+//! data as raw JSON text (`RawValue`, a borrowed slice of the body) until datatype and shape are known, then parse it.
+//! Element kinds are checked while parsing (a string in FP32, 300 in UINT8, 1.5 in INT32 are errors), and parsing
+//! stops at the element count the shape declares, so a body cannot make the server allocate more than the shape
+//! (itself bounded) allows. Nesting deeper than `limits.max_json_depth` is refused: by the one-pass reader as it
+//! reads, and by `depth.rs` before the general decode.
 
 use std::borrow::Cow;
 
@@ -153,19 +155,20 @@ pub fn decode_with_binary(
     binary: &[u8],
     limits: DecodeLimits,
 ) -> Result<InferRequest, DecodeError> {
-    if !depth::within(header, limits.max_depth) {
-        return Err(DecodeError::TooDeep {
-            limit: limits.max_depth,
-        });
-    }
-    let max_elements = limits.max_elements;
-    // The one-pass decode reads what clients send; anything it cannot read is read again by serde's derived readers,
-    // which also word the error.
-    let wire = match in_place::request(header, max_elements) {
+    // The one-pass decode reads what clients send, within the nesting limit; anything it cannot read is read again by
+    // serde's derived readers, after the nesting check, and they word the error.
+    let wire = match in_place::request(header, limits) {
         Some(wire) => wire,
-        None => general(header)?,
+        None => {
+            if !depth::within(header, limits.max_depth) {
+                return Err(DecodeError::TooDeep {
+                    limit: limits.max_depth,
+                });
+            }
+            general(header)?
+        }
     };
-    complete(wire, binary, max_elements)
+    complete(wire, binary, limits.max_elements)
 }
 
 /// The general decode of a request's JSON: serde's derived readers, each input's data kept raw.
@@ -438,5 +441,6 @@ impl Serialize for Tensor {
 mod depth;
 mod elements;
 mod in_place;
+mod numbers;
 #[cfg(test)]
 mod tests;

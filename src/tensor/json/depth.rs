@@ -1,4 +1,5 @@
-//! The nesting-depth check that runs over a request body before any parsing (`limits.max_json_depth`).
+//! The nesting-depth check that runs over a request body before the general decode parses it
+//! (`limits.max_json_depth`).
 //!
 //! The body is scanned once without building anything. Most of a large request is tensor data (digits, commas,
 //! dots), which cannot change the depth, so the scan skips such bytes eight at a time and jumps over strings with

@@ -33,22 +33,6 @@ pub(super) fn parse_data(
     }
 }
 
-/// Reads one input's data in place, from the request being parsed (the one-pass decode, `in_place.rs`): at most
-/// `expected` elements of `dtype`, with room for `capacity` of them reserved up front (more grows the buffer).
-pub(super) struct InPlace {
-    pub dtype: DataType,
-    pub expected: usize,
-    pub capacity: usize,
-}
-
-impl<'de> DeserializeSeed<'de> for InPlace {
-    type Value = TensorData;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
-        let mut overflow = false;
-        read(d, self.dtype, self.expected, self.capacity, &mut overflow)
-    }
-}
-
 /// Reads a JSON value (nested arrays or one scalar) from `d` into a buffer of `dtype`, stopping with an error (and
 /// `overflow` set) past `expected` elements.
 fn read<'de, D: de::Deserializer<'de>>(

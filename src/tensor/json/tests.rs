@@ -276,7 +276,7 @@ fn deep_nesting_is_refused_before_parsing() {
 #[test]
 fn data_after_datatype_and_shape_is_parsed_in_one_pass() {
     let body = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,2.5]},{"data":[3],"name":"k","datatype":"INT64","shape":[1]}]}"#;
-    let wire = in_place::request(body, LIMITS.max_elements).expect("read in one pass");
+    let wire = in_place::request(body, LIMITS).expect("read in one pass");
     // The first input's data came after its datatype and shape, the second's before them.
     assert!(
         matches!(&wire.inputs[0].data, Some(WireData::Parsed(TensorData::Fp32(v))) if v == &[1.0, 2.5])
@@ -287,12 +287,12 @@ fn data_after_datatype_and_shape_is_parsed_in_one_pass() {
     // A datatype with escapes cannot be borrowed from the body: the general decode reads it.
     let escaped =
         br#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP\u0033\u0032","data":[1]}]}"#;
-    assert!(in_place::request(escaped, LIMITS.max_elements).is_none());
+    assert!(in_place::request(escaped, LIMITS).is_none());
     let request = decode_request(escaped, LIMITS).unwrap();
     assert_eq!(request.inputs[0].data, TensorData::Fp32(vec![1.0]));
     // Bad data is left to the general decode, which names the input.
     let bad = br#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,"a"]}]}"#;
-    assert!(in_place::request(bad, LIMITS.max_elements).is_none());
+    assert!(in_place::request(bad, LIMITS).is_none());
     assert!(
         matches!(decode_request(bad, LIMITS), Err(DecodeError::Data { input, .. }) if input == "x")
     );
@@ -311,7 +311,7 @@ fn room_reserved_for_data_is_bounded_by_the_body_for_all_inputs_together() {
         input("b"),
         input("c")
     );
-    let wire = in_place::request(body.as_bytes(), LIMITS.max_elements).expect("read in one pass");
+    let wire = in_place::request(body.as_bytes(), LIMITS).expect("read in one pass");
     let reserved: usize = wire
         .inputs
         .iter()
@@ -520,7 +520,7 @@ mod properties {
             let body = format!(r#"{{"id":"r","inputs":[{}]{outputs}}}"#, inputs.join(","));
             let max = LIMITS.max_elements;
             let general = general(body.as_bytes()).and_then(|wire| complete(wire, &[], max));
-            if let Some(wire) = in_place::request(body.as_bytes(), max) {
+            if let Some(wire) = in_place::request(body.as_bytes(), LIMITS) {
                 prop_assert_eq!(complete(wire, &[], max), general);
             }
         }

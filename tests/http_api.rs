@@ -357,21 +357,24 @@ fn every_validation_error_is_a_clear_400() {
     }
 }
 
-#[test]
-fn element_kinds_are_checked_per_datatype() {
-    let (_repo, server) = server();
+/// The echo fixture's reference inputs (one per datatype), with `data` as `input`'s data.
+fn echo_inputs(input: &str, data: &Value) -> Value {
     let text = std::fs::read_to_string(common::fixtures_dir().join("reference.json")).unwrap();
     let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
     let echo = cases.iter().find(|c| c["model"] == "echo").unwrap();
-    let with = |input: &str, data: Value| {
-        let mut inputs = echo["inputs"].clone();
-        for i in inputs.as_array_mut().unwrap() {
-            if i["name"] == input {
-                i["data"] = data.clone();
-            }
+    let mut inputs = echo["inputs"].clone();
+    for i in inputs.as_array_mut().unwrap() {
+        if i["name"] == input {
+            i["data"] = data.clone();
         }
-        json!({"inputs": inputs})
-    };
+    }
+    inputs
+}
+
+#[test]
+fn element_kinds_are_checked_per_datatype() {
+    let (_repo, server) = server();
+    let with = |input: &str, data: Value| json!({"inputs": echo_inputs(input, &data)});
     let cases = [
         (
             "in_uint8",
@@ -423,16 +426,8 @@ fn element_kinds_are_checked_per_datatype() {
 #[test]
 fn bytes_elements_with_nul_bytes_round_trip() {
     let (_repo, server) = server();
-    let text = std::fs::read_to_string(common::fixtures_dir().join("reference.json")).unwrap();
-    let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let echo = cases.iter().find(|c| c["model"] == "echo").unwrap();
     let elements = json!(["he\u{0}llo", "\u{0}\u{1}\u{2}\u{3}", ""]);
-    let mut inputs = echo["inputs"].clone();
-    for i in inputs.as_array_mut().unwrap() {
-        if i["name"] == "in_bytes" {
-            i["data"] = elements.clone();
-        }
-    }
+    let inputs = echo_inputs("in_bytes", &elements);
     let (status, reply) = post_json(
         &server,
         "/v2/models/echo/infer",

@@ -9,7 +9,7 @@ use sluice::config::{Overrides, Settings};
 use sluice::server::{Server, StartError};
 
 /// mimalloc instead of glibc's allocator: the request path allocates many small, short-lived buffers across
-/// threads, where glibc's arenas cost measurably more (benches/RESULTS.md).
+/// threads, where glibc's arenas cost measurably more.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

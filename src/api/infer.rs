@@ -1,9 +1,8 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: V2 JSON in, V2 JSON out, through the inference tower stack.
 //!
 //! Both routes are registered in the router like every other, and [`InferRoutes`] also serves them ahead of the
-//! router: axum's routing (route matching, path extraction into extensions, boxing the route and its handler's
-//! future) cost a small-model request about a tenth of its throughput under load, more than everything else the
-//! router dispatches to (benches/RESULTS.md).
+//! router, because axum's routing (route matching, path extraction into extensions, boxing the route and its
+//! handler's future) costs a small model's request a noticeable share of its throughput.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -249,8 +248,7 @@ enum ReadError<E> {
 /// each frame. A body that arrives in one frame, as a small request does, is returned as it is, without the frame
 /// list `BodyExt::collect` allocates for every body; a longer one is joined into a buffer of the declared length,
 /// when there is one. Read here rather than by axum's `Bytes` extractor, which takes its limit from a request
-/// extension that `DefaultBodyLimit` would have to insert into every request: an allocation and a map, about 8 % of
-/// a small model's request CPU (benches/RESULTS.md).
+/// extension that `DefaultBodyLimit` would have to insert into every request (an allocation and a map each).
 async fn read_body<B>(
     mut body: B,
     declared: Option<usize>,

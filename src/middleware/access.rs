@@ -1,13 +1,10 @@
 //! The edge of every request: its credentials hidden, its identity, its log line, panics and the V2 shape of errors.
 //!
 //! - Credentials (`Authorization`, `x-api-key`) are marked sensitive first, so nothing inside (the span, any debug
-//!   formatting of the headers) ever prints them. tower-http's `SetSensitiveRequestHeaders` did that as a layer of
-//!   its own and looked each name up with `HeaderMap::entry`, which reserves room for an insert: a request's map,
-//!   parsed to its exact size, was reallocated there whenever it was full, credentials or not.
-//! - The `x-request-id` every request carries (the caller's, or a new UUID v4), set on the request's headers, where
-//!   everything inside reads it (the span, the log line, payload logging), and echoed on the response. tower-http's
-//!   `SetRequestId` and `PropagateRequestId` also stored it in the request's and the response's extensions (two maps
-//!   and two entries allocated per request, which nothing here read).
+//!   formatting of the headers) ever prints them; the flag is set in place, without an entry lookup that could grow
+//!   the request's header map.
+//! - The `x-request-id` every request carries (the caller's, or a new UUID v4) is set on the request's headers, where
+//!   everything inside reads it (the span, the log line, payload logging), and echoed on the response.
 //! - A panic anywhere inside, in a service's `call` or while its future is polled, becomes a 500 with a V2 body
 //!   ([`errors::panic_response`]); the connection and the process keep serving.
 //! - A bare error status from a layer inside (the admission timeout's 504, decompression's 415, the oversized-body
@@ -15,17 +12,12 @@
 //! - One log line per failed request (always) and per request (with `log.access`), and the `request` span that
 //!   carries a request's context into every log line written while it runs.
 //!
-//! One layer and one future do all of it: as separate tower-http layers and a response mapper (request id twice,
-//! panic catching, error bodies) each wrapped the future and the panic catcher boxed the response body again, which
-//! together cost a small-model request several percent of its throughput (benches/RESULTS.md).
-//!
-//! The span is at DEBUG level, so it costs nothing unless debug logging is on for this module: an enabled span is
-//! created, formatted and torn down on every request, and with the line per request that used to go with it, cost
-//! 15–20 % of the small model's throughput at the default level (benches/RESULTS.md). The lines written here need
-//! no span: this layer sits outside the router and outside every layer that can fail, so it knows the method and
-//! path from the request and the request id, status, model version and variant from the response; a failure's
-//! message comes with the response ([`Failure`], set by [`crate::api::ApiError`], the panic handler and the
-//! oversized-body check).
+//! One layer and one future do all of it, because every extra layer wraps the future again, which a small model's
+//! request pays for in throughput. The span is at DEBUG level, so it costs nothing unless debug logging is on for
+//! this module. The lines written here need no span: this layer sits outside the router and every layer that can
+//! fail, so it knows the method and path from the request and the request id, status, model version and variant from
+//! the response; a failure's message comes with the response ([`Failure`], set by [`crate::api::ApiError`], the panic
+//! handler and the oversized-body check).
 //!
 //! Levels: a 500 (ONNX Runtime failed, a handler panicked) is an ERROR line; other 4xx/5xx answers (bad input,
 //! shedding, timeouts, which Prometheus counts) are DEBUG lines, so an overload does not also flood the log; with

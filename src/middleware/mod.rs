@@ -119,7 +119,7 @@ pub fn metrics_app(state: AppState) -> Router {
 /// panics, CORS, compression, the declared-size body limit): one concrete stack of tower layers around the whole
 /// router, served as it is (no outer router). `Router::layer` would box every route once per layer and clone that
 /// box on every request, and axum's middleware functions box their future and the rest of the stack on every
-/// request; on a small model those cost more than the inference itself (benches/RESULTS.md). Only API-key checking,
+/// request; on a small model those cost more than the inference itself. Only API-key checking,
 /// which runs only when keys are configured, is such a function.
 pub fn with_common_layers<S, B>(inner: S, settings: &Settings) -> impl App<B>
 where

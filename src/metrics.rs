@@ -119,7 +119,7 @@ impl Metrics {
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "sluice_request_duration_seconds",
-                "Inference request time, decode to encode.",
+                "Inference request time in the core: resolving the version, decoding, validation, queueing and the run; not the response's encoding.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["model", "version", "variant"],

@@ -133,7 +133,7 @@ pub enum AdminAccess {
     /// No token configured: the API answers 403.
     Disabled,
     /// Callers present this bearer token.
-    Token(String),
+    Token(std::sync::Arc<str>),
     /// Open, on `admin.port` only (`admin.require_token = false`).
     Open,
 }
@@ -392,7 +392,7 @@ impl Settings {
             return Ok(AdminAccess::Open);
         }
         Ok(match self.admin_token()? {
-            Some(token) => AdminAccess::Token(token),
+            Some(token) => AdminAccess::Token(token.into()),
             None => AdminAccess::Disabled,
         })
     }

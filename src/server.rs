@@ -477,20 +477,15 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         drift_window: settings.monitoring.drift_window,
         metrics: Some(Arc::clone(&metrics)),
     });
-    let admin = match settings
+    let admin = settings
         .admin_access()
-        .map_err(|e| StartError::Config(e.to_string()))?
-    {
-        AdminAccess::Disabled => crate::api::AdminAccess::Disabled,
-        AdminAccess::Token(token) => crate::api::AdminAccess::Token(Arc::from(token)),
-        AdminAccess::Open => {
-            tracing::warn!(
-                port = settings.admin.port,
-                "the management API needs no token on admin.port (admin.require_token = false)"
-            );
-            crate::api::AdminAccess::Open
-        }
-    };
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    if admin == AdminAccess::Open {
+        tracing::warn!(
+            port = settings.admin.port,
+            "the management API needs no token on admin.port (admin.require_token = false)"
+        );
+    }
     Ok(AppState::new(Shared {
         registry,
         metrics,

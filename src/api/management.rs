@@ -14,7 +14,7 @@ use super::openapi;
 use super::{AdminAccess, ApiError, AppState, V2Path};
 use crate::registry::{IndexEntry, LoadOverride};
 
-/// Proof that the request carried the admin token.
+/// Proof that the caller may use the management API: it carried the admin token, or the API is open on its own port.
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {

@@ -23,6 +23,7 @@ use axum::Router;
 
 pub use self::error::{ApiError, Failure};
 pub use self::infer::{drain_body, InferRoutes, MODEL_VERSION, VARIANT};
+use crate::config::AdminAccess;
 use crate::inference::Pipeline;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
@@ -66,17 +67,6 @@ pub struct Shared {
     pub memory: MemoryBudget,
     /// How long a request waits for memory (`limits.memory_wait_ms`).
     pub memory_wait: std::time::Duration,
-}
-
-/// Who may call the management API.
-#[derive(Debug, Clone)]
-pub enum AdminAccess {
-    /// Nobody: 403.
-    Disabled,
-    /// Callers that present this bearer token.
-    Token(Arc<str>),
-    /// Anyone who reaches it: only ever on `admin.port` (the configuration refuses it otherwise).
-    Open,
 }
 
 /// `axum::extract::Path` whose rejection is an [`ApiError`] (so a bad path gets a V2 error body too).

@@ -182,7 +182,7 @@ mod tests {
     use std::time::Duration;
     use tower::{service_fn, ServiceExt};
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_without_requests_in_flight_or_new_ones() {
         let activity = Arc::new(Activity::default());
         let limit = Duration::from_millis(100);

@@ -3,13 +3,12 @@
 //!
 //! Owns scanning and `model.toml` parsing. Knows nothing about sessions: it only says what is on disk.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::model::{BatchSettings, SessionSettings, VersionSettings, WarmupSettings};
-use crate::monitoring::payload::PayloadPolicy;
-use crate::registry::policy::VersionPolicy;
 
 /// The contents of `model.toml`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -46,6 +45,45 @@ impl ModelConfig {
             warmup: self.warmup.clone(),
         }
     }
+}
+
+/// Which versions of a model are loaded (`model.toml` `version_policy`, as in Triton).
+///
+/// ```toml
+/// version_policy = { latest = 2 }      # the 2 highest versions (default: latest 1)
+/// version_policy = "all"
+/// version_policy = { specific = [1, 3] }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionPolicy {
+    Latest(usize),
+    All,
+    Specific(Vec<u64>),
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+/// A model's payload-logging policy (`[payload_log]` in `model.toml`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadPolicy {
+    /// Share of requests logged, 0 to 1.
+    #[serde(default)]
+    pub sample_rate: f64,
+    /// Inputs left out of the log entirely.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Inputs whose every element is replaced by its sha256 (joinable, not readable).
+    #[serde(default)]
+    pub hash: Vec<String>,
+    /// Feature columns (indexes into an input's last dimension) replaced by null.
+    #[serde(default)]
+    pub remove_features: BTreeMap<String, Vec<usize>>,
 }
 
 /// One model directory as found on disk.
@@ -130,6 +168,21 @@ fn versions(dir: &Path) -> Vec<VersionDir> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_parses_from_toml() {
+        let p = |s: &str| toml::from_str::<ModelConfig>(s).map(|t| t.version_policy);
+        assert_eq!(p("version_policy = \"all\"").unwrap(), VersionPolicy::All);
+        assert_eq!(
+            p("version_policy = { latest = 3 }").unwrap(),
+            VersionPolicy::Latest(3)
+        );
+        assert_eq!(
+            p("[version_policy]\nspecific = [1, 2]").unwrap(),
+            VersionPolicy::Specific(vec![1, 2])
+        );
+        assert!(p("version_policy = \"newest\"").is_err());
+    }
 
     #[test]
     fn scans_the_triton_layout() {

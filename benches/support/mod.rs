@@ -16,7 +16,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use sluice::api::AppState;
 use sluice::config::{Overrides, Settings};
-use sluice::inference::InferCall;
+use sluice::inference::{InferCall, Payload};
 use sluice::middleware::ApiKeys;
 use sluice::middleware::App;
 
@@ -105,7 +105,10 @@ pub fn infer_call() -> InferCall {
         "m".to_owned(),
         None,
         Default::default(),
-        Bytes::from_static(BODY.as_bytes()),
+        Payload::Json {
+            body: Bytes::from_static(BODY.as_bytes()),
+            binary_header_len: None,
+        },
     )
 }
 

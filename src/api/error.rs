@@ -124,12 +124,6 @@ fn registry_status(e: &RegistryError) -> StatusCode {
 #[derive(Debug, Clone)]
 pub struct Failure(pub Arc<str>);
 
-/// The V2 error body.
-#[derive(serde::Serialize)]
-struct ErrorBody {
-    error: String,
-}
-
 impl From<crate::routing::ApplyError> for ApiError {
     fn from(e: crate::routing::ApplyError) -> Self {
         match e {
@@ -145,7 +139,8 @@ impl IntoResponse for ApiError {
         let message = self.to_string();
         // Logged with the request's context by the access layer, once the response is final.
         let failure = Failure(Arc::from(message.as_str()));
-        let mut response = (status, Json(ErrorBody { error: message })).into_response();
+        let mut response =
+            (status, Json(super::schema::ErrorBody { error: message })).into_response();
         response.extensions_mut().insert(failure);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response

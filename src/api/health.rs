@@ -5,34 +5,33 @@
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 
-use super::openapi;
+use super::schema::{self, Live, ModelReady, Ready};
 use super::{ApiError, AppState, V2Path};
 
 #[utoipa::path(
     get,
     path = "/v2/health/live",
     tag = "health",
-    responses((status = 200, description = "Live", body = openapi::Live))
+    responses((status = 200, description = "Live", body = schema::Live))
 )]
 /// Live as long as the process answers.
-pub async fn live() -> Json<Value> {
-    Json(json!({ "live": true }))
+pub async fn live() -> Json<Live> {
+    Json(Live { live: true })
 }
 
 #[utoipa::path(
     get,
     path = "/v2/health/ready",
     tag = "health",
-    responses((status = 200, description = "Ready", body = openapi::Ready), (status = 503, description = "Loading, a model without a ready version (strict readiness), or shutting down", body = openapi::ErrorBody))
+    responses((status = 200, description = "Ready", body = schema::Ready), (status = 503, description = "Loading, a model without a ready version (strict readiness), or shutting down", body = schema::ErrorBody))
 )]
 /// Ready once start-up loading has finished and (with `models.strict_readiness`) every model has a ready version.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     state.registry.readiness()?;
-    Ok(Json(json!({ "ready": true })))
+    Ok(Json(Ready { ready: true }))
 }
 
 #[utoipa::path(
@@ -40,16 +39,14 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     path = "/v2/models/{model}/ready",
     tag = "health",
     params(("model" = String, Path, description = "Model name")),
-    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Ready", body = schema::ModelReady), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn model_ready(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, None)?;
-    Ok(Json(
-        json!({ "name": target.name, "version": target.version.to_string(), "ready": true }),
-    ))
+    Ok(Json(ModelReady::of(&target)).into_response())
 }
 
 #[utoipa::path(
@@ -57,16 +54,14 @@ pub async fn model_ready(
     path = "/v2/models/{model}/versions/{version}/ready",
     tag = "health",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
-    responses((status = 200, description = "Ready", body = openapi::ModelReady), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Ready", body = schema::ModelReady), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, Some(&version))?;
-    Ok(Json(
-        json!({ "name": target.name, "version": target.version.to_string(), "ready": true }),
-    ))
+    Ok(Json(ModelReady::of(&target)).into_response())
 }
 
 #[utoipa::path(

@@ -18,9 +18,9 @@ use futures_util::future::{BoxFuture, Either};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tower::{Service, ServiceExt};
 
-use super::openapi;
+use super::schema;
 use super::{ApiError, AppState, V2Path};
-use crate::inference::{InferCall, OFF_WORKER_BYTES};
+use crate::inference::{InferCall, Payload, OFF_WORKER_BYTES};
 use crate::memory::{Footprint, MemoryError, Reservation, SMALL_BODY};
 use crate::model::InferError;
 use crate::tensor::json::{encode_binary_response, encode_response, encoded_size, InferResponse};
@@ -36,9 +36,9 @@ pub const VARIANT: HeaderName = HeaderName::from_static("x-sluice-variant");
     path = "/v2/models/{model}/infer",
     tag = "inference",
     params(("model" = String, Path, description = "Model name")),
-    request_body(content = openapi::V2InferRequest, content_type = "application/json"),
+    request_body(content = schema::V2InferRequest, content_type = "application/json"),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Outputs (headers x-model-version, x-sluice-variant)", body = openapi::V2InferResponse), (status = 400, description = "Malformed or invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 413, description = "Body too large", body = openapi::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = openapi::ErrorBody), (status = 503, description = "Not ready or overloaded", body = openapi::ErrorBody), (status = 504, description = "Timed out", body = openapi::ErrorBody))
+    responses((status = 200, description = "Outputs (headers x-model-version, x-sluice-variant)", body = schema::V2InferResponse), (status = 400, description = "Malformed or invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 413, description = "Body too large", body = schema::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = schema::ErrorBody), (status = 503, description = "Not ready or overloaded", body = schema::ErrorBody), (status = 504, description = "Timed out", body = schema::ErrorBody))
 )]
 pub async fn infer(
     State(state): State<AppState>,
@@ -53,9 +53,9 @@ pub async fn infer(
     path = "/v2/models/{model}/versions/{version}/infer",
     tag = "inference",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
-    request_body(content = openapi::V2InferRequest, content_type = "application/json"),
+    request_body(content = schema::V2InferRequest, content_type = "application/json"),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Outputs", body = openapi::V2InferResponse), (status = 400, description = "Malformed or invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 413, description = "Body too large", body = openapi::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = openapi::ErrorBody), (status = 503, description = "Not ready or overloaded", body = openapi::ErrorBody), (status = 504, description = "Timed out", body = openapi::ErrorBody))
+    responses((status = 200, description = "Outputs", body = schema::V2InferResponse), (status = 400, description = "Malformed or invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 413, description = "Body too large", body = schema::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = schema::ErrorBody), (status = 503, description = "Not ready or overloaded", body = schema::ErrorBody), (status = 504, description = "Timed out", body = schema::ErrorBody))
 )]
 pub async fn infer_version(
     State(state): State<AppState>,
@@ -302,9 +302,11 @@ fn call(
         ),
         None => None,
     };
-    let mut call = InferCall::new(model, version, headers, body);
-    call.binary_header_len = header_len;
-    Ok(call)
+    let payload = Payload::Json {
+        body,
+        binary_header_len: header_len,
+    };
+    Ok(InferCall::new(model, version, headers.into(), payload))
 }
 
 /// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none); with
@@ -328,7 +330,7 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
     let encoded_estimate = encoded_size(&response);
     let peak = done.held.max(outputs_len + encoded_estimate);
     memory.charge(peak);
-    done.model.footprint.observe(done.body_len, peak);
+    done.model.footprint.observe(done.wire_len, peak);
     let InferResponse { id, outputs, .. } = response;
     let (model, binary_outputs) = (Arc::clone(&done.model), done.binary_outputs);
     let encode = move || {

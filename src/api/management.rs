@@ -5,12 +5,13 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use super::openapi;
+use super::schema::{self, DefaultVersion, Done};
 use super::{AdminAccess, ApiError, AppState, V2Path};
 use crate::registry::{IndexEntry, LoadOverride};
 
@@ -103,7 +104,7 @@ fn optional_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<
     tag = "management",
     request_body(content = Object, content_type = "application/json"),
     security(("admin_token" = [])),
-    responses((status = 200, description = "Every model version with its state", body = Vec<openapi::IndexRow>), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody))
+    responses((status = 200, description = "Every model version with its state", body = Vec<IndexEntry>), (status = 400, description = "Invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = schema::ErrorBody), (status = 403, description = "Management API disabled", body = schema::ErrorBody), (status = 404, description = "Unknown model", body = schema::ErrorBody))
 )]
 pub async fn index(
     _: Admin,
@@ -125,21 +126,21 @@ pub async fn index(
     params(("model" = String, Path, description = "Model name")),
     request_body(content = Object, content_type = "application/json"),
     security(("admin_token" = [])),
-    responses((status = 200, description = "Loaded", body = Object), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody), (status = 500, description = "Repository error", body = openapi::ErrorBody))
+    responses((status = 200, description = "Loaded", body = schema::Done), (status = 400, description = "Invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = schema::ErrorBody), (status = 403, description = "Management API disabled", body = schema::ErrorBody), (status = 404, description = "Unknown model", body = schema::ErrorBody), (status = 500, description = "Repository error", body = schema::ErrorBody))
 )]
 pub async fn load(
     _: Admin,
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     let request: LoadRequest = optional_body(&body)?;
     let config = request.parameters.config(&model)?;
     state
         .manager
         .load(&model, request.parameters.force, config)
         .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 #[utoipa::path(
@@ -148,15 +149,15 @@ pub async fn load(
     tag = "management",
     params(("model" = String, Path, description = "Model name")),
     security(("admin_token" = [])),
-    responses((status = 200, description = "Unloaded", body = Object), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody), (status = 500, description = "Repository error", body = openapi::ErrorBody))
+    responses((status = 200, description = "Unloaded", body = schema::Done), (status = 400, description = "Invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = schema::ErrorBody), (status = 403, description = "Management API disabled", body = schema::ErrorBody), (status = 404, description = "Unknown model", body = schema::ErrorBody), (status = 500, description = "Repository error", body = schema::ErrorBody))
 )]
 pub async fn unload(
     _: Admin,
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Done>, ApiError> {
     state.manager.unload(&model).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Done {}))
 }
 
 #[utoipa::path(
@@ -166,7 +167,7 @@ pub async fn unload(
     params(("model" = String, Path, description = "Model name")),
     request_body(content = Object, content_type = "application/json"),
     security(("admin_token" = [])),
-    responses((status = 200, description = "Default version set", body = Object), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody))
+    responses((status = 200, description = "Default version set", body = schema::DefaultVersion), (status = 400, description = "Invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = schema::ErrorBody), (status = 403, description = "Management API disabled", body = schema::ErrorBody), (status = 404, description = "Unknown model", body = schema::ErrorBody))
 )]
 /// `POST /v2/repository/models/{m}/default` with `{"version": 1}`: roll the default back (or forward) at once.
 pub async fn set_default(
@@ -174,7 +175,7 @@ pub async fn set_default(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: DefaultRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("expected {{\"version\": <integer>}}: {e}")))?;
     let version = match &request.version {
@@ -189,7 +190,9 @@ pub async fn set_default(
         ))
     })?;
     state.manager.set_default(&model, version).await?;
-    Ok(Json(
-        json!({ "name": model, "default_version": version.to_string() }),
-    ))
+    Ok(Json(DefaultVersion {
+        name: &model,
+        default_version: version.to_string(),
+    })
+    .into_response())
 }

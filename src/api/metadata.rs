@@ -2,13 +2,13 @@
 //! configuration that standard tools read (`GET /v2/models/{m}/config`).
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-use serde_json::{json, Value};
 
-use super::openapi;
+use super::schema::{
+    self, ModelMetadata, ServerMetadata, TritonConfig, TritonInstanceGroup, TritonTensorConfig,
+};
 use super::{ApiError, AppState, V2Path};
-use crate::model::signature::TensorMetadata;
 use crate::model::{IoSpec, ModelVersion};
 
 /// V2 extensions this server implements.
@@ -24,23 +24,14 @@ pub const EXTENSIONS: &[&str] = &[
     path = "/v2",
     tag = "metadata",
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Server metadata", body = openapi::ServerMetadata), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody))
+    responses((status = 200, description = "Server metadata", body = schema::ServerMetadata), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody))
 )]
-pub async fn server() -> Json<Value> {
-    Json(json!({
-        "name": "sluice",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": EXTENSIONS,
-    }))
-}
-
-#[derive(Serialize)]
-struct ModelMetadata<'a> {
-    name: &'a str,
-    versions: Vec<String>,
-    platform: &'static str,
-    inputs: Vec<TensorMetadata<'a>>,
-    outputs: Vec<TensorMetadata<'a>>,
+pub async fn server() -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: "sluice",
+        version: env!("CARGO_PKG_VERSION"),
+        extensions: EXTENSIONS,
+    })
 }
 
 #[utoipa::path(
@@ -49,12 +40,12 @@ struct ModelMetadata<'a> {
     tag = "metadata",
     params(("model" = String, Path, description = "Model name")),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Model metadata", body = openapi::ModelMetadata), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Model metadata", body = schema::ModelMetadata), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn model(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, None)?;
     let map = state.registry.snapshot();
     let versions = map
@@ -68,7 +59,7 @@ pub async fn model(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Json(metadata(&target, versions)))
+    Ok(Json(metadata(&target, versions)).into_response())
 }
 
 #[utoipa::path(
@@ -77,18 +68,18 @@ pub async fn model(
     tag = "metadata",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Version metadata", body = openapi::ModelMetadata), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Version metadata", body = schema::ModelMetadata), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn model_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, Some(&version))?;
-    Ok(Json(metadata(&target, vec![target.version.to_string()])))
+    Ok(Json(metadata(&target, vec![target.version.to_string()])).into_response())
 }
 
-fn metadata(target: &ModelVersion, versions: Vec<String>) -> Value {
-    let meta = ModelMetadata {
+fn metadata(target: &ModelVersion, versions: Vec<String>) -> ModelMetadata<'_> {
+    ModelMetadata {
         name: &target.name,
         versions,
         platform: "onnxruntime_onnx",
@@ -104,8 +95,7 @@ fn metadata(target: &ModelVersion, versions: Vec<String>) -> Value {
             .iter()
             .map(IoSpec::metadata)
             .collect(),
-    };
-    serde_json::to_value(meta).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+    }
 }
 
 #[utoipa::path(
@@ -114,14 +104,14 @@ fn metadata(target: &ModelVersion, versions: Vec<String>) -> Value {
     tag = "metadata",
     params(("model" = String, Path, description = "Model name")),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Triton model configuration", body = openapi::TritonConfig), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Triton model configuration", body = schema::TritonConfig), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn config(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, None)?;
-    Ok(Json(triton_config(&target)))
+    Ok(Json(triton_config(&target)).into_response())
 }
 
 #[utoipa::path(
@@ -130,36 +120,45 @@ pub async fn config(
     tag = "metadata",
     params(("model" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Triton model configuration", body = openapi::TritonConfig), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Triton model configuration", body = schema::TritonConfig), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn config_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, Some(&version))?;
-    Ok(Json(triton_config(&target)))
+    Ok(Json(triton_config(&target)).into_response())
 }
 
 /// Triton's configuration for a model without server-side batching (`max_batch_size: 0`, so `dims` include the
 /// batch dimension), with its sessions as one CPU instance group. Non-tensor outputs have no Triton type and are left
 /// out.
-fn triton_config(target: &ModelVersion) -> Value {
-    let io = |specs: &[IoSpec]| -> Vec<Value> {
-        specs
-            .iter()
-            .filter_map(|s| {
-                let (datatype, shape) = s.tensor()?;
-                Some(json!({ "name": s.name, "data_type": datatype.triton_config_name(), "dims": shape }))
+fn triton_config(target: &ModelVersion) -> TritonConfig<'_> {
+    TritonConfig {
+        name: &target.name,
+        platform: "onnxruntime_onnx",
+        backend: "onnxruntime",
+        max_batch_size: 0,
+        input: triton_tensors(&target.signature.inputs),
+        output: triton_tensors(&target.signature.outputs),
+        instance_group: vec![TritonInstanceGroup {
+            count: target.pool_size(),
+            kind: "KIND_CPU",
+        }],
+    }
+}
+
+/// The tensors among `specs`, as Triton configures them.
+fn triton_tensors(specs: &[IoSpec]) -> Vec<TritonTensorConfig<'_>> {
+    specs
+        .iter()
+        .filter_map(|s| {
+            let (datatype, shape) = s.tensor()?;
+            Some(TritonTensorConfig {
+                name: &s.name,
+                data_type: datatype.triton_config_name(),
+                dims: shape,
             })
-            .collect()
-    };
-    json!({
-        "name": target.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
-        "max_batch_size": 0,
-        "input": io(&target.signature.inputs),
-        "output": io(&target.signature.outputs),
-        "instance_group": [{ "count": target.pool_size(), "kind": "KIND_CPU" }],
-    })
+        })
+        .collect()
 }

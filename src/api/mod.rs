@@ -11,6 +11,7 @@ mod metadata;
 mod monitoring;
 pub mod openapi;
 mod routing;
+pub mod schema;
 mod stats;
 mod v1;
 

@@ -2,13 +2,14 @@
 //! `POST /v2/repository/models/{m}/routing` (admin: change weights, promote, roll back, on this replica).
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::management::Admin;
-use super::openapi;
+use super::schema::{self, OutputComparison, RoutingChanged, RoutingState, ShadowPair};
 use super::{ApiError, AppState, V2Path};
+use crate::routing::table::Source;
 use crate::routing::{RoutingChange, RoutingPolicy};
 
 #[utoipa::path(
@@ -17,12 +18,12 @@ use crate::routing::{RoutingChange, RoutingPolicy};
     tag = "routing",
     params(("model" = String, Path, description = "Model name")),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Active routing policy and shadow comparison", body = openapi::RoutingState), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Active routing policy and shadow comparison", body = schema::RoutingState), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn show(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .registry
         .resolve(&model, None)
@@ -32,47 +33,45 @@ pub async fn show(
             other => Err(other),
         })?;
     let active = state.routing.get(&model);
-    let shadow: Vec<Value> = state
+    let shadow = state
         .mirror
         .stats_for(&model)
         .into_iter()
-        .map(|(primary, shadow, stats)| {
-            let outputs: serde_json::Map<String, Value> = stats
+        .map(|(primary, shadow, stats)| ShadowPair {
+            primary_version: primary.to_string(),
+            shadow_version: shadow.to_string(),
+            compared: stats.compared,
+            errors: stats.errors,
+            dropped: stats.dropped,
+            outputs: stats
                 .outputs
                 .iter()
                 .map(|(name, c)| {
-                    let summary = json!({
-                        "agreement_rate": c.agreement_rate(),
-                        "abs_diff_mean": c.abs_diff_mean(),
-                        "abs_diff_max": (c.float_elements > 0).then_some(c.abs_diff_max),
-                        "exact_elements": c.exact_elements,
-                        "float_elements": c.float_elements,
-                        "shape_mismatches": c.shape_mismatches,
-                    });
+                    let summary = OutputComparison {
+                        agreement_rate: c.agreement_rate(),
+                        abs_diff_mean: c.abs_diff_mean(),
+                        abs_diff_max: (c.float_elements > 0).then_some(c.abs_diff_max),
+                        exact_elements: c.exact_elements,
+                        float_elements: c.float_elements,
+                        shape_mismatches: c.shape_mismatches,
+                    };
                     (name.clone(), summary)
                 })
-                .collect();
-            json!({
-                "primary_version": primary.to_string(),
-                "shadow_version": shadow.to_string(),
-                "compared": stats.compared,
-                "errors": stats.errors,
-                "dropped": stats.dropped,
-                "last_error": stats.last_error,
-                "outputs": outputs,
-            })
+                .collect(),
+            last_error: stats.last_error,
         })
         .collect();
     let not_ready = active.as_ref().map_or_else(Vec::new, |a| {
         crate::routing::unready_versions(&a.policy, &state.registry, &model)
     });
-    Ok(Json(json!({
-        "model": model,
-        "policy": active.as_ref().map(|a| &a.policy),
-        "source": active.as_ref().map(|a| a.source),
-        "not_ready": not_ready,
-        "shadow": shadow,
-    })))
+    Ok(Json(RoutingState {
+        model: &model,
+        policy: active.as_ref().map(|a| &a.policy),
+        source: active.as_ref().map(|a| a.source),
+        not_ready,
+        shadow,
+    })
+    .into_response())
 }
 
 /// One of: `{"policy": {...}}`, `{"set_weight": {"variant": "canary", "weight": 20}}`, `{"promote": "canary"}`,
@@ -93,14 +92,14 @@ enum ChangeRequest {
     params(("model" = String, Path, description = "Model name")),
     request_body(content = Object, content_type = "application/json"),
     security(("admin_token" = [])),
-    responses((status = 200, description = "The new policy", body = openapi::RoutingState), (status = 400, description = "Invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = openapi::ErrorBody), (status = 403, description = "Management API disabled", body = openapi::ErrorBody), (status = 404, description = "Unknown model", body = openapi::ErrorBody), (status = 500, description = "Repository error", body = openapi::ErrorBody))
+    responses((status = 200, description = "The new policy", body = schema::RoutingChanged), (status = 400, description = "Invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong admin token", body = schema::ErrorBody), (status = 403, description = "Management API disabled", body = schema::ErrorBody), (status = 404, description = "Unknown model", body = schema::ErrorBody), (status = 500, description = "Repository error", body = schema::ErrorBody))
 )]
 pub async fn change(
     _: Admin,
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let request: ChangeRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "expected one of {{\"policy\": {{…}}}}, {{\"set_weight\": {{\"variant\": …, \"weight\": …}}}}, {{\"promote\": \"<variant>\"}}, {{\"rollback\": true}}: {e}"
@@ -122,7 +121,10 @@ pub async fn change(
     };
     let staged = state.routing.stage_change(&model, change)?;
     let policy = crate::routing::apply_staged(&state.routing, &state.manager, staged).await?;
-    Ok(Json(
-        json!({ "model": model, "policy": policy, "source": "management" }),
-    ))
+    Ok(Json(RoutingChanged {
+        model: &model,
+        policy: &policy,
+        source: Source::Management,
+    })
+    .into_response())
 }

@@ -6,13 +6,14 @@ use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::HeaderName;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 
-use super::openapi;
+use super::schema::{self, V1Response, V1Status};
 use super::{ApiError, AppState, V2Path, MODEL_VERSION};
-use crate::inference::InferCall;
+use crate::inference::{InferCall, Payload};
 use crate::model::Signature;
 use crate::tensor::Tensor;
 
@@ -22,14 +23,18 @@ use crate::tensor::Tensor;
     tag = "v1",
     params(("model" = String, Path, description = "Model name")),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Model status", body = openapi::V1Status), (status = 400, description = "Invalid path", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 503, description = "Not ready", body = openapi::ErrorBody))
+    responses((status = 200, description = "Model status", body = schema::V1Status), (status = 400, description = "Invalid path", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 503, description = "Not ready", body = schema::ErrorBody))
 )]
 pub async fn status(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, None)?;
-    Ok(Json(json!({ "name": target.name, "ready": true })))
+    Ok(Json(V1Status {
+        name: &target.name,
+        ready: true,
+    })
+    .into_response())
 }
 
 #[utoipa::path(
@@ -37,16 +42,16 @@ pub async fn status(
     path = "/v1/models/{model}:predict",
     tag = "v1",
     params(("model" = String, Path, description = "Model name")),
-    request_body(content = openapi::V1Request, content_type = "application/json"),
+    request_body(content = schema::V1Request, content_type = "application/json"),
     security((), ("api_key" = [])),
-    responses((status = 200, description = "Predictions", body = openapi::V1Response), (status = 400, description = "Malformed or invalid request", body = openapi::ErrorBody), (status = 401, description = "Missing or wrong API key", body = openapi::ErrorBody), (status = 404, description = "Unknown model or version", body = openapi::ErrorBody), (status = 413, description = "Body too large", body = openapi::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = openapi::ErrorBody), (status = 503, description = "Not ready or overloaded", body = openapi::ErrorBody), (status = 504, description = "Timed out", body = openapi::ErrorBody))
+    responses((status = 200, description = "Predictions", body = schema::V1Response), (status = 400, description = "Malformed or invalid request", body = schema::ErrorBody), (status = 401, description = "Missing or wrong API key", body = schema::ErrorBody), (status = 404, description = "Unknown model or version", body = schema::ErrorBody), (status = 413, description = "Body too large", body = schema::ErrorBody), (status = 500, description = "ONNX Runtime failed", body = schema::ErrorBody), (status = 503, description = "Not ready or overloaded", body = schema::ErrorBody), (status = 504, description = "Timed out", body = schema::ErrorBody))
 )]
 /// `POST /v1/models/{m}:predict` (axum sees `{m}:predict` as one path segment).
 pub async fn predict(
     State(state): State<AppState>,
     V2Path(target): V2Path<String>,
     request: Request,
-) -> Result<([(HeaderName, String); 1], Json<Value>), ApiError> {
+) -> Result<([(HeaderName, String); 1], Json<V1Response>), ApiError> {
     let Some(model) = target.strip_suffix(":predict") else {
         return Err(ApiError::RouteNotFound(format!("/v1/models/{target}")));
     };
@@ -65,11 +70,17 @@ pub async fn predict(
         })?;
     let signature = state.registry.resolve(model, None)?.signature.clone();
     let v2 = to_v2(&signature, instances)?;
-    let mut call = InferCall::new(model.to_owned(), None, headers, Bytes::from(v2.to_string()));
+    let payload = Payload::Json {
+        body: Bytes::from(v2.to_string()),
+        binary_header_len: None,
+    };
+    let mut call = InferCall::new(model.to_owned(), None, headers.into(), payload);
     call.memory = memory;
     let done = state.pipeline.clone().oneshot(call).await?;
     let encoding = std::time::Instant::now();
-    let body = json!({ "predictions": predictions(&done.outputs, instances.len()) });
+    let body = V1Response {
+        predictions: predictions(&done.outputs, instances.len()),
+    };
     done.model.stats.output(encoding.elapsed());
     // The served version, as on V2 responses (it also marks the answer as an inference result, for compression).
     Ok((

@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(none.bytes(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn waiters_get_memory_when_it_is_released_or_a_refusal_in_time() {
         let budget = MemoryBudget::new(64 * MIB);
         let held = budget.try_reserve(50 * MIB).unwrap();

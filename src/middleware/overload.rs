@@ -115,7 +115,7 @@ where
         // Otherwise the request queues, if the queue has room.
         if overload.queued.fetch_add(1, Ordering::AcqRel) >= overload.max_queued {
             overload.queued.fetch_sub(1, Ordering::AcqRel);
-            overload.metrics.request_shed();
+            overload.metrics.requests.shed();
             let max_body_bytes = overload.max_body_bytes;
             return Either::Right(Box::pin(async move {
                 crate::api::drain_body(request.into_body(), max_body_bytes).await;
@@ -239,7 +239,7 @@ mod tests {
     }
 
     /// A request that outlives the timeout (queueing included) gets a 504, and its slot is freed.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn admitted_requests_time_out_and_free_their_slot() {
         let inner = tower::service_fn(|_: Request<Body>| async {
             std::future::pending::<()>().await;

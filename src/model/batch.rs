@@ -172,7 +172,7 @@ async fn collect(
             }
         }
         if let Some(m) = &metrics {
-            m.observe_batch(&label.0, &label.1, rows);
+            m.requests.observe_batch(&label.0, &label.1, rows);
         }
         let run = Arc::clone(&run);
         tokio::spawn(run_batch(batch, rows, run, Arc::clone(&stats)));

@@ -28,12 +28,15 @@ pub enum IoKind {
 }
 
 /// Metadata view of one input or output, as `GET /v2/models/{m}` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TensorMetadata<'a> {
     pub name: &'a str,
+    /// The V2 datatype; a non-tensor value (a sequence or map) is described by its ONNX type.
     pub datatype: String,
+    /// `-1` for a dynamic dimension.
     pub shape: &'a [i64],
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<serde_json::Value>,
 }
 

@@ -41,7 +41,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// A phase's count and cumulative nanoseconds, as Triton reports them (`StatisticDuration`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Total {
     pub count: u64,
     pub ns: u64,
@@ -67,7 +67,7 @@ pub struct RequestPhases {
 }
 
 /// The phases of the batched runs of one batch size.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BatchTotals {
     pub compute_input: Total,
     pub compute_infer: Total,
@@ -192,7 +192,7 @@ impl Statistics {
 }
 
 /// Triton's `InferStatistics` (sluice has no response cache: its hits and misses stay zero).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InferenceTotals {
     pub success: Total,
     pub fail: Total,
@@ -205,7 +205,7 @@ pub struct InferenceTotals {
 }
 
 /// Triton's `InferBatchStatistics`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BatchSnapshot {
     pub batch_size: usize,
     #[serde(flatten)]
@@ -213,7 +213,7 @@ pub struct BatchSnapshot {
 }
 
 /// A version's statistics at one moment, without its name and version (the front end adds them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub last_inference: u64,
     pub inference_count: u64,

@@ -48,7 +48,7 @@ pub struct FeatureProfile {
 }
 
 /// PSI of one feature in the current window.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FeatureDrift {
     pub input: String,
     pub feature: String,
@@ -56,7 +56,7 @@ pub struct FeatureDrift {
 }
 
 /// The state the drift endpoint and metrics show.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Default, utoipa::ToSchema)]
 pub struct DriftReport {
     pub rows_in_window: usize,
     pub overall_psi: Option<f64>,

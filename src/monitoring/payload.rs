@@ -4,7 +4,6 @@
 //! logger does). The buffer is bounded: when it is full, or the memory budget has no room for the record, the
 //! record is dropped and counted; logging never slows or fails a request.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +11,6 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -23,25 +21,8 @@ use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::memory::Reservation;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::repository::PayloadPolicy;
 use crate::tensor::Tensor;
-
-/// A model's payload-logging policy (`[payload_log]` in `model.toml`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PayloadPolicy {
-    /// Share of requests logged, 0 to 1.
-    #[serde(default)]
-    pub sample_rate: f64,
-    /// Inputs left out of the log entirely.
-    #[serde(default)]
-    pub remove: Vec<String>,
-    /// Inputs whose every element is replaced by its sha256 (joinable, not readable).
-    #[serde(default)]
-    pub hash: Vec<String>,
-    /// Feature columns (indexes into an input's last dimension) replaced by null.
-    #[serde(default)]
-    pub remove_features: BTreeMap<String, Vec<usize>>,
-}
 
 /// What a record holds per logged element: a JSON value (32 bytes), its place in an array, and its text when written.
 const RECORD_BYTES_PER_ELEMENT: usize = 64;
@@ -77,7 +58,7 @@ impl PayloadLog {
     fn offer(&self, model: &str, record: Value, memory: Reservation) {
         if let Some(queue) = &self.queue {
             if queue.try_send((record, memory)).is_err() {
-                self.metrics.payload_dropped(model);
+                self.metrics.monitoring.payload_dropped(model);
             }
         }
     }
@@ -284,12 +265,7 @@ where
         };
         let shadow_wanted = call.capture_inputs;
         call.capture_inputs = true;
-        let request_id = call
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let request_id = call.metadata.request_id().unwrap_or("").to_owned();
         let variant = call.variant.clone();
         let started = Instant::now();
         let future = self.inner.call(call);
@@ -311,7 +287,7 @@ where
                 .try_grow_to(elements * RECORD_BYTES_PER_ELEMENT + bytes)
                 .is_err()
             {
-                log.metrics.payload_dropped(&done.model.name);
+                log.metrics.monitoring.payload_dropped(&done.model.name);
                 if !shadow_wanted {
                     done.captured_inputs = None;
                 }

@@ -28,12 +28,14 @@ pub fn spawn(registry: Arc<Registry>, metrics: Arc<Metrics>, settings: Monitorin
                     let Some(model) = &slot.model else { continue };
                     let Some(drift) = &model.drift else { continue };
                     let report = drift.report();
-                    metrics.set_drift_rows(name, model.version, report.rows_in_window);
+                    metrics
+                        .monitoring
+                        .set_drift_rows(name, model.version, report.rows_in_window);
                     // No verdict on a window too small to mean anything.
                     if report.rows_in_window < settings.drift_min_rows {
                         continue;
                     }
-                    metrics.set_drift(name, model.version, &report);
+                    metrics.monitoring.set_drift(name, model.version, &report);
                     let Some(psi) = report.overall_psi else {
                         continue;
                     };
@@ -50,7 +52,7 @@ pub fn spawn(registry: Arc<Registry>, metrics: Arc<Metrics>, settings: Monitorin
                         && due(&last_called)
                     {
                         last_called.insert(key.clone(), Instant::now());
-                        metrics.drift_alert(name, model.version);
+                        metrics.monitoring.drift_alert(name, model.version);
                         let event = serde_json::json!({
                             "type": "sluice.drift.alert",
                             "source": "sluice",

@@ -24,7 +24,7 @@ use super::policy::{choose_default, incompatibility, Candidate, VersionState};
 use super::LoadOverride;
 use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
 use crate::memory::{MemoryBudget, Reservation};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, VersionGauges};
 use crate::model::{LoadOptions, ModelVersion, VersionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
 
@@ -701,7 +701,7 @@ impl RepositoryManager {
                             budget.capacity() >> 20
                         );
                         tracing::warn!(model, version, error = %e, %reason, "model version not loaded");
-                        self.metrics.model_load_failed(model);
+                        self.metrics.models.load_failed(model);
                         return Err(LoadFailure {
                             reason,
                             retry: true,
@@ -734,11 +734,11 @@ impl RepositoryManager {
         match &result {
             Ok(_) => {
                 tracing::info!(model, version, seconds, warmup, "model version loaded");
-                self.metrics.observe_load(model, seconds);
+                self.metrics.models.observe_load(model, seconds);
             }
             Err(reason) => {
                 tracing::error!(model, version, %reason, "model version failed to load");
-                self.metrics.model_load_failed(model);
+                self.metrics.models.load_failed(model);
             }
         }
         result.map_err(|reason| LoadFailure {
@@ -749,17 +749,19 @@ impl RepositoryManager {
 
     fn install(&self, map: ModelMap) {
         let states = map.iter().flat_map(|(name, entry)| {
-            entry
-                .versions
-                .iter()
-                .map(move |(v, slot)| (name.as_str(), *v, slot.model.is_some(), slot.files_removed))
+            entry.versions.iter().map(move |(v, slot)| VersionGauges {
+                model: name.as_str(),
+                version: *v,
+                ready: slot.model.is_some(),
+                files_removed: slot.files_removed,
+            })
         });
         self.metrics.set_model_states(states);
         for (name, entry) in &map {
             for model in entry.versions.values().filter_map(|s| s.model.as_ref()) {
                 let card = model.card.clone().unwrap_or_default();
                 let field = |v: &Option<String>| v.clone().unwrap_or_default();
-                self.metrics.set_model_info(
+                self.metrics.models.set_info(
                     name,
                     model.version,
                     &field(&card.owner),
@@ -858,7 +860,7 @@ fn invalid_config_entry(
     for v in versions {
         let slot = old.versions.entry(v.version).or_default();
         if slot.model.is_none() && slot.reason.as_deref() != Some(reason.as_str()) {
-            metrics.model_load_failed(name);
+            metrics.models.load_failed(name);
             slot.reason = Some(reason.clone());
         }
     }

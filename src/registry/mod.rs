@@ -19,7 +19,6 @@ use serde::Serialize;
 
 pub use self::manager::{ManageError, RepositoryManager};
 pub use self::overrides::LoadOverride;
-pub use self::policy::VersionPolicy;
 use crate::model::ModelVersion;
 
 /// Versions that something outside the registry refers to (routing's stable, variants, shadow): they stay loaded
@@ -40,7 +39,7 @@ pub struct ModelEntry {
     /// Why the whole model is unavailable or degraded (invalid `model.toml`, unloaded by an operator).
     pub reason: Option<String>,
     /// Prediction logging policy from `model.toml`, read by the payload-log layer on each request.
-    pub payload_log: Arc<crate::monitoring::payload::PayloadPolicy>,
+    pub payload_log: Arc<crate::repository::PayloadPolicy>,
     /// An operator unloaded it: it is not expected to be ready.
     pub operator_unloaded: bool,
 }
@@ -102,7 +101,7 @@ pub enum RegistryError {
 }
 
 /// One row of the repository index (`POST /v2/repository/index`), as Triton and MLServer report it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct IndexEntry {
     pub name: String,
     pub version: String,

@@ -5,9 +5,9 @@
 
 use serde_json::{Map, Value};
 
-use super::VersionPolicy;
 use crate::model::BatchSettings;
 use crate::repository::ModelConfig;
+use crate::repository::VersionPolicy;
 
 /// What a load call changes in the model's configuration; `None` leaves the repository's setting.
 #[derive(Debug, Default, Clone, PartialEq)]

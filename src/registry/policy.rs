@@ -3,30 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
-
 use crate::model::{IoKind, IoSpec, Signature};
-
-/// Which versions of a model are loaded (`model.toml` `version_policy`, as in Triton).
-///
-/// ```toml
-/// version_policy = { latest = 2 }      # the 2 highest versions (default: latest 1)
-/// version_policy = "all"
-/// version_policy = { specific = [1, 3] }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VersionPolicy {
-    Latest(usize),
-    All,
-    Specific(Vec<u64>),
-}
-
-impl Default for VersionPolicy {
-    fn default() -> Self {
-        VersionPolicy::Latest(1)
-    }
-}
+use crate::repository::VersionPolicy;
 
 /// Where one version on disk stands, for the version policy: only versions that are loaded, or may still load,
 /// can be selected.
@@ -235,25 +213,6 @@ mod tests {
             set(&[])
         );
         assert_eq!(VersionPolicy::All.select(&mixed, &set(&[2])), set(&[1]));
-    }
-
-    #[test]
-    fn policy_parses_from_toml() {
-        #[derive(Deserialize)]
-        struct T {
-            version_policy: VersionPolicy,
-        }
-        let p = |s: &str| toml::from_str::<T>(s).map(|t| t.version_policy);
-        assert_eq!(p("version_policy = \"all\"").unwrap(), VersionPolicy::All);
-        assert_eq!(
-            p("version_policy = { latest = 3 }").unwrap(),
-            VersionPolicy::Latest(3)
-        );
-        assert_eq!(
-            p("[version_policy]\nspecific = [1, 2]").unwrap(),
-            VersionPolicy::Specific(vec![1, 2])
-        );
-        assert!(p("version_policy = \"newest\"").is_err());
     }
 
     #[test]

@@ -16,9 +16,10 @@ use std::task::{Context, Poll};
 use rand::Rng;
 use tower::{Layer, Service};
 
-pub use self::policy::{RoutingPolicy, PINNED, STABLE};
+pub use self::policy::RoutingPolicy;
 pub use self::table::{RoutingChange, RoutingError, RoutingTable, Staged};
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
+use crate::metrics::{Outcome, PINNED, STABLE};
 use crate::model::Signature;
 use crate::registry::policy::incompatibility;
 use crate::registry::{ManageError, Registry, RepositoryManager};
@@ -185,8 +186,7 @@ impl<S> Routing<S> {
         let key = policy
             .key_header
             .as_deref()
-            .and_then(|h| call.headers.get(h))
-            .and_then(|v| v.to_str().ok());
+            .and_then(|h| call.metadata.get(h));
         let bucket = match key {
             Some(key) => policy::bucket_for_key(&call.model, key),
             None => rand::rng().random_range(0..policy::BUCKETS),
@@ -238,7 +238,7 @@ where
         let future = self.inner.call(call);
         Box::pin(async move {
             let result = future.await;
-            let ok = !matches!(&result, Err(e) if e.outcome() != crate::metrics::Outcome::Success);
+            let ok = !matches!(&result, Err(e) if e.outcome() != Outcome::Success);
             table.record(&model, &variant, ok);
             result
         })

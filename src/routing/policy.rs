@@ -7,11 +7,13 @@ use std::hash::Hasher;
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::{PINNED, STABLE};
+
 /// Buckets a routing key hashes into; weights are resolved to the nearest 0.01 %.
 pub const BUCKETS: u32 = 10_000;
 
 /// Routing for one model: a stable version, weighted variants, an optional shadow.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingPolicy {
     /// The version that takes the traffic no variant takes; unset means the model's default version.
@@ -29,7 +31,7 @@ pub struct RoutingPolicy {
     pub auto_rollback: Option<AutoRollback>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Variant {
     /// The `x-sluice-variant` value and metric label, e.g. `canary`.
@@ -39,7 +41,7 @@ pub struct Variant {
     pub weight: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowPolicy {
     pub version: u64,
@@ -48,7 +50,7 @@ pub struct ShadowPolicy {
 }
 
 /// Sets a variant's weight to 0 when its error rate over a window exceeds a threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutoRollback {
     /// Errors / requests above which the variant is switched off, 0 to 1.
@@ -57,11 +59,6 @@ pub struct AutoRollback {
     /// No decision before the window holds this many requests.
     pub min_requests: u64,
 }
-
-/// The variant label of requests that no variant took.
-pub const STABLE: &str = "stable";
-/// The variant label of requests that named a version in the URL (routing bypassed).
-pub const PINNED: &str = "pinned";
 
 impl RoutingPolicy {
     /// Checks the policy's own consistency (not whether its versions exist).

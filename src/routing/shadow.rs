@@ -20,7 +20,7 @@ use tower::{Layer, Service};
 use super::RoutingTable;
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::memory::Reservation;
-use crate::metrics::Metrics;
+use crate::metrics::{Comparison, Metrics, ShadowOutcome};
 use crate::registry::Registry;
 use crate::tensor::json::InferRequest;
 use crate::tensor::{Tensor, TensorData};
@@ -131,8 +131,12 @@ impl ShadowMirror {
 
     /// Counts a job not run: the queue was full, or memory for it was not free.
     fn dropped(&self, model: String, primary_version: u64, shadow_version: u64) {
-        self.metrics
-            .shadow_outcome(&model, primary_version, shadow_version, "dropped");
+        self.metrics.routing.shadow_outcome(
+            &model,
+            primary_version,
+            shadow_version,
+            ShadowOutcome::Dropped,
+        );
         self.update(&(model, primary_version, shadow_version), |s| {
             s.dropped += 1
         });
@@ -167,7 +171,8 @@ impl ShadowMirror {
                     }
                 });
                 self.metrics
-                    .shadow_outcome(&key.0, key.1, key.2, "compared");
+                    .routing
+                    .shadow_outcome(&key.0, key.1, key.2, ShadowOutcome::Compared);
                 self.export(&key);
             }
             Err(reason) => {
@@ -191,7 +196,9 @@ impl ShadowMirror {
                         tracing::debug!(model = %key.0, shadow_version = key.2, %reason, "shadow run failed")
                     }
                 }
-                self.metrics.shadow_outcome(&key.0, key.1, key.2, "error");
+                self.metrics
+                    .routing
+                    .shadow_outcome(&key.0, key.1, key.2, ShadowOutcome::Error);
             }
         }
     }
@@ -205,15 +212,14 @@ impl ShadowMirror {
         let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(pair) = stats.get(key) {
             for (output, c) in &pair.outputs {
-                self.metrics.shadow_comparison(
-                    &key.0,
-                    key.1,
-                    key.2,
+                self.metrics.routing.shadow_comparison(&Comparison {
+                    model: &key.0,
+                    primary: key.1,
+                    shadow: key.2,
                     output,
-                    c.agreement_rate(),
-                    c.abs_diff_mean(),
-                    c.abs_diff_max,
-                );
+                    agreement: c.agreement_rate(),
+                    abs_diff: c.abs_diff_mean().map(|mean| (mean, c.abs_diff_max)),
+                });
             }
         }
     }
@@ -323,7 +329,7 @@ where
 
     fn call(&mut self, mut call: InferCall) -> Self::Future {
         // A version named in the URL is the client's explicit choice: it is neither routed nor mirrored.
-        let routed = call.variant != super::PINNED;
+        let routed = call.variant != crate::metrics::PINNED;
         let shadow_version = routed
             .then(|| self.table.get(&call.model))
             .flatten()

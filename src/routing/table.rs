@@ -12,12 +12,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use super::policy::{RoutingPolicy, STABLE};
+use super::policy::RoutingPolicy;
 use crate::metrics::Metrics;
+use crate::metrics::STABLE;
 use crate::registry::PinnedVersions;
 
 /// Where a model's active policy came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     File,
@@ -312,7 +313,7 @@ impl RoutingTable {
                     errors,
                     "automatic rollback: variant error rate over threshold, weight set to 0"
                 );
-                self.metrics.auto_rollback(model, variant);
+                self.metrics.routing.auto_rollback(model, variant);
             }
         }
     }

@@ -1,0 +1,258 @@
+//! The innermost service of the stack: resolve the version → decode → validate → run, with the per-request
+//! metrics and statistics.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tower::Service;
+
+use super::call::{InferCall, InferFuture, InferenceError, Inferred, Payload};
+use crate::config::Limits;
+use crate::memory::Reservation;
+use crate::metrics::{Metrics, Outcome, VersionSeries};
+use crate::model::stats::RequestPhases;
+use crate::model::{InferError, ModelVersion};
+use crate::registry::Registry;
+use crate::tensor::json::{
+    decode_with_binary, BinaryOutputs, DecodeError, DecodeLimits, InferRequest,
+};
+use crate::tensor::Tensor;
+use crate::validate::validate;
+
+/// The innermost service: resolve → decode → validate → run.
+#[derive(Clone)]
+pub struct InferenceService {
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    memory_wait: Duration,
+}
+
+impl InferenceService {
+    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, limits: Limits) -> InferenceService {
+        InferenceService {
+            registry,
+            metrics,
+            limits,
+            memory_wait: Duration::from_millis(limits.memory_wait_ms),
+        }
+    }
+
+    /// The registry the service resolves versions in.
+    pub(super) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    async fn infer(self, call: InferCall) -> Result<Inferred, InferenceError> {
+        let started = Instant::now();
+        let target = self
+            .registry
+            .resolve(&call.model, call.version.as_deref())?;
+        let series = target.series.get_or_init(|| {
+            self.metrics
+                .requests
+                .version_series(&target.name, target.version)
+        });
+        let span = tracing::Span::current();
+        span.record("model", call.model.as_str());
+        span.record("version", series.version());
+        span.record("variant", &*call.variant);
+        let _in_flight = series.in_flight();
+
+        let InferCall {
+            model,
+            variant,
+            payload,
+            capture_inputs,
+            mut memory,
+            ..
+        } = call;
+        let result = self
+            .run(&target, series, payload, capture_inputs, &mut memory)
+            .await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(e) => e.outcome(),
+        };
+        // A successful request is timed to the end of its run (read there already); the rest is a few stores.
+        let finished = match &result {
+            Ok(ran) => ran.finished,
+            Err(_) => Instant::now(),
+        };
+        let took = finished.duration_since(started);
+        self.metrics
+            .requests
+            .observe(&model, series, &variant, outcome, took.as_secs_f64());
+        match &result {
+            Ok(ran) => {
+                let running = finished.duration_since(ran.run_started);
+                target.stats.success(RequestPhases {
+                    input: ran.run_started.duration_since(started),
+                    queue: ran.queued,
+                    infer: running.saturating_sub(ran.queued),
+                    total: took,
+                    finished,
+                });
+            }
+            Err(_) => target.stats.failure(took),
+        }
+        let ran = result.map_err(|e| InferenceError::Served {
+            version: target.version,
+            variant: variant.clone(),
+            source: Box::new(e),
+        })?;
+        Ok(Inferred {
+            model: target,
+            id: ran.id,
+            outputs: ran.outputs,
+            variant,
+            captured_inputs: ran.captured_inputs,
+            binary_outputs: ran.binary_outputs,
+            memory,
+            held: ran.held,
+            wire_len: ran.wire_len,
+        })
+    }
+
+    async fn run(
+        &self,
+        target: &ModelVersion,
+        series: &VersionSeries,
+        payload: Payload,
+        capture_inputs: bool,
+        memory: &mut Reservation,
+    ) -> Result<Ran, InferenceError> {
+        // What the version's requests of this size held: waited for when the front end reserved nothing (its body
+        // is small and read already), else taken if free (routing may have chosen a hungrier version).
+        let wire_len = payload.wire_len();
+        memory
+            .grow_to(target.footprint.estimate(wire_len), self.memory_wait)
+            .await?;
+        let request = self.decode(payload, memory).await?;
+        let inputs_len = Tensor::bytes_of(&request.inputs);
+        let mut held = wire_len + inputs_len;
+        memory.charge(held);
+        let outputs = validate(&target.signature, &request)?;
+        let captured = capture_inputs.then(|| request.inputs.clone());
+        if captured.is_some() {
+            held = wire_len + 2 * inputs_len;
+            memory.charge(held);
+        }
+        let kept = if captured.is_some() { inputs_len } else { 0 };
+        if let Some(drift) = &target.drift {
+            drift.observe(&request.inputs);
+        }
+        let run_started = Instant::now();
+        let result = target.infer_timed(request.inputs, outputs, memory).await;
+        let finished = match &result {
+            Ok((_, timing)) => timing.finished,
+            Err(_) => Instant::now(),
+        };
+        series.observe_inference(finished.duration_since(run_started).as_secs_f64());
+        let (outputs, timing) = result?;
+        series.observe_queue(timing.queued.as_secs_f64());
+        // While the outputs were copied out of ONNX Runtime, its buffers and the inputs it was given were held too.
+        let outputs_len = Tensor::bytes_of(&outputs);
+        held = held.max(kept + inputs_len + 2 * outputs_len);
+        memory.charge(held);
+        Ok(Ran {
+            id: request.id,
+            outputs,
+            captured_inputs: captured,
+            binary_outputs: request.binary_outputs,
+            run_started,
+            queued: timing.queued,
+            finished,
+            held,
+            wire_len,
+        })
+    }
+
+    /// The payload's tensors: a large body is parsed on a blocking thread, so the async workers keep serving small
+    /// requests meanwhile.
+    async fn decode(
+        &self,
+        payload: Payload,
+        memory: &mut Reservation,
+    ) -> Result<InferRequest, InferenceError> {
+        let limits = DecodeLimits {
+            max_elements: self.limits.max_tensor_elements,
+            max_depth: self.limits.max_json_depth,
+        };
+        match payload {
+            Payload::Json {
+                body,
+                binary_header_len,
+            } if body.len() > OFF_WORKER_BYTES => {
+                // The memory goes along, so a request that times out meanwhile releases it only when the body is
+                // gone.
+                let held = memory.split(usize::MAX);
+                let (request, held) = tokio::task::spawn_blocking(move || {
+                    (decode_body(&body, binary_header_len, limits), held)
+                })
+                .await
+                .map_err(|e| InferError::Internal(format!("decoding task failed: {e}")))?;
+                memory.merge(held);
+                request
+            }
+            Payload::Json {
+                body,
+                binary_header_len,
+            } => decode_body(&body, binary_header_len, limits),
+        }
+    }
+}
+
+/// Bodies, and responses, larger than this are decoded, and encoded, on a blocking thread rather than an async
+/// worker (about a millisecond of work at this size).
+pub const OFF_WORKER_BYTES: usize = 256 << 10;
+
+/// A V2 request from a JSON body, or from a JSON header of `header_len` bytes followed by raw tensor data.
+fn decode_body(
+    body: &[u8],
+    header_len: Option<usize>,
+    limits: DecodeLimits,
+) -> Result<InferRequest, InferenceError> {
+    let (header, binary) = match header_len {
+        Some(n) if n <= body.len() => body.split_at(n),
+        Some(n) => {
+            return Err(DecodeError::Json(format!(
+                "Inference-Header-Content-Length {n} is longer than the {}-byte body",
+                body.len()
+            ))
+            .into())
+        }
+        None => (body, &[][..]),
+    };
+    Ok(decode_with_binary(header, binary, limits)?)
+}
+
+/// What one run produced, before it becomes an [`Inferred`].
+struct Ran {
+    id: Option<String>,
+    outputs: Vec<Tensor>,
+    captured_inputs: Option<Vec<Tensor>>,
+    binary_outputs: BinaryOutputs,
+    /// When the run was asked for (decoding and validation ended), how long it waited, and when it ended.
+    run_started: Instant,
+    queued: Duration,
+    finished: Instant,
+    held: usize,
+    wire_len: usize,
+}
+
+impl Service<InferCall> for InferenceService {
+    type Response = Inferred;
+    type Error = InferenceError;
+    type Future = InferFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), InferenceError>> {
+        // Back-pressure happens per version, in the session pool; the service itself is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: InferCall) -> Self::Future {
+        Box::pin(self.clone().infer(call))
+    }
+}

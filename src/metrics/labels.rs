@@ -1,0 +1,46 @@
+//! The bounded label values: every label whose values sluice chooses is an enum or a constant here, so a typo cannot
+//! start a new series.
+
+/// How an inference request ended, as the `outcome` label of `sluice_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    ClientError,
+    ServerError,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::ClientError => "client_error",
+            Outcome::ServerError => "server_error",
+        }
+    }
+}
+
+/// What became of one shadow job, as the `outcome` label of `sluice_shadow_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShadowOutcome {
+    /// The shadow answered and its outputs were compared with the primary's.
+    Compared,
+    /// The shadow run failed.
+    Error,
+    /// The shadow queue was full: the job was not run.
+    Dropped,
+}
+
+impl ShadowOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            ShadowOutcome::Compared => "compared",
+            ShadowOutcome::Error => "error",
+            ShadowOutcome::Dropped => "dropped",
+        }
+    }
+}
+
+/// The `variant` label of requests that no routing variant took: they went to the model's default version.
+pub const STABLE: &str = "stable";
+/// The `variant` label of requests that named a version in the URL (routing bypassed).
+pub const PINNED: &str = "pinned";

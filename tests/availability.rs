@@ -459,7 +459,7 @@ fn loads(server: &TestServer, model: &str) -> u64 {
 
 /// 200 add/replace/remove cycles of a compute-heavy CNN (open-nsfw, 23 MB) while clients infer on a small model:
 /// resident memory grows by less than 10 % between cycle 20 and cycle 200, and no request fails.
-/// `scripts/test.sh` fetches the CNN (scripts/fetch-cnn.sh) and passes its path in `SLUICE_TEST_CNN`.
+/// `scripts/test.sh` fetches the CNN (scripts/lib/fetch-cnn.sh) and passes its path in `SLUICE_TEST_CNN`.
 #[test]
 fn cnn_add_replace_remove_cycles_do_not_leak() {
     let Ok(cnn) = std::env::var("SLUICE_TEST_CNN") else {

@@ -410,10 +410,10 @@ fn cnn_path() -> PathBuf {
     if let Ok(path) = std::env::var("SLUICE_TEST_CNN") {
         return path.into();
     }
-    let out = std::process::Command::new(Path::new(common::ROOT).join("scripts/fetch-cnn.sh"))
+    let out = std::process::Command::new(Path::new(common::ROOT).join("scripts/lib/fetch-cnn.sh"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "scripts/fetch-cnn.sh failed");
+    assert!(out.status.success(), "scripts/lib/fetch-cnn.sh failed");
     String::from_utf8(out.stdout).unwrap().trim().into()
 }
 

@@ -108,7 +108,7 @@ fn check_config_validates_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sluice.toml");
     let k8s = common::models_dir().join("../k8s/base/sluice.toml");
-    // The token file is the mounted Secret in a pod; a stand-in here, as in scripts/lint-deploy.sh.
+    // The token file is the mounted Secret in a pod; a stand-in here, as in scripts/lib/lint-deploy.sh.
     let token = dir.path().join("token");
     std::fs::write(&token, "check-token\n").unwrap();
     let (code, out) = run_sluice(

@@ -2,7 +2,7 @@
 """The load benchmark: every server on 127.0.0.1, driven by the same load generator (wrk) with their runs interleaved,
 at concurrency 1, 8 and 64, for a small tabular model and a compute-heavy CNN. Writes a Markdown report (benches/RESULTS.md).
 
-Run it through scripts/bench.sh, which installs what it needs. Everything targets loopback only, with bounded
+Run it through scripts/perf/bench.sh, which installs what it needs. Everything targets loopback only, with bounded
 durations.
 """
 
@@ -35,7 +35,7 @@ CONCURRENCY = [1, 8, 64]
 REQUESTS_CLIENT = {"User-Agent": "python-requests/2.32.3", "Accept-Encoding": "gzip, deflate", "Accept": "*/*",
                    "Connection": "keep-alive"}
 # The line of benches/RESULTS.md below which the other benchmarks' sections are kept as they are.
-MARKER = "<!-- Above: written by scripts/bench.sh"
+MARKER = "<!-- Above: written by scripts/perf/bench.sh"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -351,7 +351,7 @@ def main():
     report = f"""# Benchmark results
 
 Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; `{subprocess.run(['rustc', '--version'], capture_output=True, text=True).stdout.strip()}`.
-Command: `scripts/bench.sh` (load generator: `wrk`, loopback only; each point, in-process ones included, is the median
+Command: `scripts/perf/bench.sh` (load generator: `wrk`, loopback only; each point, in-process ones included, is the median
 of {REPEATS} runs of {DURATION} s (after a 2 s warm-up for servers), each figure's median taken on its own; errors —
 non-2xx responses and socket errors, timeouts (60 s) included — are summed). All servers of a model run at once (idle
 while others are measured), and at each concurrency the contenders' runs are interleaved, one each per round in an
@@ -365,7 +365,7 @@ wrk sends (no `Accept-Encoding`), and with the headers of Python `requests` ("re
 gzip, deflate`, `Accept: */*`, its User-Agent), as real clients send them.
 All servers and the load generator share the machine's cores, as the ratios below assume. sluice, the bare handler
 and ONNX Runtime in-process are built the same way, the way sluice ships: profile-guided, each trained on its own
-load (`scripts/build-release.sh --examples`; sluice on the mix of `scripts/pgo-train.lua` over the example models).
+load (`scripts/build-release.sh --examples`; sluice on the mix of `scripts/perf/pgo-train.lua` over the example models).
 
 ## Targets
 

@@ -4,8 +4,8 @@ Markdown table with, per size, the link speed below which gzip saves more time s
 
 usage: compression.py BIN [--rows 1,16,32,64,128,512,4096] [--rounds 3] [--seconds 3]
 
-One sluice (BIN) on a repository holding iris GBT (2 sessions x 1 intra-op thread, as scripts/bench.sh), with
-`server.compress_min_bytes = 0` so every answer to a client that asks is compressed. Needs wrk (scripts/ab.sh
+One sluice (BIN) on a repository holding iris GBT (2 sessions x 1 intra-op thread, as scripts/perf/bench.sh), with
+`server.compress_min_bytes = 0` so every answer to a client that asks is compressed. Needs wrk (scripts/perf/ab.sh
 installs it) and ORT_DYLIB_PATH.
 """
 

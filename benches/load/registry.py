@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Registry benchmarks, run by scripts/bench-registry.sh (standard library only, plus wrk):
+"""Registry benchmarks, run by scripts/perf/bench-registry.sh (standard library only, plus wrk):
 
 1. Loading never starves serving: the small model's latency (wrk -t2 -c8, --latency) while the compute-heavy CNN's
    file is replaced every 2 s (each replacement is a load with its warmup), against the same load with no reloads,
@@ -7,7 +7,7 @@
 2. Warmup: the latency of the first and second request after a new CNN version took over, with warmup on and off,
    sent at once (while the previous version is released) and half a second later.
 
-Usage: registry.py <sluice binary> <fixture dir of scripts/small-model-load.sh> <cnn.onnx> <seconds per run> <rounds>
+Usage: registry.py <sluice binary> <fixture dir of scripts/perf/small-model-load.sh> <cnn.onnx> <seconds per run> <rounds>
 Prints a Markdown section.
 """
 import json

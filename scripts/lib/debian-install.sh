@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs from Debian the packages whose commands are missing. Each argument is `command=package`, e.g.
-# `scripts/debian-install.sh wrk=wrk perf=linux-perf`; nothing happens when every command is there. Uses sudo when not
+# `scripts/lib/debian-install.sh wrk=wrk perf=linux-perf`; nothing happens when every command is there. Uses sudo when not
 # run as root.
 set -euo pipefail
 need=()

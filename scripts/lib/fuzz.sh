@@ -3,7 +3,7 @@
 # cargo-fuzz needs nightly features; the stable toolchain provides them with RUSTC_BOOTSTRAP=1 (no other toolchain
 # can be installed here). Installs cargo-fuzz when it is missing.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 seconds="${1:-60}"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz --version 0.13.2

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks a rendered kustomize overlay (multi-document YAML) for what a fleet of sluice pods needs, beyond schema
-validity. Run by scripts/lint-deploy.sh for every overlay; prints each failure and exits 1 on any.
+validity. Run by scripts/lib/lint-deploy.sh for every overlay; prints each failure and exits 1 on any.
 
 - The Deployment has no replica count when an HPA scales it (an apply would reset the HPA's count).
 - Startup and liveness probes use /v2/health/live; readiness uses /v2/health/ready with at least 3 failures and a

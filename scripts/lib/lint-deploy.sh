@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Lints the Dockerfile (hadolint), renders every kustomize overlay and validates it (kubernetes-validate --strict),
-# inspects it for what a fleet needs (scripts/k8s-inspect.py: no replica count beside an HPA, probes, disruption
+# inspects it for what a fleet needs (scripts/lib/k8s-inspect.py: no replica count beside an HPA, probes, disruption
 # budget, bounded emptyDirs, spread, requests = limits, a sluice.toml that fits the memory limit), checks the Prometheus alert rules (promtool) and checks the routing policy
 # against the example models (sluice check) and the shipped sluice.toml with `sluice --check-config`. Installs what it needs: a venv for the Python tools, Debian's prometheus package for promtool.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 venv="$root/.venv-tools"
@@ -15,7 +15,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/n
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r deploy/requirements.txt
   echo "$want" > "$venv/.requirements.sha256"
 fi
-scripts/debian-install.sh promtool=prometheus
+scripts/lib/debian-install.sh promtool=prometheus
 
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "kubectl (with its built-in kustomize v4 or later) is needed to render k8s/; it is on the CI machine." >&2
@@ -43,7 +43,7 @@ routing = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["na
 open(f"{sys.argv[2]}/routing.toml", "w").write(routing["data"]["routing.toml"])
 open(f"{sys.argv[2]}/sluice.toml", "w").write(config["data"]["sluice.toml"])
 PY
-  "$venv/bin/python" scripts/k8s-inspect.py "$tmp/rendered.yaml" || { echo "k8s/$overlay: fleet checks failed" >&2; exit 1; }
+  "$venv/bin/python" scripts/lib/k8s-inspect.py "$tmp/rendered.yaml" || { echo "k8s/$overlay: fleet checks failed" >&2; exit 1; }
   promtool check rules "$tmp/rules.yml"
   cp deploy/alert-tests.yml "$tmp/alert-tests.yml"
   promtool test rules "$tmp/alert-tests.yml"

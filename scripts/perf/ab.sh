@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
 # A/B of two builds of sluice on the small model (iris GBT, 1×4 FP32; 2 sessions × 1 intra-op thread, as in
-# scripts/bench.sh): which one serves the benchmark's c=8 load with fewer CPU microseconds per request, and faster.
+# scripts/perf/bench.sh): which one serves the benchmark's c=8 load with fewer CPU microseconds per request, and faster.
 #
-#   scripts/ab.sh <A> <B> [rounds]
+#   scripts/perf/ab.sh <A> <B> [rounds]
 #
 # A and B are git revisions (each is built without LTO, the same way, in a worktree under target/ab) or paths to
 # sluice binaries. Both servers are up at once; each round drives A, then B, with `wrk -t2 -c8` for 5 s while the
-# server's CPU time is counted, in two placements: `shared` (server and wrk on both cores, as in scripts/bench.sh) and
+# server's CPU time is counted, in two placements: `shared` (server and wrk on both cores, as in scripts/perf/bench.sh) and
 # `pinned` (server on CPU 0, wrk on CPU 1). The round's ratio is B/A. Rounds then run again with B measured first,
 # because the slot a build is measured in biases a ratio by a few per cent on this machine (the same build against
 # itself gave 1.02–1.04). Prints each round and the median ratio per placement and order.
 # Needs wrk, perf (`linux-perf`) and taskset; installs what is missing from Debian. The worktrees stay for the next
 # comparison; `git worktree remove target/ab/tree-<revision>` deletes one.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
-[ $# -ge 2 ] || { echo "usage: scripts/ab.sh <revision-or-binary A> <revision-or-binary B> [rounds]" >&2; exit 64; }
+[ $# -ge 2 ] || { echo "usage: scripts/perf/ab.sh <revision-or-binary A> <revision-or-binary B> [rounds]" >&2; exit 64; }
 rounds="${3:-6}"
 
-# shellcheck source=scripts/small-model-load.sh
-source scripts/small-model-load.sh
+# shellcheck source=scripts/perf/small-model-load.sh
+source scripts/perf/small-model-load.sh
 install_load_tools
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$root/.ort/libonnxruntime.so.1.32.0}"
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The load benchmark (benches/load/bench.py): builds sluice and the two reference programs (bare axum handler,
 # ONNX Runtime in-process) the way sluice ships, profile-guided (scripts/build-release.sh --examples), installs wrk
-# (Debian) and the Python peers (FastAPI, KServe) in .venv-bench, fetches the open-nsfw CNN (scripts/fetch-cnn.sh),
+# (Debian) and the Python peers (FastAPI, KServe) in .venv-bench, fetches the open-nsfw CNN (scripts/lib/fetch-cnn.sh),
 # trains the wide MLP used for the dynamic-batching rows (benches/load/wide_mlp.py), runs every server on loopback
 # (runs interleaved) and writes benches/RESULTS.md. Takes about 25 minutes on 2 cores. BENCH_SECONDS sets
 # the time per run (5), BENCH_REPEATS the runs per point (3).
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 scripts/fetch-onnxruntime.sh
@@ -22,7 +22,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements.sha256" 2>/dev/n
   echo "$want" > "$venv/.requirements.sha256"
 fi
 
-cnn="$(scripts/fetch-cnn.sh)"
+cnn="$(scripts/lib/fetch-cnn.sh)"
 
 # The batch-friendly model for the dynamic-batching rows, trained here (fixed seed, a few seconds).
 wide="$root/.bench/wide-mlp.onnx"

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # CPU time per request, sluice against the bare axum handler, on the small model (iris GBT, 1×4 FP32; 2 sessions × 1
-# intra-op thread, as in scripts/bench.sh). Each server runs on 127.0.0.1 in turn; wrk drives it for 5 s at
+# intra-op thread, as in scripts/perf/bench.sh). Each server runs on 127.0.0.1 in turn; wrk drives it for 5 s at
 # concurrency 8 (or 1) while `perf stat` counts the server's task-clock and context switches and wrk's own
 # task-clock; the script prints them per request. This is the figure the load benchmark's throughput follows when the
-# machine is CPU-bound. Three set-ups: `shared` (server and wrk on both cores, as in scripts/bench.sh), `pinned` (server on CPU
+# machine is CPU-bound. Three set-ups: `shared` (server and wrk on both cores, as in scripts/perf/bench.sh), `pinned` (server on CPU
 # 0, one wrk thread on CPU 1), which shows each server's own cost without the load generator on its cores, and `c=1`
 # (one connection, cores shared), where the server idles between requests as in the benchmark's latency points.
 # Measures the benchmark's builds (scripts/build-release.sh --examples, which it runs); installs wrk and perf from
 # Debian.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
-# shellcheck source=scripts/small-model-load.sh
-source scripts/small-model-load.sh
+# shellcheck source=scripts/perf/small-model-load.sh
+source scripts/perf/small-model-load.sh
 install_load_tools
 scripts/build-release.sh --examples
 

@@ -1,11 +1,11 @@
-# Shared by scripts/cpu-per-request.sh, scripts/ab.sh, scripts/bench-registry.sh and scripts/build-release.sh
-# (sourced, not run): the tools a CPU-per-request measurement needs, and the small-model fixture of scripts/bench.sh
+# Shared by scripts/perf/cpu-per-request.sh, scripts/perf/ab.sh, scripts/perf/bench-registry.sh and scripts/build-release.sh
+# (sourced, not run): the tools a CPU-per-request measurement needs, and the small-model fixture of scripts/perf/bench.sh
 # (iris GBT, 1×4 FP32, 2 sessions × 1 intra-op thread).
 
 # Fetches ONNX Runtime and installs wrk and perf from Debian when missing.
 install_load_tools() {
   scripts/fetch-onnxruntime.sh
-  scripts/debian-install.sh wrk=wrk perf=linux-perf
+  scripts/lib/debian-install.sh wrk=wrk perf=linux-perf
 }
 
 # Writes into $1: the repository `repo` (model `m`), the V2 JSON body `json.body`, the same input as raw

@@ -117,7 +117,7 @@ def test_kserve_health_and_inference_match_python_onnxruntime(server, reference)
 # ---- Prometheus exposition -----------------------------------------------------------------------------------------
 
 def test_live_metrics_pass_promtool(server):
-    """`promtool check metrics` (installed by scripts/lint-deploy.sh) accepts the live /metrics after traffic."""
+    """`promtool check metrics` (installed by scripts/lib/lint-deploy.sh) accepts the live /metrics after traffic."""
     client = triton.InferenceServerClient(url=server)
     inp = triton.InferInput("float_input", [1, 4], "FP32")
     inp.set_data_from_numpy(np.ones((1, 4), np.float32), binary_data=False)

@@ -45,80 +45,10 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
     }
     // Which versions of each model loaded, with their signatures, for the routing check.
     let mut loadable: Loadable = BTreeMap::new();
-    for model in models {
-        let _ = writeln!(report.text, "model {}", model.name);
-        let config = match &model.config {
-            Ok(config) => config.clone(),
-            Err(e) => {
-                report.problem(format!("model '{}': invalid model.toml: {e}", model.name));
-                Default::default()
-            }
-        };
-        if model.versions.is_empty() {
-            report.problem(format!(
-                "model '{}': no integer version directories",
-                model.name
-            ));
-        }
-        for v in &model.versions {
-            // One session is enough to prove the file loads.
-            let settings = VersionSettings {
-                session: SessionSettings {
-                    pool_size: Some(1),
-                    ..config.session.clone()
-                },
-                batching: config.batching.clone(),
-                warmup: config.warmup.clone(),
-            };
-            match ModelVersion::load(
-                env,
-                &model.name,
-                v.version,
-                &v.model_path,
-                &settings,
-                &LoadOptions::default(),
-            ) {
-                Ok(loaded) => {
-                    let extras = [
-                        loaded.card.as_ref().map(|c| {
-                            if c.sha256.is_some() {
-                                "card, checksum verified"
-                            } else {
-                                "card"
-                            }
-                        }),
-                        loaded.drift.as_ref().map(|_| "drift reference profile"),
-                    ];
-                    let extras: Vec<&str> = extras.into_iter().flatten().collect();
-                    let _ = writeln!(
-                        report.text,
-                        "  version {}: ok ({})",
-                        v.version,
-                        if extras.is_empty() {
-                            "no card, no reference profile".to_owned()
-                        } else {
-                            extras.join(", ")
-                        }
-                    );
-                    describe(&mut report.text, "input", &loaded.signature.inputs);
-                    describe(&mut report.text, "output", &loaded.signature.outputs);
-                    loadable
-                        .entry(model.name.clone())
-                        .or_default()
-                        .insert(v.version, loaded.signature.clone());
-                }
-                Err(e) => {
-                    report.problem(format!("model '{}' version {}: {e}", model.name, v.version))
-                }
-            }
-        }
-        if let Some(pinned) = config.default_version {
-            if !model.versions.iter().any(|v| v.version == pinned) {
-                report.problem(format!(
-                    "model '{}': default_version {pinned} is not in the repository",
-                    model.name
-                ));
-            }
+    for model in &models {
+        let loaded = check_model(&mut report, env, model);
+        if !loaded.is_empty() {
+            loadable.insert(model.name.clone(), loaded);
         }
     }
     if let Some(path) = routing {
@@ -131,6 +61,101 @@ pub fn check(env: &Environment, root: &Path, routing: Option<&Path>) -> Report {
     };
     let _ = writeln!(report.text, "{verdict}");
     report
+}
+
+/// Checks one model directory: its `model.toml`, every version, the pinned default. Returns the signatures of the
+/// versions that loaded.
+fn check_model(
+    report: &mut Report,
+    env: &Environment,
+    model: &repository::ModelDir,
+) -> BTreeMap<u64, Signature> {
+    let _ = writeln!(report.text, "model {}", model.name);
+    let config = match &model.config {
+        Ok(config) => config.clone(),
+        Err(e) => {
+            report.problem(format!("model '{}': invalid model.toml: {e}", model.name));
+            Default::default()
+        }
+    };
+    if model.versions.is_empty() {
+        report.problem(format!(
+            "model '{}': no integer version directories",
+            model.name
+        ));
+    }
+    // One session is enough to prove a file loads.
+    let settings = VersionSettings {
+        session: SessionSettings {
+            pool_size: Some(1),
+            ..config.session.clone()
+        },
+        batching: config.batching.clone(),
+        warmup: config.warmup.clone(),
+    };
+    let mut loaded = BTreeMap::new();
+    for v in &model.versions {
+        if let Some(signature) = check_version(report, env, &model.name, v, &settings) {
+            loaded.insert(v.version, signature);
+        }
+    }
+    if let Some(pinned) = config.default_version {
+        if !model.versions.iter().any(|v| v.version == pinned) {
+            report.problem(format!(
+                "model '{}': default_version {pinned} is not in the repository",
+                model.name
+            ));
+        }
+    }
+    loaded
+}
+
+/// Loads one version and describes it; its signature when it loaded.
+fn check_version(
+    report: &mut Report,
+    env: &Environment,
+    model: &str,
+    v: &repository::VersionDir,
+    settings: &VersionSettings,
+) -> Option<Signature> {
+    let loaded = match ModelVersion::load(
+        env,
+        model,
+        v.version,
+        &v.model_path,
+        settings,
+        &LoadOptions::default(),
+    ) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            report.problem(format!("model '{model}' version {}: {e}", v.version));
+            return None;
+        }
+    };
+    let extras = [
+        loaded.card.as_ref().map(|c| {
+            if c.sha256.is_some() {
+                "card, checksum verified"
+            } else {
+                "card"
+            }
+        }),
+        loaded.drift.as_ref().map(|_| "drift reference profile"),
+    ];
+    let extras: Vec<&str> = extras.into_iter().flatten().collect();
+    let _ = writeln!(
+        report.text,
+        "  version {}: ok ({})",
+        v.version,
+        if extras.is_empty() {
+            "no card, no reference profile".to_owned()
+        } else {
+            extras.join(", ")
+        }
+    );
+    describe(&mut report.text, "input", &loaded.signature.inputs);
+    describe(&mut report.text, "output", &loaded.signature.outputs);
+    Some(loaded.signature.clone())
 }
 
 fn describe(text: &mut String, what: &str, specs: &[IoSpec]) {

@@ -1,15 +1,17 @@
 //! Start-up and the serving loop: ONNX Runtime, state, listener, connection settings, background model loading,
 //! graceful shutdown.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
 use ort::environment::Environment;
 use tokio::net::TcpListener;
-
-use std::future::Future;
 
 use crate::api::{AppState, Shared};
 use crate::config::{AdminAccess, Settings};
@@ -239,49 +241,17 @@ async fn serve_http(
     http: HttpSettings,
     stop_accepting: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let connections = Connections {
+        builder: Builder::new(TokioExecutor::new()),
+        graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+        idle_timeout: http.idle_timeout,
+        app,
+    };
     tokio::pin!(stop_accepting);
-    let ended = |result: Result<(), Box<dyn std::error::Error + Send + Sync>>| {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
-    };
-    let serve = |stream: tokio::net::TcpStream| {
-        let _ = stream.set_nodelay(true);
-        let Some(limit) = http.idle_timeout else {
-            let service = TowerToHyperService::new(app.clone());
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move { ended(connection.await) });
-            return;
-        };
-        let activity = Arc::new(idle::Activity::default());
-        let service =
-            TowerToHyperService::new(idle::Counted::new(app.clone(), Arc::clone(&activity)));
-        let io = TokioIo::new(idle::Watched::new(stream, Arc::clone(&activity)));
-        let connection = builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            tokio::select! {
-                biased;
-                result = connection => ended(result),
-                () = activity.idle_for(limit) => tracing::debug!("closed a stalled or idle connection"),
-            }
-        });
-    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => serve(stream),
+                Ok((stream, _)) => connections.serve(stream),
                 Err(e) => {
                     // Out of file descriptors and similar: back off briefly, keep serving.
                     tracing::warn!(error = %e, "accept failed");
@@ -296,14 +266,61 @@ async fn serve_http(
     let backlog_deadline = tokio::time::Instant::now() + Duration::from_millis(100);
     while tokio::time::Instant::now() < backlog_deadline {
         match tokio::time::timeout(Duration::from_millis(5), listener.accept()).await {
-            Ok(Ok((stream, _))) => serve(stream),
+            Ok(Ok((stream, _))) => connections.serve(stream),
             _ => break,
         }
     }
     drop(listener);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    graceful.shutdown().await;
+    connections.graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves accepted plain-HTTP connections (HTTP/1.1 or h2c) with `app`, each on its own task, watched for graceful
+/// shutdown and, with an idle timeout, closed when it stalls or idles.
+struct Connections<A> {
+    builder: Builder<TokioExecutor>,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    idle_timeout: Option<Duration>,
+    app: A,
+}
+
+impl<A: App<hyper::body::Incoming>> Connections<A> {
+    fn serve(&self, stream: tokio::net::TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let Some(limit) = self.idle_timeout else {
+            let service = TowerToHyperService::new(self.app.clone());
+            let connection = self
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = self.graceful.watch(connection);
+            tokio::spawn(async move { connection_ended(connection.await) });
+            return;
+        };
+        let activity = Arc::new(idle::Activity::default());
+        let service =
+            TowerToHyperService::new(idle::Counted::new(self.app.clone(), Arc::clone(&activity)));
+        let io = TokioIo::new(idle::Watched::new(stream, Arc::clone(&activity)));
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let connection = self.graceful.watch(connection);
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                result = connection => connection_ended(result),
+                () = activity.idle_for(limit) => tracing::debug!("closed a stalled or idle connection"),
+            }
+        });
+    }
+}
+
+fn connection_ended(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 /// The TLS configuration (rustls, ring provider) from PEM files, checked: each file holds what it should, and the key
@@ -428,20 +445,7 @@ async fn initial_load(manager: &RepositoryManager, settle: Duration) {
 pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, StartError> {
     let registry = Arc::new(Registry::new(settings.models.strict_readiness));
     let metrics = Arc::new(Metrics::new()?);
-    let memory = memory::plan(
-        settings.limits.max_inflight_bytes,
-        memory::limit::cgroup_limit(),
-        memory::limit::resident_bytes().unwrap_or(0),
-    );
-    let budget = MemoryBudget::new(memory.capacity);
-    metrics.watch_memory(budget.clone(), memory.limit)?;
-    let mib = |n: u64| n >> 20;
-    tracing::info!(
-        budget_mib = mib(memory.capacity as u64),
-        limit_mib = memory.limit.map(mib),
-        loads_counted = memory.counts_loads,
-        "memory budget for requests in flight"
-    );
+    let (memory, budget) = memory_budget(settings, &metrics)?;
     let routing = Arc::new(RoutingTable::new(
         settings.routing.file().map(Path::to_path_buf),
         Arc::clone(&metrics),
@@ -459,24 +463,9 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
     let payload_log = PayloadLog::start(&settings.payload_log, Arc::clone(&metrics))
         .map_err(StartError::Config)?;
     let pipeline = inference::pipeline(core, Arc::clone(&routing), mirror.clone(), payload_log);
-    let manager = RepositoryManager::new(
-        Arc::clone(&registry),
-        Arc::clone(&metrics),
-        env,
-        settings.models.repository.clone(),
-        Duration::from_millis(settings.models.settle_ms),
-    )
-    .with_pins(Arc::clone(&routing) as Arc<dyn PinnedVersions>)
-    .with_load_concurrency(settings.models.load_concurrency)
-    .with_memory(
-        memory.counts_loads.then(|| budget.clone()),
-        Duration::from_millis(settings.limits.memory_wait_ms),
-    )
-    .with_load_options(LoadOptions {
-        max_waiting: settings.limits.max_queue_per_version,
-        drift_window: settings.monitoring.drift_window,
-        metrics: Some(Arc::clone(&metrics)),
-    });
+    let manager = repository_manager(
+        settings, env, &registry, &metrics, &routing, &memory, &budget,
+    );
     let admin = settings
         .admin_access()
         .map_err(|e| StartError::Config(e.to_string()))?;
@@ -498,6 +487,58 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         memory: budget,
         memory_wait: Duration::from_millis(settings.limits.memory_wait_ms),
     }))
+}
+
+/// The memory budget for work in flight, sized from the configuration and the cgroup limit, and exported.
+fn memory_budget(
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<(memory::MemoryPlan, MemoryBudget), StartError> {
+    let memory = memory::plan(
+        settings.limits.max_inflight_bytes,
+        memory::limit::cgroup_limit(),
+        memory::limit::resident_bytes().unwrap_or(0),
+    );
+    let budget = MemoryBudget::new(memory.capacity);
+    metrics.watch_memory(budget.clone(), memory.limit)?;
+    let mib = |n: u64| n >> 20;
+    tracing::info!(
+        budget_mib = mib(memory.capacity as u64),
+        limit_mib = memory.limit.map(mib),
+        loads_counted = memory.counts_loads,
+        "memory budget for requests in flight"
+    );
+    Ok((memory, budget))
+}
+
+/// The repository's one writer, keeping routing's versions loaded and, under a memory limit, counting loads.
+fn repository_manager(
+    settings: &Settings,
+    env: Environment,
+    registry: &Arc<Registry>,
+    metrics: &Arc<Metrics>,
+    routing: &Arc<RoutingTable>,
+    memory: &memory::MemoryPlan,
+    budget: &MemoryBudget,
+) -> RepositoryManager {
+    RepositoryManager::new(
+        Arc::clone(registry),
+        Arc::clone(metrics),
+        env,
+        settings.models.repository.clone(),
+        Duration::from_millis(settings.models.settle_ms),
+    )
+    .with_pins(Arc::clone(routing) as Arc<dyn PinnedVersions>)
+    .with_load_concurrency(settings.models.load_concurrency)
+    .with_memory(
+        memory.counts_loads.then(|| budget.clone()),
+        Duration::from_millis(settings.limits.memory_wait_ms),
+    )
+    .with_load_options(LoadOptions {
+        max_waiting: settings.limits.max_queue_per_version,
+        drift_window: settings.monitoring.drift_window,
+        metrics: Some(Arc::clone(metrics)),
+    })
 }
 
 /// Re-reads the routing file every `interval`; a change is applied and the repository reconciled, so versions the

@@ -101,7 +101,7 @@ fn no_source_file_imports_one_that_imports_it_back() {
     };
     let mut edges: BTreeMap<PathBuf, BTreeSet<PathBuf>> = BTreeMap::new();
     for file in &files {
-        if file.file_name().is_some_and(|n| n == "tests.rs") {
+        if file.to_string_lossy().ends_with("tests.rs") {
             continue;
         }
         let module = module_of(&src, file);

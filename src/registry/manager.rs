@@ -97,6 +97,28 @@ struct Work {
     reason: Option<String>,
 }
 
+/// What [`RepositoryManager::assemble`] decided about a loaded version that serves.
+struct Serving<'a> {
+    name: &'a str,
+    version: u64,
+    /// The schema guard's verdict against the default.
+    incompatible: Option<String>,
+    /// Selected by the version policy (else it serves as the default only).
+    selected: bool,
+    /// Newer than a default that is not pinned: an incompatibility here holds back an upgrade.
+    newer_than_default: bool,
+}
+
+/// Why a version on disk does not serve.
+fn unserved_reason(state: VersionState, reason: Option<String>) -> String {
+    match state {
+        VersionState::Ready | VersionState::Incompatible | VersionState::Loadable => {
+            "not selected by the version policy".into()
+        }
+        _ => reason.unwrap_or_default(),
+    }
+}
+
 pub struct RepositoryManager {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -324,18 +346,11 @@ impl RepositoryManager {
             versions,
         } = dir;
         let config = match config {
-            Ok(config) => match state.overrides.get(&name) {
-                Some(o) => o.apply(config),
-                None => config,
-            },
+            Ok(config) => self.effective_config(state, &name, config),
             Err(reason) => {
                 return invalid_config_entry(old, &name, &versions, reason, &self.metrics)
             }
         };
-        if state.configs.get(&name).is_some_and(|c| c != &config) {
-            state.default_override.remove(&name);
-        }
-        state.configs.insert(name.clone(), config.clone());
         let pinned = state
             .default_override
             .get(&name)
@@ -361,28 +376,8 @@ impl RepositoryManager {
                 (v.version, work)
             })
             .collect();
-        // The schema guard judges against the default that serves now, or, on a first load, against the pinned
-        // or newest version that loads.
-        let mut baseline = old.default_model().cloned();
-        judge(&mut work, baseline.as_deref(), force);
-        loop {
-            let wanted = config.version_policy.select(&states(&work), &keep);
-            let to_load: Vec<u64> = wanted
-                .iter()
-                .copied()
-                .filter(|v| work[v].state == VersionState::Loadable)
-                .collect();
-            if to_load.is_empty() {
-                break;
-            }
-            self.load_versions(state, &name, &mut work, &to_load).await;
-            if baseline.is_none() {
-                baseline = pinned
-                    .and_then(|p| work.get(&p)?.model.clone())
-                    .or_else(|| work.values().rev().find_map(|w| w.model.clone()));
-            }
-            judge(&mut work, baseline.as_deref(), force);
-        }
+        self.load_selected(state, &name, &mut work, &config, &keep, pinned, &old, force)
+            .await;
         let wanted = config.version_policy.select(&states(&work), &keep);
         let candidates: Vec<Candidate> = wanted
             .iter()
@@ -396,6 +391,62 @@ impl RepositoryManager {
         let default = choose_default(&candidates, pinned)
             .or(old.default.filter(|_| old.default_model().is_some()));
         self.assemble(state, &name, work, &wanted, default, old, force, &config)
+    }
+
+    /// The model's `model.toml` with the load call's override applied; a changed configuration drops a default set
+    /// by a call.
+    fn effective_config(
+        &self,
+        state: &mut ManagerState,
+        name: &str,
+        config: ModelConfig,
+    ) -> ModelConfig {
+        let config = match state.overrides.get(name) {
+            Some(o) => o.apply(config),
+            None => config,
+        };
+        if state.configs.get(name).is_some_and(|c| c != &config) {
+            state.default_override.remove(name);
+        }
+        state.configs.insert(name.to_owned(), config.clone());
+        config
+    }
+
+    /// Loads what the version policy selects until nothing selected is left to load (a failed load makes the
+    /// policy pick again), judging each load with the schema guard: against the default that serves now, or, on a
+    /// first load, against the pinned or newest version that loads.
+    #[allow(clippy::too_many_arguments)]
+    async fn load_selected(
+        &self,
+        state: &mut ManagerState,
+        name: &str,
+        work: &mut BTreeMap<u64, Work>,
+        config: &ModelConfig,
+        keep: &BTreeSet<u64>,
+        pinned: Option<u64>,
+        old: &ModelEntry,
+        force: bool,
+    ) {
+        let mut baseline = old.default_model().cloned();
+        judge(work, baseline.as_deref(), force);
+        loop {
+            let wanted = config.version_policy.select(&states(work), keep);
+            let to_load: Vec<u64> = wanted
+                .iter()
+                .copied()
+                .filter(|v| work[v].state == VersionState::Loadable)
+                .collect();
+            if to_load.is_empty() {
+                return;
+            }
+            self.load_versions(state, name, work, &to_load).await;
+            if baseline.is_none() {
+                baseline = pinned
+                    .and_then(|p| work.get(&p)?.model.clone())
+                    .or_else(|| work.values().rev().find_map(|w| w.model.clone()));
+            }
+            judge(work, baseline.as_deref(), force);
+        }
     }
 
     /// Where one version on disk stands before this reconcile loads anything.
@@ -526,65 +577,98 @@ impl RepositoryManager {
             incompatibility(&base.signature, &m.signature)
         };
         let mut slots = BTreeMap::new();
-        for (version, w) in work {
-            let key = (name.to_owned(), version);
+        for (version, mut w) in work {
             let serves = wanted.contains(&version) || default == Some(version);
-            let slot = match w.model {
+            let slot = match w.model.take() {
                 Some(model) if serves => {
-                    let incompatible = verdict(&model);
-                    let was = old
-                        .versions
-                        .get(&version)
-                        .and_then(|s| s.incompatible.as_ref());
-                    if let Some(why) = incompatible.as_ref().filter(|why| was != Some(*why)) {
-                        // Worth a warning when the guard holds back a newer version from becoming the default; a
-                        // pinned default or an older version is the operator's choice.
-                        if config.default_version.is_none() && default < Some(version) {
-                            tracing::warn!(model = name, version, reason = %why, "new version is incompatible with the default; the default stays");
-                        } else {
-                            tracing::info!(model = name, version, reason = %why, "version is incompatible with the default");
-                        }
-                    }
-                    let reason = w.reason.or_else(|| {
-                        (!wanted.contains(&version)).then(|| {
-                            "kept serving as the default until a version the policy selects is ready".into()
-                        })
-                    });
-                    let files_removed = w.state == VersionState::Missing;
-                    if files_removed {
-                        self.orphaned(name, version, &old);
-                    }
-                    VersionSlot {
-                        model: Some(model),
-                        reason: if files_removed {
-                            Some(ORPHANED.into())
-                        } else {
-                            reason
-                        },
-                        incompatible,
-                        files_removed,
-                    }
+                    let serving = Serving {
+                        name,
+                        version,
+                        incompatible: verdict(&model),
+                        selected: wanted.contains(&version),
+                        newer_than_default: config.default_version.is_none()
+                            && default < Some(version),
+                    };
+                    self.serving_slot(serving, model, w, &old)
                 }
                 model => {
                     if let Some(model) = model {
-                        state.loaded.remove(&key);
+                        state.loaded.remove(&(name.to_owned(), version));
                         self.retire(state, model);
                     }
-                    let reason = match w.state {
-                        VersionState::Ready
-                        | VersionState::Incompatible
-                        | VersionState::Loadable => "not selected by the version policy".into(),
-                        _ => w.reason.unwrap_or_default(),
-                    };
                     VersionSlot {
-                        reason: Some(reason),
+                        reason: Some(unserved_reason(w.state, w.reason)),
                         ..Default::default()
                     }
                 }
             };
             slots.insert(version, slot);
         }
-        // Versions whose directories are gone: the default stays until it is replaced, the others go.
+        self.keep_orphaned_default(state, name, default, &old, &mut slots);
+        ModelEntry {
+            versions: slots,
+            default,
+            reason: None,
+            payload_log: Arc::new(config.payload_log.clone()),
+            operator_unloaded: false,
+        }
+    }
+
+    /// The slot of a loaded version that serves: the guard's verdict (logged when it changed), and why it serves
+    /// although the policy did not select it, or that its files are gone.
+    fn serving_slot(
+        &self,
+        serving: Serving,
+        model: Arc<ModelVersion>,
+        w: Work,
+        old: &ModelEntry,
+    ) -> VersionSlot {
+        let Serving { name, version, .. } = serving;
+        let was = old
+            .versions
+            .get(&version)
+            .and_then(|s| s.incompatible.as_ref());
+        if let Some(why) = serving
+            .incompatible
+            .as_ref()
+            .filter(|why| was != Some(*why))
+        {
+            // Worth a warning when the guard holds back a newer version from becoming the default; a pinned
+            // default or an older version is the operator's choice.
+            if serving.newer_than_default {
+                tracing::warn!(model = name, version, reason = %why, "new version is incompatible with the default; the default stays");
+            } else {
+                tracing::info!(model = name, version, reason = %why, "version is incompatible with the default");
+            }
+        }
+        let files_removed = w.state == VersionState::Missing;
+        let reason = if files_removed {
+            self.orphaned(name, version, old);
+            Some(ORPHANED.into())
+        } else {
+            w.reason.or_else(|| {
+                (!serving.selected).then(|| {
+                    "kept serving as the default until a version the policy selects is ready".into()
+                })
+            })
+        };
+        VersionSlot {
+            model: Some(model),
+            reason,
+            incompatible: serving.incompatible,
+            files_removed,
+        }
+    }
+
+    /// Versions whose directories are gone: the default stays (from memory) until it is replaced, the others go.
+    fn keep_orphaned_default(
+        &self,
+        state: &mut ManagerState,
+        name: &str,
+        default: Option<u64>,
+        old: &ModelEntry,
+        slots: &mut BTreeMap<u64, VersionSlot>,
+    ) {
         let gone: Vec<(u64, Arc<ModelVersion>)> = old
             .versions
             .iter()
@@ -592,29 +676,19 @@ impl RepositoryManager {
             .filter_map(|(v, slot)| Some((*v, slot.model.clone()?)))
             .collect();
         for (version, model) in gone {
-            let version = &version;
-            if default == Some(*version) {
-                self.orphaned(name, *version, &old);
-                slots.insert(
-                    *version,
-                    VersionSlot {
-                        model: Some(model),
-                        reason: Some(ORPHANED.into()),
-                        incompatible: None,
-                        files_removed: true,
-                    },
-                );
+            if default == Some(version) {
+                self.orphaned(name, version, old);
+                let slot = VersionSlot {
+                    model: Some(model),
+                    reason: Some(ORPHANED.into()),
+                    incompatible: None,
+                    files_removed: true,
+                };
+                slots.insert(version, slot);
             } else {
-                state.loaded.remove(&(name.to_owned(), *version));
+                state.loaded.remove(&(name.to_owned(), version));
                 self.retire(state, model);
             }
-        }
-        ModelEntry {
-            versions: slots,
-            default,
-            reason: None,
-            payload_log: Arc::new(config.payload_log.clone()),
-            operator_unloaded: false,
         }
     }
 
@@ -673,6 +747,37 @@ impl RepositoryManager {
         }
     }
 
+    /// The memory a load of `path` is estimated to need, reserved from the budget when loads count; a refusal is
+    /// tried again at the next reconcile.
+    async fn reserve_load(
+        &self,
+        model: &str,
+        version: u64,
+        path: &Path,
+        settings: &VersionSettings,
+    ) -> Result<Reservation, LoadFailure> {
+        let Some((budget, wait)) = &self.memory else {
+            return Ok(Reservation::none());
+        };
+        let estimate = ModelVersion::estimate_load(path, settings);
+        budget.reserve(estimate, *wait).await.map_err(|e| {
+            let reason = format!(
+                "not enough memory to load it beside what is resident: its sessions need about {} MiB, \
+                 {} of the memory budget's {} MiB are reserved (requests in flight and loaded versions); \
+                 tried again at the next scan",
+                estimate >> 20,
+                budget.used() >> 20,
+                budget.capacity() >> 20
+            );
+            tracing::warn!(model, version, error = %e, %reason, "model version not loaded");
+            self.metrics.models.load_failed(model);
+            LoadFailure {
+                reason,
+                retry: true,
+            }
+        })
+    }
+
     async fn load_version(
         &self,
         model: &str,
@@ -686,31 +791,7 @@ impl RepositoryManager {
                 retry: false,
             });
         };
-        let memory = match &self.memory {
-            Some((budget, wait)) => {
-                let estimate = ModelVersion::estimate_load(path, settings);
-                match budget.reserve(estimate, *wait).await {
-                    Ok(reservation) => reservation,
-                    Err(e) => {
-                        let reason = format!(
-                            "not enough memory to load it beside what is resident: its sessions need about {} MiB, \
-                             {} of the memory budget's {} MiB are reserved (requests in flight and loaded versions); \
-                             tried again at the next scan",
-                            estimate >> 20,
-                            budget.used() >> 20,
-                            budget.capacity() >> 20
-                        );
-                        tracing::warn!(model, version, error = %e, %reason, "model version not loaded");
-                        self.metrics.models.load_failed(model);
-                        return Err(LoadFailure {
-                            reason,
-                            retry: true,
-                        });
-                    }
-                }
-            }
-            None => Reservation::none(),
-        };
+        let memory = self.reserve_load(model, version, path, settings).await?;
         let started = Instant::now();
         let warmup = match &settings.warmup {
             w if !w.enabled => "off",
@@ -869,3 +950,7 @@ fn invalid_config_entry(
     old.reason = Some(reason);
     old
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

@@ -233,49 +233,12 @@ fn decode_input(
             given: datatype.into_owned(),
         });
     };
-    if raw_shape.iter().any(|&d| d < 0) {
-        return Err(DecodeError::NegativeDimension {
-            input: name,
-            shape: raw_shape,
-        });
-    }
-    // Collected in place where `i64` and `usize` have one layout (no allocation); a dimension beyond `usize` (32-bit
-    // targets) becomes `usize::MAX`, which the element count below refuses.
-    let shape: Vec<usize> = raw_shape
-        .into_iter()
-        .map(|d| usize::try_from(d).unwrap_or(usize::MAX))
-        .collect();
-    let expected = match element_count(&shape) {
-        Some(n) if n <= max_elements => n,
-        _ => {
-            return Err(DecodeError::TooManyElements {
-                input: name,
-                shape: shape
-                    .iter()
-                    .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
-                    .collect(),
-                limit: max_elements,
-            })
-        }
+    let (shape, expected) = match checked_shape(raw_shape, max_elements) {
+        Ok(checked) => checked,
+        Err(reason) => return Err(reason.into_error(name, max_elements)),
     };
     if let Some(size) = parameters.binary_data_size {
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > binary.len() {
-            return Err(DecodeError::Data {
-                input: name,
-                message: format!(
-                    "binary_data_size {size} is more than the {} bytes of binary data left",
-                    binary.len()
-                ),
-            });
-        }
-        let (bytes, rest) = binary.split_at(size);
-        *binary = rest;
-        let data =
-            super::binary::decode(dtype, bytes, expected).map_err(|message| DecodeError::Data {
-                input: name.clone(),
-                message,
-            })?;
+        let data = take_binary(&name, dtype, size, expected, binary)?;
         return Ok(Tensor { name, shape, data });
     }
     let data = match data {
@@ -304,6 +267,74 @@ fn decode_input(
         });
     }
     Ok(Tensor { name, shape, data })
+}
+
+/// Why a declared shape was refused.
+enum ShapeError {
+    Negative(Vec<i64>),
+    TooLarge(Vec<usize>),
+}
+
+impl ShapeError {
+    fn into_error(self, input: String, limit: usize) -> DecodeError {
+        match self {
+            ShapeError::Negative(shape) => DecodeError::NegativeDimension { input, shape },
+            ShapeError::TooLarge(shape) => DecodeError::TooManyElements {
+                input,
+                shape: shape
+                    .iter()
+                    .map(|&d| i64::try_from(d).unwrap_or(i64::MAX))
+                    .collect(),
+                limit,
+            },
+        }
+    }
+}
+
+/// The declared shape as dimensions, and its element count, within `max_elements`.
+fn checked_shape(
+    raw_shape: Vec<i64>,
+    max_elements: usize,
+) -> Result<(Vec<usize>, usize), ShapeError> {
+    if raw_shape.iter().any(|&d| d < 0) {
+        return Err(ShapeError::Negative(raw_shape));
+    }
+    // Collected in place where `i64` and `usize` have one layout (no allocation); a dimension beyond `usize` (32-bit
+    // targets) becomes `usize::MAX`, which the element count below refuses.
+    let shape: Vec<usize> = raw_shape
+        .into_iter()
+        .map(|d| usize::try_from(d).unwrap_or(usize::MAX))
+        .collect();
+    match element_count(&shape) {
+        Some(n) if n <= max_elements => Ok((shape, n)),
+        _ => Err(ShapeError::TooLarge(shape)),
+    }
+}
+
+/// An input's raw bytes (Triton's binary extension): the next `size` bytes of `binary`, which moves past them.
+fn take_binary(
+    input: &str,
+    dtype: DataType,
+    size: u64,
+    expected: usize,
+    binary: &mut &[u8],
+) -> Result<TensorData, DecodeError> {
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if size > binary.len() {
+        return Err(DecodeError::Data {
+            input: input.to_owned(),
+            message: format!(
+                "binary_data_size {size} is more than the {} bytes of binary data left",
+                binary.len()
+            ),
+        });
+    }
+    let (bytes, rest) = binary.split_at(size);
+    *binary = rest;
+    super::binary::decode(dtype, bytes, expected).map_err(|message| DecodeError::Data {
+        input: input.to_owned(),
+        message,
+    })
 }
 
 /// Encodes a response as V2 JSON into one buffer sized from the outputs up front (serde_json's own buffer starts

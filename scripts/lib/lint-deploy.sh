@@ -54,10 +54,12 @@ PY
   SLUICE__ADMIN__TOKEN_FILE="$tmp/admin-token" target/debug/sluice --config "$tmp/sluice.toml" --check-config >/dev/null
 done
 echo "Grafana dashboard: every query parses (promtool) and names only metrics sluice exports" >&2
-"$venv/bin/python" - deploy/grafana/sluice-dashboard.json src/metrics.rs "$tmp/dashboard-rules.yml" <<'PY'
-import json, re, sys, yaml
+"$venv/bin/python" - deploy/grafana/sluice-dashboard.json src/metrics "$tmp/dashboard-rules.yml" <<'PY'
+import json, pathlib, re, sys, yaml
 dashboard = json.load(open(sys.argv[1]))
-exported = set(re.findall(r'"(sluice_[a-z_]+)"', open(sys.argv[2]).read()))
+sources = "".join(f.read_text() for f in sorted(pathlib.Path(sys.argv[2]).glob("*.rs")))
+exported = set(re.findall(r'"(sluice_[a-z_]+)"', sources))
+assert len(exported) > 20, f"found only {sorted(exported)} in {sys.argv[2]}"
 exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
 for expr in exprs:
     for name in re.findall(r"sluice_[a-z_]+", expr):

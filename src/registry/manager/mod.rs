@@ -12,6 +12,9 @@
 //! is not retried until it changes (or an operator asks); a file still being written (modified less than
 //! `settle` ago) is left alone until it is stable.
 
+mod assemble;
+mod load;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +30,8 @@ use crate::memory::{MemoryBudget, Reservation};
 use crate::metrics::{Metrics, VersionGauges};
 use crate::model::{LoadOptions, ModelVersion, VersionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
+
+use self::load::{judge, Fingerprint, WAITING};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManageError {
@@ -48,14 +53,6 @@ impl From<RepositoryError> for ManageError {
     fn from(e: RepositoryError) -> Self {
         ManageError::Repository(e.to_string())
     }
-}
-
-/// What a version's load depends on: the file (size, modification time) and the model's settings.
-#[derive(Debug, Clone, PartialEq)]
-struct Fingerprint {
-    len: u64,
-    modified: Option<SystemTime>,
-    settings: VersionSettings,
 }
 
 /// The outcome of one reconcile.
@@ -97,28 +94,6 @@ struct Work {
     reason: Option<String>,
 }
 
-/// What [`RepositoryManager::assemble`] decided about a loaded version that serves.
-struct Serving<'a> {
-    name: &'a str,
-    version: u64,
-    /// The schema guard's verdict against the default.
-    incompatible: Option<String>,
-    /// Selected by the version policy (else it serves as the default only).
-    selected: bool,
-    /// Newer than a default that is not pinned: an incompatibility here holds back an upgrade.
-    newer_than_default: bool,
-}
-
-/// Why a version on disk does not serve.
-fn unserved_reason(state: VersionState, reason: Option<String>) -> String {
-    match state {
-        VersionState::Ready | VersionState::Incompatible | VersionState::Loadable => {
-            "not selected by the version policy".into()
-        }
-        _ => reason.unwrap_or_default(),
-    }
-}
-
 pub struct RepositoryManager {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -136,13 +111,6 @@ pub struct RepositoryManager {
     load_slots: Arc<Semaphore>,
     /// The budget a load reserves its estimated memory from, when loads count (`memory::plan`).
     memory: Option<(MemoryBudget, Duration)>,
-}
-
-/// Why a load did not produce a version.
-struct LoadFailure {
-    reason: String,
-    /// Tried again at the next reconcile (it was refused for memory); otherwise only once its files change.
-    retry: bool,
 }
 
 impl RepositoryManager {
@@ -449,385 +417,6 @@ impl RepositoryManager {
         }
     }
 
-    /// Where one version on disk stands before this reconcile loads anything.
-    fn classify(
-        &self,
-        state: &ManagerState,
-        model: &str,
-        version: u64,
-        path: PathBuf,
-        settings: &VersionSettings,
-        old: Option<&VersionSlot>,
-    ) -> Work {
-        let key = (model.to_owned(), version);
-        let previous = old.and_then(|s| s.model.clone());
-        let fingerprint = fingerprint(&path, settings);
-        let mut work = Work {
-            state: VersionState::Loadable,
-            path,
-            fingerprint: fingerprint.clone(),
-            model: previous.clone(),
-            reason: None,
-        };
-        let Some(fingerprint) = fingerprint else {
-            work.state = VersionState::Missing;
-            work.reason = Some(format!("{} does not exist", work.path.display()));
-            return work;
-        };
-        let failed = state.failed.get(&key) == Some(&fingerprint);
-        match (previous, state.loaded.get(&key) == Some(&fingerprint)) {
-            (Some(_), true) => work.state = VersionState::Ready,
-            (Some(_), false) if failed => {
-                work.state = VersionState::Ready;
-                work.reason = old.and_then(|s| s.reason.clone());
-            }
-            (Some(_), false) if !self.settled(&fingerprint) => {
-                work.state = VersionState::Ready;
-                work.reason = Some(WAITING.into());
-            }
-            (None, _) if failed => {
-                work.state = VersionState::Failed;
-                work.reason = old.and_then(|s| s.reason.clone());
-            }
-            (None, _) if !self.settled(&fingerprint) => {
-                work.state = VersionState::Waiting;
-                work.reason = Some(WAITING.into());
-            }
-            _ => {}
-        }
-        work
-    }
-
-    /// Loads `versions` of `model`, at most `load_concurrency` at a time, and records each outcome.
-    async fn load_versions(
-        &self,
-        state: &mut ManagerState,
-        model: &str,
-        work: &mut BTreeMap<u64, Work>,
-        versions: &[u64],
-    ) {
-        // Only loadable versions are asked for, and a loadable version has a file (a fingerprint).
-        let loads = versions.iter().filter_map(|v| {
-            let w = &work[v];
-            let (fingerprint, path, version) = (w.fingerprint.clone()?, w.path.clone(), *v);
-            Some(async move {
-                let result = self
-                    .load_version(model, version, &path, &fingerprint.settings)
-                    .await;
-                (version, fingerprint, result)
-            })
-        });
-        for (version, fingerprint, result) in futures_util::future::join_all(loads).await {
-            let key = (model.to_owned(), version);
-            let Some(w) = work.get_mut(&version) else {
-                continue;
-            };
-            match result {
-                Ok(loaded) => {
-                    state.loaded.insert(key.clone(), fingerprint);
-                    state.failed.remove(&key);
-                    if let Some(previous) = w.model.replace(Arc::new(loaded)) {
-                        state.retired.push(previous);
-                    }
-                    w.state = VersionState::Ready;
-                    w.reason = None;
-                }
-                Err(LoadFailure { reason, retry }) => {
-                    if !retry {
-                        state.failed.insert(key, fingerprint);
-                    }
-                    if w.model.is_some() {
-                        w.state = VersionState::Ready;
-                        w.reason = Some(format!(
-                            "reload failed, the previous file keeps serving: {reason}"
-                        ));
-                    } else {
-                        w.state = VersionState::Failed;
-                        w.reason = Some(reason);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The model's new entry: selected versions and the default serve; every other loaded version is retired,
-    /// except a default whose files are gone, which serves from memory until something replaces it.
-    #[allow(clippy::too_many_arguments)]
-    fn assemble(
-        &self,
-        state: &mut ManagerState,
-        name: &str,
-        work: BTreeMap<u64, Work>,
-        wanted: &BTreeSet<u64>,
-        default: Option<u64>,
-        old: ModelEntry,
-        force: bool,
-        config: &ModelConfig,
-    ) -> ModelEntry {
-        let default_model = default.and_then(|d| {
-            work.get(&d)
-                .and_then(|w| w.model.clone())
-                .or_else(|| old.versions.get(&d)?.model.clone())
-        });
-        let verdict = |m: &ModelVersion| {
-            let base = default_model.as_deref()?;
-            if force || base.version == m.version {
-                return None;
-            }
-            incompatibility(&base.signature, &m.signature)
-        };
-        let mut slots = BTreeMap::new();
-        for (version, mut w) in work {
-            let serves = wanted.contains(&version) || default == Some(version);
-            let slot = match w.model.take() {
-                Some(model) if serves => {
-                    let serving = Serving {
-                        name,
-                        version,
-                        incompatible: verdict(&model),
-                        selected: wanted.contains(&version),
-                        newer_than_default: config.default_version.is_none()
-                            && default < Some(version),
-                    };
-                    self.serving_slot(serving, model, w, &old)
-                }
-                model => {
-                    if let Some(model) = model {
-                        state.loaded.remove(&(name.to_owned(), version));
-                        self.retire(state, model);
-                    }
-                    VersionSlot {
-                        reason: Some(unserved_reason(w.state, w.reason)),
-                        ..Default::default()
-                    }
-                }
-            };
-            slots.insert(version, slot);
-        }
-        self.keep_orphaned_default(state, name, default, &old, &mut slots);
-        ModelEntry {
-            versions: slots,
-            default,
-            reason: None,
-            payload_log: Arc::new(config.payload_log.clone()),
-            operator_unloaded: false,
-        }
-    }
-
-    /// The slot of a loaded version that serves: the guard's verdict (logged when it changed), and why it serves
-    /// although the policy did not select it, or that its files are gone.
-    fn serving_slot(
-        &self,
-        serving: Serving,
-        model: Arc<ModelVersion>,
-        w: Work,
-        old: &ModelEntry,
-    ) -> VersionSlot {
-        let Serving { name, version, .. } = serving;
-        let was = old
-            .versions
-            .get(&version)
-            .and_then(|s| s.incompatible.as_ref());
-        if let Some(why) = serving
-            .incompatible
-            .as_ref()
-            .filter(|why| was != Some(*why))
-        {
-            // Worth a warning when the guard holds back a newer version from becoming the default; a pinned
-            // default or an older version is the operator's choice.
-            if serving.newer_than_default {
-                tracing::warn!(model = name, version, reason = %why, "new version is incompatible with the default; the default stays");
-            } else {
-                tracing::info!(model = name, version, reason = %why, "version is incompatible with the default");
-            }
-        }
-        let files_removed = w.state == VersionState::Missing;
-        let reason = if files_removed {
-            self.orphaned(name, version, old);
-            Some(ORPHANED.into())
-        } else {
-            w.reason.or_else(|| {
-                (!serving.selected).then(|| {
-                    "kept serving as the default until a version the policy selects is ready".into()
-                })
-            })
-        };
-        VersionSlot {
-            model: Some(model),
-            reason,
-            incompatible: serving.incompatible,
-            files_removed,
-        }
-    }
-
-    /// Versions whose directories are gone: the default stays (from memory) until it is replaced, the others go.
-    fn keep_orphaned_default(
-        &self,
-        state: &mut ManagerState,
-        name: &str,
-        default: Option<u64>,
-        old: &ModelEntry,
-        slots: &mut BTreeMap<u64, VersionSlot>,
-    ) {
-        let gone: Vec<(u64, Arc<ModelVersion>)> = old
-            .versions
-            .iter()
-            .filter(|(v, _)| !slots.contains_key(*v))
-            .filter_map(|(v, slot)| Some((*v, slot.model.clone()?)))
-            .collect();
-        for (version, model) in gone {
-            if default == Some(version) {
-                self.orphaned(name, version, old);
-                let slot = VersionSlot {
-                    model: Some(model),
-                    reason: Some(ORPHANED.into()),
-                    incompatible: None,
-                    files_removed: true,
-                };
-                slots.insert(version, slot);
-            } else {
-                state.loaded.remove(&(name.to_owned(), version));
-                self.retire(state, model);
-            }
-        }
-    }
-
-    /// Logs, once, that `version` serves from memory although its files were removed.
-    fn orphaned(&self, model: &str, version: u64, old: &ModelEntry) {
-        if !old.versions.get(&version).is_some_and(|s| s.files_removed) {
-            tracing::warn!(model, version, "{ORPHANED}");
-        }
-    }
-
-    /// Every loaded version of `model` goes (operator unload, directory removed).
-    fn retire_all(&self, state: &mut ManagerState, model: &str, old: &ModelEntry) {
-        state.loaded.retain(|(m, _), _| m != model);
-        for slot in old.versions.values() {
-            if let Some(version) = slot.model.clone() {
-                self.retire(state, version);
-            }
-        }
-    }
-
-    /// Marks a version that leaves the registry for release once the new map is installed.
-    fn retire(&self, state: &mut ManagerState, version: Arc<ModelVersion>) {
-        tracing::info!(model = %version.name, version = version.version, "model version retired");
-        state.retired.push(version);
-    }
-
-    /// Releases retired versions: at once when nothing else holds them, else once their last request finished;
-    /// either way on a blocking thread within the load slots, so freeing sessions never happens on a request's
-    /// thread, and before the next load where it can, so the two do not add up.
-    async fn release(&self, retired: Vec<Arc<ModelVersion>>) {
-        for version in retired {
-            match Arc::try_unwrap(version) {
-                Ok(version) => release_now(&self.load_slots, version).await,
-                Err(version) => {
-                    let slots = Arc::clone(&self.load_slots);
-                    tokio::spawn(async move {
-                        let mut version = version;
-                        loop {
-                            match Arc::try_unwrap(version) {
-                                Ok(unique) => break release_now(&slots, unique).await,
-                                Err(shared) => version = shared,
-                            }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    });
-                }
-            }
-        }
-    }
-
-    fn settled(&self, fingerprint: &Fingerprint) -> bool {
-        match fingerprint.modified.map(|m| m.elapsed()) {
-            Some(Ok(age)) => age >= self.settle,
-            // No time or a time in the future: waiting would not help.
-            _ => true,
-        }
-    }
-
-    /// The memory a load of `path` is estimated to need, reserved from the budget when loads count; a refusal is
-    /// tried again at the next reconcile.
-    async fn reserve_load(
-        &self,
-        model: &str,
-        version: u64,
-        path: &Path,
-        settings: &VersionSettings,
-    ) -> Result<Reservation, LoadFailure> {
-        let Some((budget, wait)) = &self.memory else {
-            return Ok(Reservation::none());
-        };
-        let estimate = ModelVersion::estimate_load(path, settings);
-        budget.reserve(estimate, *wait).await.map_err(|e| {
-            let reason = format!(
-                "not enough memory to load it beside what is resident: its sessions need about {} MiB, \
-                 {} of the memory budget's {} MiB are reserved (requests in flight and loaded versions); \
-                 tried again at the next scan",
-                estimate >> 20,
-                budget.used() >> 20,
-                budget.capacity() >> 20
-            );
-            tracing::warn!(model, version, error = %e, %reason, "model version not loaded");
-            self.metrics.models.load_failed(model);
-            LoadFailure {
-                reason,
-                retry: true,
-            }
-        })
-    }
-
-    async fn load_version(
-        &self,
-        model: &str,
-        version: u64,
-        path: &Path,
-        settings: &VersionSettings,
-    ) -> Result<ModelVersion, LoadFailure> {
-        let Ok(_permit) = self.load_slots.acquire().await else {
-            return Err(LoadFailure {
-                reason: "the server is shutting down".into(),
-                retry: false,
-            });
-        };
-        let memory = self.reserve_load(model, version, path, settings).await?;
-        let started = Instant::now();
-        let warmup = match &settings.warmup {
-            w if !w.enabled => "off",
-            w if w.request.is_some() => "request",
-            _ => "signature",
-        };
-        let options = self.load_options.clone();
-        let (env, name, path_buf, settings) = (
-            self.env.clone(),
-            model.to_owned(),
-            path.to_path_buf(),
-            settings.clone(),
-        );
-        let result = tokio::task::spawn_blocking(move || {
-            ModelVersion::load(&env, &name, version, &path_buf, &settings, &options)
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("loading task failed: {e}")))
-        .map(|loaded| loaded.hold(memory));
-        let seconds = started.elapsed().as_secs_f64();
-        match &result {
-            Ok(_) => {
-                tracing::info!(model, version, seconds, warmup, "model version loaded");
-                self.metrics.models.observe_load(model, seconds);
-            }
-            Err(reason) => {
-                tracing::error!(model, version, %reason, "model version failed to load");
-                self.metrics.models.load_failed(model);
-            }
-        }
-        result.map_err(|reason| LoadFailure {
-            reason,
-            retry: false,
-        })
-    }
-
     fn install(&self, map: ModelMap) {
         let states = map.iter().flat_map(|(name, entry)| {
             entry.versions.iter().map(move |(v, slot)| VersionGauges {
@@ -855,53 +444,8 @@ impl RepositoryManager {
     }
 }
 
-const WAITING: &str = "waiting for the file to stop changing";
-const ORPHANED: &str =
-    "files removed; serving from memory until another version of the model is ready";
-
-/// Drops a version's sessions on a blocking thread, within a load slot.
-async fn release_now(slots: &Semaphore, version: ModelVersion) {
-    let _permit = slots.acquire().await;
-    let (model, number) = (version.name.clone(), version.version);
-    let _ = tokio::task::spawn_blocking(move || {
-        drop(version);
-        crate::memory::trim();
-    })
-    .await;
-    tracing::debug!(model, version = number, "retired model version released");
-}
-
-fn fingerprint(path: &Path, settings: &VersionSettings) -> Option<Fingerprint> {
-    let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
-    Some(Fingerprint {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        settings: settings.clone(),
-    })
-}
-
 fn states(work: &BTreeMap<u64, Work>) -> BTreeMap<u64, VersionState> {
     work.iter().map(|(v, w)| (*v, w.state)).collect()
-}
-
-/// Marks loaded versions incompatible with `baseline` (none when forced, or without a baseline yet).
-fn judge(work: &mut BTreeMap<u64, Work>, baseline: Option<&ModelVersion>, force: bool) {
-    for w in work.values_mut() {
-        let (Some(model), Some(base)) = (&w.model, baseline) else {
-            continue;
-        };
-        if !matches!(w.state, VersionState::Ready | VersionState::Incompatible) {
-            continue;
-        }
-        let incompatible = !force
-            && base.version != model.version
-            && incompatibility(&base.signature, &model.signature).is_some();
-        w.state = if incompatible {
-            VersionState::Incompatible
-        } else {
-            VersionState::Ready
-        };
-    }
 }
 
 /// An operator unloaded the model: every version is listed, none is loaded.
@@ -952,5 +496,4 @@ fn invalid_config_entry(
 }
 
 #[cfg(test)]
-#[path = "manager_tests.rs"]
 mod tests;

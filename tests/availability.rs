@@ -247,11 +247,17 @@ fn an_incompatible_newest_version_does_not_replace_the_default() {
 fn a_version_serves_until_its_successor_is_ready() {
     let repo = repo(&[1], "");
     let root = repo.path();
-    let server = start(root, "1000");
+    // A settle time well above any scheduling delay: v1's files go 200 ms after v2 arrived, and the reconcile that
+    // sees them gone must come before v2 has settled, also on a loaded CI machine.
+    let server = start(root, "3000");
     let answers = under_load(&server, "m", || {
         common::place(root, "m", 2, &iris_file());
         std::thread::sleep(Duration::from_millis(200));
         std::fs::remove_dir_all(root.join("m/1")).unwrap();
+        wait_for("v1 to serve from memory", || {
+            row(&server, "m", 1)
+                .is_some_and(|r| r["reason"].as_str().unwrap_or("").contains("files removed"))
+        });
         wait_for("v2 to take over", || {
             default_version(&server, "m").as_deref() == Some("2")
         });

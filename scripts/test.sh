@@ -4,8 +4,8 @@
 # for the registry's memory test (scripts/lib/fetch-cnn.sh), creates the conformance venv
 # (pinned third-party clients), runs the Rust unit/router/integration tests, lints and validates the Dockerfile and
 # Kubernetes manifests (scripts/lib/lint-deploy.sh), makes the profile-guided build that ships (scripts/build-release.sh),
-# then runs the Python conformance tests (tritonclient[http], KServe's client, promtool on the live /metrics) against
-# that binary.
+# then runs the Python conformance tests (tritonclient[http] and [grpc], KServe's REST and gRPC clients, gRPC
+# reflection and health, promtool on the live /metrics) against that binary.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -33,4 +33,10 @@ scripts/lib/lint-deploy.sh
 # The conformance tests run against the build that ships: profile-guided, as in the Dockerfile (its training run
 # fails the build on any unexpected response).
 scripts/build-release.sh
-SLUICE_BIN="$root/target/pgo/sluice" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/conformance
+# The gRPC clients run in processes of their own: tritonclient's and KServe's generated modules both declare the
+# `inference` protobuf package, and one Python process cannot import both.
+export SLUICE_BIN="$root/target/pgo/sluice"
+pytest=("$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir tests/conformance)
+"${pytest[@]}" tests/conformance --ignore=tests/conformance/grpc
+"${pytest[@]}" tests/conformance/grpc/test_triton_grpc.py
+"${pytest[@]}" tests/conformance/grpc/test_kserve_grpc.py

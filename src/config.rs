@@ -77,6 +77,7 @@ pub struct ServerSettings {
     pub shutdown_delay_ms: u64,
     pub shutdown_grace_ms: u64,
     pub metrics_port: u16,
+    pub grpc_port: u16,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub cors_allowed_origins: Vec<String>,
@@ -344,6 +345,18 @@ impl Settings {
                     "{} is also server.port or server.metrics_port; give the management API a port of its own, or 0 \
                      to serve it on the main port",
                     self.admin.port
+                ),
+            });
+        }
+        let grpc = self.server.grpc_port;
+        if grpc != 0
+            && [self.server.port, self.server.metrics_port, self.admin.port].contains(&grpc)
+        {
+            return Err(ConfigError::InvalidValue {
+                key: "server.grpc_port",
+                message: format!(
+                    "{grpc} is also server.port, server.metrics_port or admin.port; give gRPC a port of its own, or 0 \
+                     to turn it off"
                 ),
             });
         }

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod grpc;
 pub mod idle;
 pub mod inference;
 pub mod memory;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod model;
 pub mod monitoring;
+pub mod proto;
 pub mod registry;
 pub mod repository;
 pub mod routing;

@@ -19,7 +19,7 @@ use crate::idle;
 use crate::inference::{self, InferenceService};
 use crate::memory::{self, MemoryBudget};
 use crate::metrics::Metrics;
-use crate::middleware::{ApiKeys, App};
+use crate::middleware::{ApiKeys, App, Overload};
 use crate::model::LoadOptions;
 use crate::monitoring::payload::PayloadLog;
 use crate::registry::watch::{self, WatchSettings};
@@ -55,6 +55,8 @@ pub struct Server {
     settings: Settings,
     /// The checked TLS configuration, when `server.tls_cert` and `server.tls_key` are set.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The gRPC listener (`server.grpc_port`, unless 0).
+    grpc: Option<TcpListener>,
 }
 
 impl Server {
@@ -79,12 +81,25 @@ impl Server {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        // Bound here, so a port in use fails start-up; its address is logged after the main one.
+        let grpc = match settings.server.grpc_port {
+            0 => None,
+            port => {
+                let addr = format!("{}:{port}", settings.server.host);
+                Some(
+                    TcpListener::bind(&addr)
+                        .await
+                        .map_err(|source| StartError::Bind { addr, source })?,
+                )
+            }
+        };
         let state = build_state(&settings, env)?;
         Ok(Server {
             state,
             listener,
             settings,
             tls,
+            grpc,
         })
     }
 
@@ -103,6 +118,7 @@ impl Server {
             listener,
             settings,
             tls,
+            grpc,
         } = self;
         let addr = listener.local_addr().map_err(StartError::Serve)?;
         tracing::info!(address = %addr, tls = tls.is_some(), "listening");
@@ -110,10 +126,14 @@ impl Server {
         let api_keys = settings
             .api_keys()
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let api_keys = ApiKeys::new(api_keys, settings.server.max_body_bytes);
+        // One admission for both transports: they share the slots and the queue.
+        let admission = Overload::from_settings(&settings, Arc::clone(&state.metrics));
         let app = crate::middleware::app::<hyper::body::Incoming>(
             state.clone(),
             &settings,
-            ApiKeys::new(api_keys, settings.server.max_body_bytes),
+            api_keys.clone(),
+            admission.clone(),
         );
         if settings.server.metrics_port != 0 {
             let listener = bind_side(
@@ -148,11 +168,42 @@ impl Server {
             idle_timeout: Some(Duration::from_millis(settings.server.idle_timeout_ms))
                 .filter(|t| !t.is_zero()),
         };
+        let grpc_served = grpc.map(|listener| {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "gRPC listening");
+            }
+            let router = crate::grpc::router(
+                state.clone(),
+                api_keys,
+                admission,
+                settings.server.max_body_bytes,
+            );
+            // The gRPC listener closes with the HTTP one, and its calls get the same grace.
+            let mut closing = closing_rx.clone();
+            let stop = async move {
+                let _ = closing.wait_for(|closed| *closed).await;
+            };
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let served = match tls {
+                    Some(config) => serve_tls(listener, router, http, config, stop).await,
+                    None => serve_http(listener, router, http, stop).await,
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the gRPC server stopped");
+                }
+            })
+        });
         let serve = async {
-            match tls {
+            let served = match tls {
                 Some(config) => serve_tls(listener, app, http, config, stop_accepting).await,
                 None => serve_http(listener, app, http, stop_accepting).await,
+            };
+            // In-flight gRPC calls finish too (within the same grace).
+            if let Some(grpc) = grpc_served {
+                let _ = grpc.await;
             }
+            served
         };
         tokio::select! {
             result = serve => result,

@@ -52,11 +52,19 @@ async fn call_with(
     }
     let request = request.body(Body::from(body.to_owned())).unwrap();
     let settings = Settings::load_with_env(&Overrides::default(), Some(HashMap::new())).unwrap();
-    let response =
-        sluice::middleware::app(state.clone(), &settings, ApiKeys::new(Vec::new(), 1 << 20))
-            .oneshot(request)
-            .await
-            .unwrap();
+    let admission = sluice::middleware::Overload::from_settings(
+        &settings,
+        std::sync::Arc::clone(&state.metrics),
+    );
+    let response = sluice::middleware::app(
+        state.clone(),
+        &settings,
+        ApiKeys::new(Vec::new(), 1 << 20),
+        admission,
+    )
+    .oneshot(request)
+    .await
+    .unwrap();
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED {
         assert_eq!(

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use axum::body::{Body, Bytes};
@@ -78,6 +79,7 @@ impl Fixture<()> {
             state.clone(),
             &settings,
             ApiKeys::new(Vec::new(), settings.server.max_body_bytes),
+            sluice::middleware::Overload::from_settings(&settings, Arc::clone(&state.metrics)),
         );
         let handlers = sluice::api::model_routes().with_state(state.clone());
         Fixture {

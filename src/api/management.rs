@@ -22,18 +22,36 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
-        let expected = match &state.admin {
-            AdminAccess::Disabled => return Err(ApiError::ManagementDisabled),
-            AdminAccess::Open => return Ok(Admin),
-            AdminAccess::Token(token) => token,
-        };
-        let given = super::bearer_token(&parts.headers).unwrap_or("");
-        // Constant-time: how much of a guess matches must not show in the response time.
-        if given.as_bytes().ct_eq(expected.as_bytes()).into() {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized)
+        match admin_access(&state.admin, &parts.headers) {
+            AdminCheck::Allowed => Ok(Admin),
+            AdminCheck::Disabled => Err(ApiError::ManagementDisabled),
+            AdminCheck::Refused => Err(ApiError::Unauthorized),
         }
+    }
+}
+
+/// Whether a management call may proceed, whatever its transport.
+pub enum AdminCheck {
+    Allowed,
+    /// No admin token is configured.
+    Disabled,
+    /// The token is missing or wrong.
+    Refused,
+}
+
+/// Checks the bearer token in `headers` (HTTP headers or gRPC metadata) against `access`.
+pub fn admin_access(access: &AdminAccess, headers: &axum::http::HeaderMap) -> AdminCheck {
+    let expected = match access {
+        AdminAccess::Disabled => return AdminCheck::Disabled,
+        AdminAccess::Open => return AdminCheck::Allowed,
+        AdminAccess::Token(token) => token,
+    };
+    let given = super::bearer_token(headers).unwrap_or("");
+    // Constant-time: how much of a guess matches must not show in the response time.
+    if given.as_bytes().ct_eq(expected.as_bytes()).into() {
+        AdminCheck::Allowed
+    } else {
+        AdminCheck::Refused
     }
 }
 

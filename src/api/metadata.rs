@@ -47,18 +47,7 @@ pub async fn model(
     V2Path(model): V2Path<String>,
 ) -> Result<Response, ApiError> {
     let target = state.registry.resolve(&model, None)?;
-    let map = state.registry.snapshot();
-    let versions = map
-        .get(&model)
-        .map(|entry| {
-            entry
-                .versions
-                .iter()
-                .filter(|(_, s)| s.model.is_some())
-                .map(|(v, _)| v.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let versions = state.registry.loaded_versions(&model);
     Ok(Json(metadata(&target, versions)).into_response())
 }
 

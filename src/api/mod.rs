@@ -6,8 +6,8 @@
 mod error;
 mod health;
 mod infer;
-mod management;
-mod metadata;
+pub mod management;
+pub mod metadata;
 mod monitoring;
 pub mod openapi;
 mod routing;

@@ -12,6 +12,7 @@ use http::HeaderMap;
 use crate::memory::{MemoryError, Reservation};
 use crate::metrics::{Outcome, PINNED};
 use crate::model::{InferError, ModelVersion};
+use crate::proto::ModelInferRequest;
 use crate::registry::RegistryError;
 use crate::tensor::json::{BinaryOutputs, DecodeError};
 use crate::tensor::Tensor;
@@ -118,6 +119,11 @@ pub enum Payload {
         body: Bytes,
         binary_header_len: Option<usize>,
     },
+    /// A gRPC `ModelInferRequest`, as the front end received it; `wire_len` is its encoded size.
+    Proto {
+        request: Box<ModelInferRequest>,
+        wire_len: usize,
+    },
 }
 
 impl Payload {
@@ -125,6 +131,7 @@ impl Payload {
     pub fn wire_len(&self) -> usize {
         match self {
             Payload::Json { body, .. } => body.len(),
+            Payload::Proto { wire_len, .. } => *wire_len,
         }
     }
 }

@@ -180,27 +180,31 @@ impl InferenceService {
             max_elements: self.limits.max_tensor_elements,
             max_depth: self.limits.max_json_depth,
         };
-        match payload {
-            Payload::Json {
-                body,
-                binary_header_len,
-            } if body.len() > OFF_WORKER_BYTES => {
-                // The memory goes along, so a request that times out meanwhile releases it only when the body is
-                // gone.
-                let held = memory.split(usize::MAX);
-                let (request, held) = tokio::task::spawn_blocking(move || {
-                    (decode_body(&body, binary_header_len, limits), held)
-                })
+        if payload.wire_len() <= OFF_WORKER_BYTES {
+            return decode_payload(payload, limits);
+        }
+        // The memory goes along, so a request that times out meanwhile releases it only when the payload is gone.
+        let held = memory.split(usize::MAX);
+        let (request, held) =
+            tokio::task::spawn_blocking(move || (decode_payload(payload, limits), held))
                 .await
                 .map_err(|e| InferError::Internal(format!("decoding task failed: {e}")))?;
-                memory.merge(held);
-                request
-            }
-            Payload::Json {
-                body,
-                binary_header_len,
-            } => decode_body(&body, binary_header_len, limits),
-        }
+        memory.merge(held);
+        request
+    }
+}
+
+/// A payload's tensors, checked against `limits`.
+fn decode_payload(payload: Payload, limits: DecodeLimits) -> Result<InferRequest, InferenceError> {
+    match payload {
+        Payload::Json {
+            body,
+            binary_header_len,
+        } => decode_body(&body, binary_header_len, limits),
+        Payload::Proto { request, .. } => Ok(crate::tensor::proto::decode_request(
+            *request,
+            limits.max_elements,
+        )?),
     }
 }
 

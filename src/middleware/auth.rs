@@ -35,7 +35,7 @@ impl ApiKeys {
 
     /// Whether `headers` carry one of the keys. Every key is compared, in constant time, so neither which key
     /// matched nor how much of a guess matched shows in the timing.
-    fn accepts(&self, headers: &HeaderMap) -> bool {
+    pub fn accepts(&self, headers: &HeaderMap) -> bool {
         let bearer = crate::api::bearer_token(headers);
         let header = headers
             .get("x-api-key")

@@ -10,8 +10,6 @@ mod limits;
 mod overload;
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::DefaultBodyLimit;
@@ -38,20 +36,17 @@ const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// The application: every route with its middleware. `/metrics` and the management API are included unless they
 /// have their own ports.
-pub fn app<B>(state: AppState, settings: &Settings, api_keys: ApiKeys) -> impl App<B>
+/// `admission` is shared with the gRPC front end, so the two transports draw on the same slots.
+pub fn app<B>(
+    state: AppState,
+    settings: &Settings,
+    api_keys: ApiKeys,
+    admission: Overload,
+) -> impl App<B>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + Send + Sync,
 {
-    // Load shedding and the timeout, innermost, for every path but the health probes, metrics and the API
-    // description (`api::UNLIMITED_PATHS`), which must answer even when the server is saturated.
-    let admission = Overload::new(
-        settings.limits.max_concurrent_requests,
-        settings.limits.max_queued_requests,
-        settings.server.max_body_bytes,
-        Duration::from_millis(settings.server.request_timeout_ms),
-        Arc::clone(&state.metrics),
-    );
     let mut protected = api::model_routes();
     // Per route, after routing: unknown paths get 404, not 401. Without keys there is nothing to check, and the
     // layer is left out rather than run on every request.

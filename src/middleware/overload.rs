@@ -65,6 +65,40 @@ impl Overload {
     }
 }
 
+impl Overload {
+    /// Admission as configured: `limits.max_concurrent_requests` slots, `limits.max_queued_requests` waiting,
+    /// `server.request_timeout_ms`.
+    pub fn from_settings(settings: &crate::config::Settings, metrics: Arc<Metrics>) -> Overload {
+        Overload::new(
+            settings.limits.max_concurrent_requests,
+            settings.limits.max_queued_requests,
+            settings.server.max_body_bytes,
+            Duration::from_millis(settings.server.request_timeout_ms),
+            metrics,
+        )
+    }
+
+    /// Admission for a front end other than the HTTP stack (gRPC), sharing its slots and queue: a slot at once, or
+    /// one after waiting in the queue, or `None` when the queue is full (the request is shed, and counted).
+    pub async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.running).try_acquire_owned() {
+            return Some(permit);
+        }
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.requests.shed();
+            return None;
+        }
+        let _queued = Queued(Arc::clone(&self.queued));
+        Arc::clone(&self.running).acquire_owned().await.ok()
+    }
+
+    /// How long an admitted request may take, queueing included (`server.request_timeout_ms`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
 impl<S> Layer<S> for Overload {
     type Service = Admission<S>;
 

@@ -254,6 +254,22 @@ impl Registry {
 
     /// The loaded versions a statistics request names: every model's (`None`), one model's, or one version (which
     /// must be loaded).
+    /// The versions of `model` loaded now, as strings (empty for an unknown model).
+    pub fn loaded_versions(&self, model: &str) -> Vec<String> {
+        self.models
+            .load()
+            .get(model)
+            .map(|entry| {
+                entry
+                    .versions
+                    .iter()
+                    .filter(|(_, s)| s.model.is_some())
+                    .map(|(v, _)| v.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn loaded(
         &self,
         model: Option<&str>,

@@ -291,6 +291,17 @@ impl ShapeError {
     }
 }
 
+/// Input `input`'s declared shape as dimensions, and its element count, within `max_elements`; the error is the one
+/// the JSON decode gives (the gRPC codec checks shapes with it too).
+pub(super) fn input_shape(
+    input: &str,
+    raw_shape: Vec<i64>,
+    max_elements: usize,
+) -> Result<(Vec<usize>, usize), DecodeError> {
+    checked_shape(raw_shape, max_elements)
+        .map_err(|reason| reason.into_error(input.to_owned(), max_elements))
+}
+
 /// The declared shape as dimensions, and its element count, within `max_elements`.
 fn checked_shape(
     raw_shape: Vec<i64>,

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod json;
+pub mod proto;
 
 use half::f16;
 use serde::ser::{Serialize, SerializeSeq, Serializer};

@@ -79,6 +79,8 @@ fn clean_env(mut cmd: Command) -> Command {
             cmd.env_remove(key);
         }
     }
+    // Tests run in parallel: no fixed gRPC port (the gRPC tests give a free one).
+    cmd.env("SLUICE__SERVER__GRPC_PORT", "0");
     cmd
 }
 

@@ -43,18 +43,38 @@ def admin(server, admin_port):
 
 
 @pytest.fixture(scope="session")
-def server(admin_port):
-    """Base URL (host:port) of a sluice serving models/ plus the echo fixture."""
+def grpc_port():
+    """The gRPC port of the session's server."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def grpc(server, grpc_port):
+    """Address (host:port) of the session server's gRPC service."""
+    return f"127.0.0.1:{grpc_port}"
+
+
+@pytest.fixture(scope="session")
+def server(admin_port, grpc_port):
+    """Base URL (host:port) of a sluice serving models/ plus the echo fixture, its management API open on its own
+    port."""
+    yield from sluice({
+        "SLUICE__ADMIN__PORT": str(admin_port),
+        "SLUICE__ADMIN__HOST": "127.0.0.1",
+        "SLUICE__ADMIN__REQUIRE_TOKEN": "false",
+        "SLUICE__SERVER__GRPC_PORT": str(grpc_port),
+    })
+
+
+def sluice(settings):
+    """Runs sluice on a copy of models/ plus the echo fixture with `settings` (environment variables); yields its
+    HTTP address once it is ready, stops it afterwards."""
     repo = Path(tempfile.mkdtemp(prefix="sluice-conformance-"))
     for source in list((ROOT / "models").iterdir()) + [ROOT / "tests" / "fixtures" / "models" / "echo"]:
         if source.is_dir():
             shutil.copytree(source, repo / source.name)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE__")}
-    env.update({
-        "SLUICE__ADMIN__PORT": str(admin_port),
-        "SLUICE__ADMIN__HOST": "127.0.0.1",
-        "SLUICE__ADMIN__REQUIRE_TOKEN": "false",
-    })
+    env.update(settings)
     proc = subprocess.Popen(
         [str(BINARY), "--models", str(repo), "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -70,7 +90,8 @@ def server(admin_port):
         if not line:
             break
         lines.append(line)
-        match = re.search(r"listening.*?(127\.0\.0\.1:\d+)", line) if "management" not in line else None
+        side = "management" in line or "gRPC" in line
+        match = re.search(r"listening.*?(127\.0\.0\.1:\d+)", line) if not side else None
         if match:
             address = match.group(1)
     if address is None:

@@ -1,0 +1,65 @@
+//! The gRPC front end (`server.grpc_port`): the Open Inference Protocol's `inference.GRPCInferenceService` with
+//! Triton's additions (`service.rs`), the standard `grpc.health.v1.Health` service (`health.rs`) and server
+//! reflection, so `grpcurl` and Kubernetes gRPC probes work. Requests go through the same inference stack, registry
+//! and repository manager as REST, and draw on the same admission slots; errors map to gRPC codes in `error.rs`.
+//! The server loop (plain or TLS, graceful shutdown with GOAWAY) is the HTTP one, in `server.rs`.
+
+mod config;
+mod error;
+mod health;
+mod service;
+
+use std::time::Duration;
+
+use http::HeaderMap;
+
+pub use self::error::GrpcError;
+pub use self::service::Inference;
+use crate::api::AppState;
+use crate::middleware::{ApiKeys, Overload};
+use crate::proto::grpc_inference_service_server::GrpcInferenceServiceServer;
+
+/// Response metadata: the version that served the request.
+pub const MODEL_VERSION: &str = "x-model-version";
+/// Response metadata: the routing variant that served the request.
+pub const VARIANT: &str = "x-sluice-variant";
+/// Request and response metadata: the request's id (generated when the client sent none).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The gRPC services as one router: inference (messages up to `max_message_bytes`), health and reflection.
+pub fn router(
+    state: AppState,
+    api_keys: ApiKeys,
+    admission: Overload,
+    max_message_bytes: usize,
+) -> axum::Router {
+    let registry = std::sync::Arc::clone(&state.registry);
+    let inference = GrpcInferenceServiceServer::new(Inference::new(state, api_keys, admission))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(usize::MAX);
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let mut routes = tonic::service::Routes::new(inference)
+        .add_service(health::service(registry))
+        .add_service(
+            reflection()
+                .build_v1()
+                .expect("the embedded descriptor sets are valid"),
+        )
+        // grpcurl and older tools ask the v1alpha service.
+        .add_service(
+            reflection()
+                .build_v1alpha()
+                .expect("the embedded descriptor sets are valid"),
+        );
+    routes = routes.prepare();
+    routes.into_axum_router()
+}
+
+/// The deadline the client set (`grpc-timeout`), when it set a valid one.
+fn deadline(headers: &HeaderMap) -> Option<Duration> {
+    service::parse_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+}

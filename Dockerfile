@@ -65,7 +65,7 @@ ENV ORT_DYLIB_PATH=/usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION} \
     SLUICE__LOG__FORMAT=json \
     SLUICE__PAYLOAD_LOG__PATH=/var/lib/sluice/payloads/sluice.jsonl
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 8001
 # Models in; prediction logs out (when payload_log.sink = "file").
 VOLUME ["/models", "/var/lib/sluice/payloads"]
 ENTRYPOINT ["/usr/local/bin/sluice"]

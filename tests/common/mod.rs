@@ -366,13 +366,22 @@ pub const SLOW_ROWS: usize = 2000;
 /// Sends three long requests to `slow` at once (the body is serialised once, so they arrive together), runs
 /// `during` once all three hold the version, and returns their answers.
 pub fn during_slow_requests(server: &TestServer, during: impl FnOnce()) -> Vec<(u16, Value)> {
+    during_slow_requests_n(server, 3, during)
+}
+
+/// As [`during_slow_requests`], with `n` requests.
+pub fn during_slow_requests_n(
+    server: &TestServer,
+    n: usize,
+    during: impl FnOnce(),
+) -> Vec<(u16, Value)> {
     let body = serde_json::to_vec(
         &serde_json::json!({"inputs": [{"name": "x", "datatype": "FP32",
         "shape": [SLOW_ROWS, 256], "data": vec![0.5; SLOW_ROWS * 256]}]}),
     )
     .unwrap();
     std::thread::scope(|s| {
-        let running: Vec<_> = (0..3)
+        let running: Vec<_> = (0..n)
             .map(|_| {
                 s.spawn(|| {
                     let response = server
@@ -387,7 +396,7 @@ pub fn during_slow_requests(server: &TestServer, during: impl FnOnce()) -> Vec<(
                 })
             })
             .collect();
-        wait_for_in_flight(server, "slow", 3);
+        wait_for_in_flight(server, "slow", n);
         during();
         running.into_iter().map(|r| r.join().unwrap()).collect()
     })

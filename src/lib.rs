@@ -24,6 +24,7 @@ pub mod config;
 pub mod grpc;
 pub mod idle;
 pub mod inference;
+pub mod linger;
 pub mod memory;
 pub mod metrics;
 pub mod middleware;

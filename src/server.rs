@@ -12,11 +12,13 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use ort::environment::Environment;
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{AppState, Shared};
 use crate::config::{AdminAccess, Settings};
 use crate::idle;
 use crate::inference::{self, InferenceService};
+use crate::linger::{self, Lingering};
 use crate::memory::{self, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::middleware::{ApiKeys, App, Overload};
@@ -297,6 +299,7 @@ async fn serve_http(
         graceful: hyper_util::server::graceful::GracefulShutdown::new(),
         idle_timeout: http.idle_timeout,
         app,
+        lingering: TaskTracker::new(),
     };
     tokio::pin!(stop_accepting);
     loop {
@@ -324,6 +327,9 @@ async fn serve_http(
     drop(listener);
     tokio::time::sleep(Duration::from_millis(250)).await;
     connections.graceful.shutdown().await;
+    // Closed connections finish closing (see `linger`) before the process exits.
+    connections.lingering.close();
+    let _ = tokio::time::timeout(linger::LINGER, connections.lingering.wait()).await;
     Ok(())
 }
 
@@ -334,11 +340,14 @@ struct Connections<A> {
     graceful: hyper_util::server::graceful::GracefulShutdown,
     idle_timeout: Option<Duration>,
     app: A,
+    /// The closing of every connection served (`linger`).
+    lingering: TaskTracker,
 }
 
 impl<A: App<hyper::body::Incoming>> Connections<A> {
     fn serve(&self, stream: tokio::net::TcpStream) {
         let _ = stream.set_nodelay(true);
+        let stream = Lingering::new(stream, self.lingering.clone());
         let Some(limit) = self.idle_timeout else {
             let service = TowerToHyperService::new(self.app.clone());
             let connection = self

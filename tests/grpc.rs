@@ -30,6 +30,11 @@ fn start(repo: &std::path::Path, env: &[(&str, &str)]) -> (TestServer, u16) {
     (TestServer::start_with(repo, &[], &all), port)
 }
 
+/// `/metrics`, read on a thread of its own (the blocking client must not run inside the async runtime).
+fn server_metrics(server: &TestServer) -> String {
+    std::thread::scope(|s| s.spawn(|| common::metrics_text(server)).join().unwrap())
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -131,7 +136,7 @@ fn a_call_past_its_grpc_timeout_gets_deadline_exceeded() {
 }
 
 /// Admission is shared with HTTP: with one slot and no queue, a gRPC call while an HTTP request runs is shed with
-/// RESOURCE_EXHAUSTED; a message over `server.max_body_bytes` is refused (OUT_OF_RANGE, tonic's code).
+/// RESOURCE_EXHAUSTED; a message over `server.max_body_bytes` is refused the same way.
 #[test]
 fn shedding_and_the_message_limit_give_resource_exhausted() {
     let repo = common::slow_repo(&["iris"]);
@@ -161,9 +166,8 @@ fn shedding_and_the_message_limit_give_resource_exhausted() {
     );
     rt.block_on(async {
         let mut client = client(port).await;
-        // tonic's code for a message over the decoding limit.
         let status = client.model_infer(slow_request(3000)).await.unwrap_err();
-        assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
         assert!(
             status.message().contains("the limit is: 3000000 bytes"),
             "{status:?}"
@@ -181,7 +185,7 @@ fn shedding_and_the_message_limit_give_resource_exhausted() {
 #[test]
 fn api_keys_and_the_disabled_management_api() {
     let repo = common::repo_with(&["iris"]);
-    let (_server, port) = start(repo.path(), &[("SLUICE__AUTH__API_KEYS", "k1")]);
+    let (server, port) = start(repo.path(), &[("SLUICE__AUTH__API_KEYS", "k1")]);
     runtime().block_on(async {
         let mut client = client(port).await;
         assert!(
@@ -199,6 +203,12 @@ fn api_keys_and_the_disabled_management_api() {
             request.metadata_mut().insert(key, value.parse().unwrap());
             client.model_infer(request).await.unwrap();
         }
+        // Counted with their transport.
+        let metrics = server_metrics(&server);
+        assert!(
+            metrics.contains(r#"sluice_requests_total{model="iris",outcome="success",protocol="grpc",variant="stable""#),
+            "{metrics}"
+        );
         let mut wrong = Request::new(iris_request());
         wrong
             .metadata_mut()

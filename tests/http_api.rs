@@ -623,9 +623,9 @@ fn metrics_count_requests_by_model_version_and_outcome() {
     );
     let text = common::metrics_text(&server);
     for line in [
-        r#"sluice_requests_total{model="iris",outcome="success",variant="stable",version="2"} 1"#,
-        r#"sluice_requests_total{model="iris",outcome="client_error",variant="stable",version="2"} 1"#,
-        r#"sluice_request_duration_seconds_count{model="iris",variant="stable",version="2"} 2"#,
+        r#"sluice_requests_total{model="iris",outcome="success",protocol="http",variant="stable",version="2"} 1"#,
+        r#"sluice_requests_total{model="iris",outcome="client_error",protocol="http",variant="stable",version="2"} 1"#,
+        r#"sluice_request_duration_seconds_count{model="iris",protocol="http",variant="stable",version="2"} 2"#,
         r#"sluice_inference_duration_seconds_count{model="iris",version="2"} 1"#,
         r#"sluice_model_ready{model="tumor_risk",version="1"} 1"#,
         "sluice_models_loaded 7",
@@ -680,7 +680,7 @@ fn onnx_runtime_failures_are_500s_and_the_server_keeps_serving() {
     let metrics = common::metrics_text(&server);
     assert!(
         metrics.contains(
-            r#"sluice_requests_total{model="reshape",outcome="server_error",variant="stable",version="1"} 1"#
+            r#"sluice_requests_total{model="reshape",outcome="server_error",protocol="http",variant="stable",version="1"} 1"#
         ),
         "{metrics}"
     );

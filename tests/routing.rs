@@ -112,10 +112,10 @@ fn a_ten_percent_canary_takes_ten_percent() {
     // Per-variant metrics: comparable in PromQL.
     let metrics = common::metrics_text(&server);
     assert!(metrics.contains(
-        r#"sluice_requests_total{model="m",outcome="success",variant="canary",version="2"}"#
+        r#"sluice_requests_total{model="m",outcome="success",protocol="http",variant="canary",version="2"}"#
     ));
     assert!(metrics.contains(
-        r#"sluice_request_duration_seconds_count{model="m",variant="stable",version="1"}"#
+        r#"sluice_request_duration_seconds_count{model="m",protocol="http",variant="stable",version="1"}"#
     ));
 }
 

@@ -56,7 +56,28 @@ pub fn router(
                 .expect("the embedded descriptor sets are valid"),
         );
     routes = routes.prepare();
-    routes.into_axum_router()
+    routes
+        .into_axum_router()
+        .layer(axum::middleware::map_response(
+            over_size_is_resource_exhausted,
+        ))
+}
+
+/// tonic answers a message over the decoding limit with OUT_OF_RANGE; gRPC's own implementations, whose clients
+/// expect it, answer RESOURCE_EXHAUSTED. A unary call's error is in the response headers (trailers-only response).
+async fn over_size_is_resource_exhausted(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let headers = response.headers_mut();
+    let over_size = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(service::is_over_size);
+    if over_size {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// The deadline the client set (`grpc-timeout`), when it set a valid one.

@@ -252,7 +252,13 @@ impl GrpcInferenceService for Inference {
         let answers = incoming.then(move |message| {
             let (service, headers) = (service.clone(), headers.clone());
             async move {
-                let message = message?;
+                let message = message.map_err(|status| {
+                    if status.code() == tonic::Code::OutOfRange && is_over_size(status.message()) {
+                        Status::resource_exhausted(status.message())
+                    } else {
+                        status
+                    }
+                })?;
                 Ok(match service.infer(headers, message).await {
                     Ok(reply) => ModelStreamInferResponse {
                         error_message: String::new(),
@@ -390,6 +396,11 @@ fn load_parameters(
         }
     }
     Ok((force, config))
+}
+
+/// Whether tonic's message (plain or percent-encoded) says a message was over the decoding limit.
+pub(super) fn is_over_size(message: &str) -> bool {
+    message.contains("message length too large") || message.contains("length%20too%20large")
 }
 
 /// How long the client gives the call: its `grpc-timeout` header (an integer and a unit: H, M, S, m, u or n).

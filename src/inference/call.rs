@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::memory::{MemoryError, Reservation};
-use crate::metrics::{Outcome, PINNED};
+use crate::metrics::{Outcome, Protocol, PINNED};
 use crate::model::{InferError, ModelVersion};
 use crate::proto::ModelInferRequest;
 use crate::registry::RegistryError;
@@ -127,6 +127,14 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// The transport the payload came by.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Payload::Json { .. } => Protocol::Http,
+            Payload::Proto { .. } => Protocol::Grpc,
+        }
+    }
+
     /// The request's size on the wire, which a version's memory footprint is learned per byte of.
     pub fn wire_len(&self) -> usize {
         match self {

@@ -60,6 +60,7 @@ impl InferenceService {
         span.record("variant", &*call.variant);
         let _in_flight = series.in_flight();
 
+        let protocol = call.payload.protocol();
         let InferCall {
             model,
             variant,
@@ -81,9 +82,14 @@ impl InferenceService {
             Err(_) => Instant::now(),
         };
         let took = finished.duration_since(started);
-        self.metrics
-            .requests
-            .observe(&model, series, &variant, outcome, took.as_secs_f64());
+        self.metrics.requests.observe(
+            &model,
+            series,
+            &variant,
+            outcome,
+            protocol,
+            took.as_secs_f64(),
+        );
         match &result {
             Ok(ran) => {
                 let running = finished.duration_since(ran.run_started);

@@ -19,6 +19,25 @@ impl Outcome {
     }
 }
 
+/// The transport a request came by, as the `protocol` label of `sluice_requests_total` and
+/// `sluice_request_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Grpc];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
 /// What became of one shadow job, as the `outcome` label of `sluice_shadow_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShadowOutcome {

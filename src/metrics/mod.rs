@@ -19,7 +19,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::labels::{Outcome, ShadowOutcome, PINNED, STABLE};
+pub use self::labels::{Outcome, Protocol, ShadowOutcome, PINNED, STABLE};
 pub use self::models::{ModelMetrics, VersionGauges};
 pub use self::monitoring::MonitoringMetrics;
 pub use self::requests::{InFlight, RequestMetrics, VersionSeries};

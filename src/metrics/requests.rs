@@ -3,7 +3,7 @@
 
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
-use super::labels::{Outcome, STABLE};
+use super::labels::{Outcome, Protocol, STABLE};
 use super::{Registrar, LATENCY_BUCKETS};
 
 pub struct RequestMetrics {
@@ -22,13 +22,13 @@ impl RequestMetrics {
         Ok(RequestMetrics {
             requests: add.counters(
                 "sluice_requests_total",
-                "Inference requests by model, version, variant and outcome.",
-                &["model", "version", "variant", "outcome"],
+                "Inference requests by model, version, variant, outcome and protocol (http, grpc).",
+                &["model", "version", "variant", "outcome", "protocol"],
             )?,
             duration: add.histograms(
                 "sluice_request_duration_seconds",
                 "Inference request time in the core: resolving the version, decoding, validation, queueing and the run; not the response's encoding.",
-                &["model", "version", "variant"],
+                &["model", "version", "variant", "protocol"],
                 LATENCY_BUCKETS,
             )?,
             inference: add.histograms(
@@ -61,26 +61,29 @@ impl RequestMetrics {
         })
     }
 
-    /// One finished inference request to `series`' version, routed to `variant`.
+    /// One finished inference request to `series`' version, routed to `variant`, that came by `protocol`.
     pub fn observe(
         &self,
         model: &str,
         series: &VersionSeries,
         variant: &str,
         outcome: Outcome,
+        protocol: Protocol,
         seconds: f64,
     ) {
         if variant == STABLE && outcome == Outcome::Success {
-            series.stable_success.inc();
-            series.stable_duration.observe(seconds);
+            let stable = &series.stable[protocol as usize];
+            stable.success.inc();
+            stable.duration.observe(seconds);
             return;
         }
         let version = series.version.as_str();
+        let protocol = protocol.label();
         self.requests
-            .with_label_values(&[model, version, variant, outcome.label()])
+            .with_label_values(&[model, version, variant, outcome.label(), protocol])
             .inc();
         self.duration
-            .with_label_values(&[model, version, variant])
+            .with_label_values(&[model, version, variant, protocol])
             .observe(seconds);
     }
 
@@ -92,13 +95,18 @@ impl RequestMetrics {
             in_flight: self.in_flight.with_label_values(&[model, v]),
             inference: self.inference.with_label_values(&[model, v]),
             queue: self.queue.with_label_values(&[model, v]),
-            stable_success: self.requests.with_label_values(&[
-                model,
-                v,
-                STABLE,
-                Outcome::Success.label(),
-            ]),
-            stable_duration: self.duration.with_label_values(&[model, v, STABLE]),
+            stable: Protocol::ALL.map(|protocol| StableSeries {
+                success: self.requests.with_label_values(&[
+                    model,
+                    v,
+                    STABLE,
+                    Outcome::Success.label(),
+                    protocol.label(),
+                ]),
+                duration: self
+                    .duration
+                    .with_label_values(&[model, v, STABLE, protocol.label()]),
+            }),
             version,
         }
     }
@@ -135,8 +143,15 @@ pub struct VersionSeries {
     in_flight: IntGauge,
     inference: Histogram,
     queue: Histogram,
-    stable_success: IntCounter,
-    stable_duration: Histogram,
+    /// Per protocol, in the order of [`Protocol::ALL`].
+    stable: [StableSeries; 2],
+}
+
+/// The request count and duration of successful requests to the stable variant by one protocol.
+#[derive(Clone)]
+struct StableSeries {
+    success: IntCounter,
+    duration: Histogram,
 }
 
 impl VersionSeries {

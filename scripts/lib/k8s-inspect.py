@@ -3,7 +3,8 @@
 validity. Run by scripts/lib/lint-deploy.sh for every overlay; prints each failure and exits 1 on any.
 
 - The Deployment has no replica count when an HPA scales it (an apply would reset the HPA's count).
-- Startup and liveness probes use /v2/health/live; readiness uses /v2/health/ready with at least 3 failures and a
+- Startup and liveness probes use /v2/health/live (or gRPC health 'liveness'); readiness uses /v2/health/ready (or
+  gRPC health 'inference.GRPCInferenceService') with at least 3 failures and a
   timeout of at least 2 s, so one slow answer does not take a pod out of the Service.
 - The PodDisruptionBudget allows one pod down at a time (maxUnavailable: 1, not minAvailable) and lets unhealthy
   pods be evicted (unhealthyPodEvictionPolicy: AlwaysAllow).
@@ -55,11 +56,19 @@ if hpa.get("spec", {}).get("scaleTargetRef", {}).get("name") == deployment.get("
     if "replicas" in spec:
         failures.append("Deployment sets replicas although an HPA scales it")
 
-for probe, path in (("startupProbe", "/v2/health/live"), ("livenessProbe", "/v2/health/live"),
-                    ("readinessProbe", "/v2/health/ready")):
-    got = server.get(probe, {}).get("httpGet", {}).get("path")
-    if got != path:
-        failures.append(f"{probe} checks {got}, not {path}")
+# Each probe over HTTP (the path) or gRPC (the grpc.health.v1 service name that answers the same question).
+for probe, path, service in (("startupProbe", "/v2/health/live", "liveness"),
+                             ("livenessProbe", "/v2/health/live", "liveness"),
+                             ("readinessProbe", "/v2/health/ready", "inference.GRPCInferenceService")):
+    checks = server.get(probe, {})
+    if "grpc" in checks:
+        got = checks["grpc"].get("service", "")
+        if got != service:
+            failures.append(f"{probe} asks gRPC health for '{got}', not '{service}'")
+    else:
+        got = checks.get("httpGet", {}).get("path")
+        if got != path:
+            failures.append(f"{probe} checks {got}, not {path}")
 readiness = server.get("readinessProbe", {})
 if readiness.get("failureThreshold", 3) < 3:
     failures.append(f"readinessProbe failureThreshold {readiness.get('failureThreshold')} < 3")

@@ -5,7 +5,7 @@
 # (pinned third-party clients), runs the Rust unit/router/integration tests, lints and validates the Dockerfile and
 # Kubernetes manifests (scripts/lib/lint-deploy.sh), makes the profile-guided build that ships (scripts/build-release.sh),
 # then runs the Python conformance tests (tritonclient[http] and [grpc], KServe's REST and gRPC clients, gRPC
-# reflection and health, promtool on the live /metrics) against that binary.
+# reflection and health, perf_analyzer over gRPC, promtool on the live /metrics) against that binary.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -16,6 +16,9 @@ export SLUICE_TEST_OLD_ORT="$root/.ort/old/libonnxruntime.so.1.20.1"
 # The compute-heavy CNN of the registry's memory test (tests/availability.rs).
 SLUICE_TEST_CNN="$(scripts/lib/fetch-cnn.sh)"
 export SLUICE_TEST_CNN
+# Triton's perf_analyzer, for the gRPC conformance test.
+SLUICE_PERF_ANALYZER="$(scripts/lib/fetch-perf-analyzer.sh)"
+export SLUICE_PERF_ANALYZER
 
 venv="$root/.venv-test"
 requirements="tests/conformance/requirements.txt"
@@ -38,5 +41,5 @@ scripts/build-release.sh
 export SLUICE_BIN="$root/target/pgo/sluice"
 pytest=("$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir tests/conformance)
 "${pytest[@]}" tests/conformance --ignore=tests/conformance/grpc
-"${pytest[@]}" tests/conformance/grpc/test_triton_grpc.py
+"${pytest[@]}" tests/conformance/grpc/test_triton_grpc.py tests/conformance/grpc/test_perf_analyzer.py
 "${pytest[@]}" tests/conformance/grpc/test_kserve_grpc.py

@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
@@ -28,6 +28,7 @@ use crate::proto::repository_index_response::ModelIndex;
 use crate::proto::*;
 use crate::registry::{LoadOverride, RegistryError};
 use crate::tensor::proto::{encode_response, wants_typed_outputs};
+use crate::tensor::Tensor;
 
 /// The service's handlers and what they share.
 #[derive(Clone)]
@@ -114,7 +115,14 @@ impl Inference {
             wire_len,
         };
         let call = InferCall::new(model, version, headers.into(), payload);
-        let done = self.state.pipeline.clone().oneshot(call).await?;
+        let mut done = self.state.pipeline.clone().oneshot(call).await?;
+        // The encoding is about to be allocated beside the outputs: counted, and the version learns what requests of
+        // this size hold.
+        let mut memory = std::mem::take(&mut done.memory);
+        let peak = done.held.max(2 * Tensor::bytes_of(&done.outputs));
+        memory.charge(peak);
+        done.model.footprint.observe(done.wire_len, peak);
+        let encoding = Instant::now();
         let response = encode_response(
             &done.model.name,
             done.model.version,
@@ -122,6 +130,8 @@ impl Inference {
             done.outputs,
             typed,
         );
+        // Triton's statistics count the output phase of every successful request (perf_analyzer checks it).
+        done.model.stats.output(encoding.elapsed());
         let mut reply = Response::new(response);
         let metadata = reply.metadata_mut();
         metadata.insert(MODEL_VERSION, MetadataValue::from(done.model.version));

@@ -249,3 +249,55 @@ fn shutdown_lets_an_in_flight_call_finish() {
     assert_eq!(reply.get_ref().outputs.len(), 1);
     assert!(server.terminate_wait().success());
 }
+
+/// With `server.tls_cert` and `server.tls_key`, gRPC is served over TLS with the same certificate, and a plaintext
+/// client is refused.
+#[test]
+fn tls_serves_grpc_with_the_http_certificate() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let repo = common::repo_with(&["iris"]);
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_file, key_file) = (repo.path().join("cert.pem"), repo.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let port = free_port();
+    let _server = TestServer::start_tls(
+        repo.path(),
+        &[
+            ("SLUICE__SERVER__TLS_CERT", cert_file.to_str().unwrap()),
+            ("SLUICE__SERVER__TLS_KEY", key_file.to_str().unwrap()),
+            ("SLUICE__SERVER__GRPC_PORT", &port.to_string()),
+        ],
+        cert.cert.pem().as_bytes(),
+    );
+    runtime().block_on(async {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(cert.cert.pem()))
+            .domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let reply = GrpcInferenceServiceClient::new(channel)
+            .model_infer(iris_request())
+            .await
+            .unwrap();
+        assert_eq!(reply.get_ref().outputs.len(), 2);
+        let plain = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await;
+        let refused = match plain {
+            Err(_) => true,
+            Ok(channel) => GrpcInferenceServiceClient::new(channel)
+                .model_infer(iris_request())
+                .await
+                .is_err(),
+        };
+        assert!(refused, "plaintext gRPC on the TLS port was served");
+    });
+}

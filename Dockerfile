@@ -22,21 +22,21 @@ RUN python -m pip download --no-cache-dir --quiet --no-deps --only-binary=:all: 
     && python -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1]); open('libonnxruntime.so.${ORT_VERSION}','wb').write(z.read('onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}'))" "${ORT_WHEEL}"
 
 # The profile-guided build (scripts/build-release.sh): an instrumented sluice serves the example models under a
-# training load (wrk, loopback), then the optimised binary is built with the profile. llvm-profdata must be the
+# training load (wrk and h2load, loopback), then the optimised binary is built with the profile. llvm-profdata must be the
 # LLVM of the Rust toolchain (22 for 1.95).
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
 ARG ORT_VERSION=1.32.0
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends llvm-22=1:22.1.* wrk=4.1.0-* \
+    && apt-get install -y --no-install-recommends llvm-22=1:22.1.* wrk=4.1.0-* nghttp2-client=1.52.* \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY models ./models
 COPY scripts/build-release.sh ./scripts/
 COPY scripts/lib/debian-install.sh ./scripts/lib/
-COPY scripts/perf/pgo-train.lua ./scripts/perf/
+COPY scripts/perf/pgo-train.lua scripts/perf/pgo-train-grpc.sh ./scripts/perf/
 COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /ort/
 # Crates and compiled dependencies live in BuildKit cache mounts: a change in src/ or models/ rebuilds sluice, not
 # its dependencies, and fetches no crate again. The binary leaves the cache stripped, its debug info beside it
@@ -51,7 +51,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG ORT_VERSION=1.32.0
 LABEL org.opencontainers.image.title="sluice" \
-      org.opencontainers.image.description="ONNX model server speaking the Open Inference Protocol (V2 REST)" \
+      org.opencontainers.image.description="ONNX model server speaking the Open Inference Protocol (V2 REST and gRPC)" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/sluice/sluice"

@@ -133,6 +133,48 @@ def wrk(url: str, body_file: Path, headers: dict, concurrency: int, pid: int) ->
             "errors": (int(errors.group(1)) if errors else 0) + (sum(map(int, socket.groups())) if socket else 0)}
 
 
+def h2load(url: str, body_file: Path, concurrency: int, pid: int) -> dict:
+    """One measured gRPC run with h2load (as wrk for HTTP: `concurrency` connections, one call in flight on each): a
+    2 s warm-up, then `DURATION` s with the server's CPU counted. h2load sees HTTP statuses only; `grpc_ok` checked
+    the call's grpc-status before the runs."""
+    log = body_file.with_suffix(".h2log")
+    threads = min(concurrency, 2)
+    base = ["h2load", "-c", str(concurrency), "-m", "1", "-t", str(threads), "-d", str(body_file),
+            "-H", "content-type: application/grpc", "-H", "te: trailers"]
+    subprocess.run(base + ["-D", "2", url], capture_output=True)  # warm-up
+    before = cpu_ticks(pid)
+    out = subprocess.run(base + ["-D", str(DURATION), f"--log-file={log}", url], capture_output=True, text=True).stdout
+    cpu = (cpu_ticks(pid) - before) / CLK_TCK / DURATION * 100
+    settle(pid)
+    times = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.strip())
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    return {"rps": float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1)),
+            "p50_ms": times[len(times) // 2] / 1000, "p99_ms": times[min(len(times) - 1, len(times) * 99 // 100)] / 1000,
+            "cpu_pct": cpu, "errors": int(done.group(3)) + int(done.group(4))}
+
+
+def grpc_ok(url: str, body_file: Path) -> None:
+    """One call with curl, which shows the trailers: the benchmark's calls must succeed (grpc-status 0)."""
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-D", "-", "-o", "/dev/null", "--data-binary", f"@{body_file}",
+                          "-H", "content-type: application/grpc", "-H", "te: trailers", url], capture_output=True, text=True).stdout
+    if "grpc-status: 0" not in out:
+        raise RuntimeError(f"{url} did not answer the benchmark's call: {out}")
+
+
+def grpc_body(path: Path, model: str, input_name: str, shape, values) -> None:
+    """A ModelInfer call as a gRPC frame: the input as raw_input_contents, as Triton's clients send it."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name=input_name, datatype="FP32", shape=shape)
+    request.raw_input_contents.append(struct.pack(f"<{len(values)}f", *values))
+    message = request.SerializeToString()
+    path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
+
+
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
 def settle(pid: int, limit: float = 60) -> None:
     """Waits until the server is idle (at most 1 tick of CPU in 250 ms): a server may still be working through the
     requests queued when the load generator stopped, which must not run into the next contender's measurement."""
@@ -182,6 +224,8 @@ def bodies(tmp: Path, name: str, input_name: str, shape) -> dict:
     raw = struct.pack(f"<{n}f", *values)
     (tmp / f"{name}-binary.body").write_bytes(header + raw)
     (tmp / f"{name}-raw.body").write_bytes(raw)
+    for model in ("m", "model"):
+        grpc_body(tmp / f"{name}-grpc-{model}.body", model, input_name, shape, values)
     return {"header_len": len(header)}
 
 
@@ -195,10 +239,12 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
     shutil.copy(model, repo / "m" / "1" / "model.onnx")
     (repo / "m" / "model.toml").write_text(f"[session]\npool_size = {sessions}\nintra_op_threads = {intra}\n")
     json_headers = {"Content-Type": "application/json"}
+    sluice_grpc = free_port()
     servers = {
         "sluice JSON": (
             lambda p: Server([str(RELEASE / "sluice"), "--models", str(repo), "--host", "127.0.0.1", "--port", str(p)], f"http://127.0.0.1:{p}/v2/health/ready",
-                             {"SLUICE__LOG__LEVEL": "warn", "SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS": "1024", "SLUICE__LIMITS__MAX_QUEUE_PER_VERSION": "1024"}),
+                             {"SLUICE__LOG__LEVEL": "warn", "SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS": "1024", "SLUICE__LIMITS__MAX_QUEUE_PER_VERSION": "1024",
+                              "SLUICE__SERVER__GRPC_PORT": str(sluice_grpc)}),
             "/v2/models/m/infer", f"{label}-json.body", json_headers),
         # The same sluice server as the JSON rows.
         "sluice binary": (None, "/v2/models/m/infer", f"{label}-binary.body", {"Inference-Header-Content-Length": str(info["header_len"]), "Content-Type": "application/octet-stream"}),
@@ -212,6 +258,12 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
             lambda p: PyServer("kserve_server.py", model, p, intra, f"http://127.0.0.1:{p}/v2/models/model/ready"),
             "/v2/models/model/infer", f"{label}-json.body", json_headers),
     }
+    # The gRPC contenders: sluice's and KServe's gRPC ports (the servers above), and the bare tonic handler.
+    grpc_servers = {
+        "sluice gRPC": ("sluice JSON", lambda port: sluice_grpc, f"{label}-grpc-m.body"),
+        "bare tonic + same session": (None, lambda port: port, f"{label}-grpc-m.body"),
+        "KServe ModelServer gRPC + onnxruntime": ("KServe ModelServer + onnxruntime", lambda port: port + 1, f"{label}-grpc-model.body"),
+    }
     # Every server starts first and stays up (an idle one uses no CPU). Then at each concurrency every contender,
     # ONNX Runtime in-process included, is measured once per round, in an order that rotates from round to round: the
     # runs a target's ratio compares are interleaved seconds apart, not taken minutes apart, so the machine's drift
@@ -224,7 +276,16 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
             else:
                 port = free_port()
                 started[name] = (start(port), port)
+        for name, (shared, _, _) in grpc_servers.items():
+            if shared is None:
+                port = free_port()
+                started[name] = (BareServer(model, port, shape, sessions, intra, bare_mode, "bare_grpc"), port)
         contenders = {"ONNX Runtime in-process": functools.partial(inprocess, model, shape, sessions, intra)}
+        for name, (shared, grpc_port, body) in grpc_servers.items():
+            server, port = started[shared or name]
+            url = f"http://127.0.0.1:{grpc_port(port)}{GRPC_INFER}"
+            grpc_ok(url, tmp / body)
+            contenders[name] = functools.partial(h2load, url, tmp / body, pid=server.proc.pid)
         for name, (_, path, body, headers) in servers.items():
             server, port = started[name]
             contenders[name] = functools.partial(wrk, f"http://127.0.0.1:{port}{path}", tmp / body, headers, pid=server.proc.pid)
@@ -244,12 +305,12 @@ def bench_model(tmp: Path, label: str, model: Path, input_name: str, shape, sess
                 print(label, name, c, r, flush=True)
     finally:
         for name, (server, _) in started.items():
-            if name != "sluice binary":
+            if name not in ("sluice binary", "sluice gRPC", "KServe ModelServer gRPC + onnxruntime"):
                 server.stop()
 
 
-def BareServer(model, port, shape, sessions, intra, mode):
-    proc = subprocess.Popen([str(RELEASE / "examples" / "bare"), str(model), str(port), ",".join(map(str, shape)), str(sessions), str(intra), mode],
+def BareServer(model, port, shape, sessions, intra, mode, program="bare"):
+    proc = subprocess.Popen([str(RELEASE / "examples" / program), str(model), str(port), ",".join(map(str, shape)), str(sessions), str(intra), mode],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     server = Server.__new__(Server)
     server.proc = proc
@@ -330,6 +391,9 @@ def main():
     s8, f8, b8 = (find(results, small, n, 8) for n in ("sluice JSON", "FastAPI + onnxruntime", "bare axum + same session"))
     s1, f1, b1 = (find(results, small, n, 1) for n in ("sluice JSON", "FastAPI + onnxruntime", "bare axum + same session"))
     cnn_bin, cnn_ort = find(results, big, "sluice binary", 8), find(results, big, "ONNX Runtime in-process", 8)
+    cnn_grpc = find(results, big, "sluice gRPC", 8)
+    g8, kg8, bg8 = (find(results, small, n, 8)
+                    for n in ("sluice gRPC", "KServe ModelServer gRPC + onnxruntime", "bare tonic + same session"))
     r8, rb8, rf8 = (find(results, small, f"{n}, requests client", 8)
                     for n in ("sluice JSON", "bare axum + same session", "FastAPI + onnxruntime"))
     targets = [
@@ -340,6 +404,10 @@ def main():
         ("small model, c=1: sluice p50 ≤ 1.25× bare handler p50", s1["p50_ms"] / b1["p50_ms"], 1.25, "≤"),
         ("small model, c=1: sluice p50 ≤ 0.5× FastAPI p50", s1["p50_ms"] / f1["p50_ms"], 0.5, "≤"),
         ("CNN, c=8: sluice binary ≥ 0.9× ONNX Runtime in-process requests/s", cnn_bin["rps"] / cnn_ort["rps"], 0.9, "≥"),
+        ("small model, c=8: sluice gRPC ≥ 1.3× sluice JSON requests/s", g8["rps"] / s8["rps"], 1.3, "≥"),
+        ("small model, c=8: sluice gRPC ≥ 10× KServe ModelServer gRPC requests/s", g8["rps"] / kg8["rps"], 10.0, "≥"),
+        ("small model, c=8: sluice gRPC ≥ 0.8× bare tonic handler requests/s", g8["rps"] / bg8["rps"], 0.8, "≥"),
+        ("CNN, c=8: sluice gRPC ≥ 0.9× ONNX Runtime in-process requests/s", cnn_grpc["rps"] / cnn_ort["rps"], 0.9, "≥"),
         ("wide MLP, c=32: dynamic batching ≥ 1.5× no batching requests/s", batch["dynamic batching"]["rps"] / batch["no batching"]["rps"], 1.5, "≥"),
         ("idle RSS with the example models < 100 MiB", rss, 100.0, "<"),
     ]
@@ -351,7 +419,7 @@ def main():
     report = f"""# Benchmark results
 
 Machine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; `{subprocess.run(['rustc', '--version'], capture_output=True, text=True).stdout.strip()}`.
-Command: `scripts/perf/bench.sh` (load generator: `wrk`, loopback only; each point, in-process ones included, is the median
+Command: `scripts/perf/bench.sh` (load generators: `wrk` for HTTP, `h2load` for gRPC, loopback only; each point, in-process ones included, is the median
 of {REPEATS} runs of {DURATION} s (after a 2 s warm-up for servers), each figure's median taken on its own; errors —
 non-2xx responses and socket errors, timeouts (60 s) included — are summed). All servers of a model run at once (idle
 while others are measured), and at each concurrency the contenders' runs are interleaved, one each per round in an
@@ -360,6 +428,10 @@ Thread settings: the small model runs on 2 sessions × 1 intra-op thread everywh
 (ONNX Runtime in-process uses the same sessions and threads; the Python servers use one session with the same
 intra-op threads). The bare handler runs the session where sluice does: inline on the async worker for the small
 model (sluice predicts its runs at a few µs, under `inline_run_max_us`), through `spawn_blocking` for the CNN.
+The gRPC contenders (sluice's gRPC port, KServe ModelServer's, and a bare tonic `ModelInfer` around the same sessions,
+built and trained like the bare axum handler) are driven by `h2load` the way wrk drives HTTP: one connection per
+concurrent call, the input as `raw_input_contents` as Triton's clients send it; each answers one call with grpc-status
+0 (checked with curl) before its runs.
 The small model is measured twice per HTTP contender: as
 wrk sends (no `Accept-Encoding`), and with the headers of Python `requests` ("requests client": `Accept-Encoding:
 gzip, deflate`, `Accept: */*`, its User-Agent), as real clients send them.

@@ -1,4 +1,5 @@
-"""KServe's Python model server with an onnxruntime model (V2 protocol), as KServe users deploy custom models.
+"""KServe's Python model server with an onnxruntime model (V2 protocol, REST on <port> and gRPC on <port> + 1), as
+KServe users deploy custom models.
 
     python kserve_server.py <model.onnx> <port> <intra_threads>
 """
@@ -33,4 +34,4 @@ class OnnxModel(Model):
 
 
 if __name__ == "__main__":
-    ModelServer(http_port=port, grpc_port=port + 1, workers=1, enable_grpc=False).start([OnnxModel("model")])
+    ModelServer(http_port=port, grpc_port=port + 1, workers=1, enable_grpc=True).start([OnnxModel("model")])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The load benchmark (benches/load/bench.py): builds sluice and the two reference programs (bare axum handler,
-# ONNX Runtime in-process) the way sluice ships, profile-guided (scripts/build-release.sh --examples), installs wrk
-# (Debian) and the Python peers (FastAPI, KServe) in .venv-bench, fetches the open-nsfw CNN (scripts/lib/fetch-cnn.sh),
+# The load benchmark (benches/load/bench.py): builds sluice and the reference programs (bare axum and tonic handlers,
+# ONNX Runtime in-process) the way sluice ships, profile-guided (scripts/build-release.sh --examples), installs wrk and
+# h2load (Debian) and the Python peers (FastAPI, KServe) in .venv-bench, fetches the open-nsfw CNN (scripts/lib/fetch-cnn.sh),
 # trains the wide MLP used for the dynamic-batching rows (benches/load/wide_mlp.py), runs every server on loopback
 # (runs interleaved) and writes benches/RESULTS.md. Takes about 25 minutes on 2 cores. BENCH_SECONDS sets
 # the time per run (5), BENCH_REPEATS the runs per point (3).

@@ -431,7 +431,9 @@ model (sluice predicts its runs at a few µs, under `inline_run_max_us`), throug
 The gRPC contenders (sluice's gRPC port, KServe ModelServer's, and a bare tonic `ModelInfer` around the same sessions,
 built and trained like the bare axum handler) are driven by `h2load` the way wrk drives HTTP: one connection per
 concurrent call, the input as `raw_input_contents` as Triton's clients send it; each answers one call with grpc-status
-0 (checked with curl) before its runs.
+0 (checked with curl) before its runs. h2load's per-call times (the p50 and p99 columns) are not wrk's: for the
+CNN's 600 KB calls its p50 lies far below the mean that the throughput implies (concurrency / requests/s), so compare
+gRPC and HTTP by requests/s there.
 The small model is measured twice per HTTP contender: as
 wrk sends (no `Accept-Encoding`), and with the headers of Python `requests` ("requests client": `Accept-Encoding:
 gzip, deflate`, `Accept: */*`, its User-Agent), as real clients send them.

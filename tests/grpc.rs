@@ -301,3 +301,82 @@ fn tls_serves_grpc_with_the_http_certificate() {
         assert!(refused, "plaintext gRPC on the TLS port was served");
     });
 }
+
+/// Routing reads the sticky key from gRPC metadata as from an HTTP header: with a 50 % canary keyed on `x-user`, each
+/// of 100 keys gets the same variant over gRPC as over REST (both variants occur), named in the response metadata
+/// with the version; a call that names a version is `pinned`.
+#[test]
+fn sticky_routing_keys_route_alike_over_grpc_and_rest() {
+    let repo = tempfile::tempdir().unwrap();
+    let iris = std::fs::read(common::models_dir().join("iris/2/model.onnx")).unwrap();
+    for v in [1, 2] {
+        std::fs::create_dir_all(repo.path().join(format!("m/{v}"))).unwrap();
+        std::fs::write(repo.path().join(format!("m/{v}/model.onnx")), &iris).unwrap();
+    }
+    let routing = repo.path().join("routing.toml");
+    std::fs::write(
+        &routing,
+        "[m]\nstable = 1\nkey_header = \"x-user\"\nvariants = [{ name = \"canary\", version = 2, weight = 50.0 }]\n",
+    )
+    .unwrap();
+    let (server, port) = start(
+        repo.path(),
+        &[("SLUICE__ROUTING__FILE", routing.to_str().unwrap())],
+    );
+    common::wait_for("the policy to be active", || {
+        common::get_json(&server, "/v2/models/m/routing").1["policy"]["variants"][0]["weight"]
+            .as_f64()
+            == Some(50.0)
+    });
+    let keys: Vec<String> = (0..100).map(|i| format!("user-{i}")).collect();
+    let over_rest: Vec<(String, String)> = keys
+        .iter()
+        .map(|key| {
+            let response = server
+                .client
+                .post(server.url("/v2/models/m/infer"))
+                .header("x-user", key)
+                .json(&common::iris_body())
+                .send()
+                .unwrap();
+            let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+            (header("x-sluice-variant"), header("x-model-version"))
+        })
+        .collect();
+    let mut request = iris_request();
+    request.model_name = "m".into();
+    let over_grpc: Vec<(String, String)> = runtime().block_on(async {
+        let mut client = client(port).await;
+        let mut answers = Vec::new();
+        for key in &keys {
+            let mut call = Request::new(request.clone());
+            call.metadata_mut().insert("x-user", key.parse().unwrap());
+            let reply = client.model_infer(call).await.unwrap();
+            let metadata = |name: &str| {
+                reply
+                    .metadata()
+                    .get(name)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            assert_eq!(metadata("x-model-version"), reply.get_ref().model_version);
+            answers.push((metadata("x-sluice-variant"), metadata("x-model-version")));
+        }
+        let mut pinned = request.clone();
+        pinned.model_version = "2".into();
+        let reply = client.model_infer(pinned).await.unwrap();
+        assert_eq!(reply.metadata().get("x-sluice-variant").unwrap(), "pinned");
+        answers
+    });
+    assert_eq!(over_grpc, over_rest);
+    let canary = over_grpc.iter().filter(|(v, _)| v == "canary").count();
+    assert!(
+        (10..=90).contains(&canary),
+        "{canary} of 100 keys in a 50 % canary"
+    );
+    assert!(over_grpc
+        .iter()
+        .all(|(variant, version)| (variant == "canary") == (version == "2")));
+}

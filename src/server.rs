@@ -179,6 +179,7 @@ impl Server {
                 api_keys,
                 admission,
                 settings.server.max_body_bytes,
+                settings.log.access,
             );
             // The gRPC listener closes with the HTTP one, and its calls get the same grace.
             let mut closing = closing_rx.clone();

@@ -93,7 +93,13 @@ fn iris_request() -> ModelInferRequest {
 #[test]
 fn a_call_past_its_grpc_timeout_gets_deadline_exceeded() {
     let repo = common::slow_repo(&["iris"]);
-    let (_server, port) = start(repo.path(), &[]);
+    let (server, port) = start(
+        repo.path(),
+        &[
+            ("SLUICE__LOG__ACCESS", "true"),
+            ("SLUICE__LOG__FORMAT", "json"),
+        ],
+    );
     let http2 = reqwest::blocking::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -133,6 +139,16 @@ fn a_call_past_its_grpc_timeout_gets_deadline_exceeded() {
     assert!(started.elapsed() < Duration::from_secs(10));
     // Without a deadline the same kind of call is answered (the status then comes in the trailers).
     assert_eq!(call(None, slow_request(4)).0, None);
+    // Both calls are in the request log (log.access), with their code.
+    let line = server.wait_for_log_line(|v| v["fields"]["code"] == "DeadlineExceeded");
+    assert_eq!(line["fields"]["method"], "grpc ModelInfer", "{line}");
+    assert_eq!(line["fields"]["model"], "slow", "{line}");
+    assert!(
+        line["fields"]["request_id"].as_str().unwrap().len() >= 32,
+        "{line}"
+    );
+    server
+        .wait_for_log_line(|v| v["fields"]["code"] == "OK" && v["fields"]["model_version"] == "1");
 }
 
 /// Admission is shared with HTTP: with one slot and no queue, a gRPC call while an HTTP request runs is shed with

@@ -38,6 +38,14 @@ pub enum GrpcError {
 }
 
 impl GrpcError {
+    /// The version that answered, when the request reached one.
+    pub fn served_by_version(&self) -> Option<u64> {
+        match self {
+            GrpcError::Inference(e) => e.served_by().map(|(version, _)| version),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             GrpcError::Inference(e) => match e.cause() {

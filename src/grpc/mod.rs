@@ -26,17 +26,24 @@ pub const VARIANT: &str = "x-sluice-variant";
 /// Request and response metadata: the request's id (generated when the client sent none).
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// The gRPC services as one router: inference (messages up to `max_message_bytes`), health and reflection.
+/// The gRPC services as one router: inference (messages up to `max_message_bytes`; every call logged with
+/// `log_every_request`, else failures only), health and reflection.
 pub fn router(
     state: AppState,
     api_keys: ApiKeys,
     admission: Overload,
     max_message_bytes: usize,
+    log_every_request: bool,
 ) -> axum::Router {
     let registry = std::sync::Arc::clone(&state.registry);
-    let inference = GrpcInferenceServiceServer::new(Inference::new(state, api_keys, admission))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(usize::MAX);
+    let inference = GrpcInferenceServiceServer::new(Inference::new(
+        state,
+        api_keys,
+        admission,
+        log_every_request,
+    ))
+    .max_decoding_message_size(max_message_bytes)
+    .max_encoding_message_size(usize::MAX);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)

@@ -12,6 +12,7 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use super::error::GrpcError;
 use super::{deadline, MODEL_VERSION, REQUEST_ID, VARIANT};
@@ -37,14 +38,22 @@ pub struct Inference {
     api_keys: ApiKeys,
     /// Shared with the HTTP stack: both transports draw on the same slots and queue.
     admission: Overload,
+    /// Log every call, not only failures (`log.access`).
+    log_every_request: bool,
 }
 
 impl Inference {
-    pub fn new(state: AppState, api_keys: ApiKeys, admission: Overload) -> Inference {
+    pub fn new(
+        state: AppState,
+        api_keys: ApiKeys,
+        admission: Overload,
+        log_every_request: bool,
+    ) -> Inference {
         Inference {
             state,
             api_keys,
             admission,
+            log_every_request,
         }
     }
 
@@ -73,34 +82,10 @@ impl Inference {
     /// One inference, admitted, within the request's deadline (`grpc-timeout`, at most `server.request_timeout_ms`).
     async fn infer(
         &self,
-        headers: HeaderMap,
-        request: ModelInferRequest,
-    ) -> Result<Response<ModelInferResponse>, GrpcError> {
-        let limit = deadline(&headers).map_or(self.admission.timeout(), |d| {
-            d.min(self.admission.timeout())
-        });
-        let admitted = async {
-            let _slot = self.admission.admit().await.ok_or(GrpcError::Shed)?;
-            self.run(headers, request).await
-        };
-        tokio::time::timeout(limit, admitted)
-            .await
-            .unwrap_or(Err(GrpcError::Deadline {
-                ms: limit.as_millis(),
-            }))
-    }
-
-    /// The request through the inference stack, and its outputs as the response.
-    async fn run(
-        &self,
         mut headers: HeaderMap,
         request: ModelInferRequest,
     ) -> Result<Response<ModelInferResponse>, GrpcError> {
-        let typed = wants_typed_outputs(&request);
-        let wire_len = request.encoded_len();
-        let mut request = request;
-        let model = std::mem::take(&mut request.model_name);
-        let version = Some(std::mem::take(&mut request.model_version)).filter(|v| !v.is_empty());
+        let started = Instant::now();
         let request_id = match headers.get(REQUEST_ID) {
             Some(id) => id.clone(),
             None => {
@@ -110,6 +95,93 @@ impl Inference {
                 id
             }
         };
+        let id = request_id.to_str().unwrap_or("").to_owned();
+        let model = request.model_name.clone();
+        // The core records model, version and variant in it, as for REST.
+        let span = tracing::debug_span!(
+            "request",
+            request_id = %id,
+            method = "grpc ModelInfer",
+            model = tracing::field::Empty,
+            version = tracing::field::Empty,
+            variant = tracing::field::Empty,
+        );
+        let limit = deadline(&headers).map_or(self.admission.timeout(), |d| {
+            d.min(self.admission.timeout())
+        });
+        let admitted = async {
+            let _slot = self.admission.admit().await.ok_or(GrpcError::Shed)?;
+            self.run(headers, request, request_id).await
+        };
+        let result = tokio::time::timeout(limit, admitted.instrument(span))
+            .await
+            .unwrap_or(Err(GrpcError::Deadline {
+                ms: limit.as_millis(),
+            }));
+        self.log(&result, &id, &model, started);
+        result
+    }
+
+    /// The request log line, as the HTTP access log writes it: failures always (an internal error at ERROR, others at
+    /// DEBUG), every call with `log.access`.
+    fn log(
+        &self,
+        result: &Result<Response<ModelInferResponse>, GrpcError>,
+        id: &str,
+        model: &str,
+        started: Instant,
+    ) {
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(reply) if self.log_every_request => tracing::info!(
+                request_id = id,
+                method = "grpc ModelInfer",
+                model,
+                model_version = reply.get_ref().model_version.as_str(),
+                code = "OK",
+                latency_ms,
+                "request"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                let code = e.code();
+                macro_rules! line {
+                    ($level:ident, $message:literal) => {
+                        tracing::$level!(
+                            request_id = id,
+                            method = "grpc ModelInfer",
+                            model,
+                            model_version = e.served_by_version(),
+                            code = ?code,
+                            latency_ms,
+                            error = %e,
+                            $message
+                        )
+                    };
+                }
+                if code == tonic::Code::Internal {
+                    line!(error, "request failed");
+                } else if self.log_every_request {
+                    line!(info, "request");
+                } else {
+                    line!(debug, "request rejected");
+                }
+            }
+        }
+    }
+
+    /// The request through the inference stack, and its outputs as the response.
+    async fn run(
+        &self,
+        headers: HeaderMap,
+        request: ModelInferRequest,
+        request_id: http::HeaderValue,
+    ) -> Result<Response<ModelInferResponse>, GrpcError> {
+        let typed = wants_typed_outputs(&request);
+        let wire_len = request.encoded_len();
+        let mut request = request;
+        let model = std::mem::take(&mut request.model_name);
+        let version = Some(std::mem::take(&mut request.model_version)).filter(|v| !v.is_empty());
         let payload = Payload::Proto {
             request: Box::new(request),
             wire_len,

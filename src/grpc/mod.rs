@@ -80,7 +80,7 @@ async fn over_size_is_resource_exhausted(
         && headers
             .get("grpc-message")
             .and_then(|m| m.to_str().ok())
-            .is_some_and(service::is_over_size);
+            .is_some_and(is_over_size);
     if over_size {
         headers.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
@@ -89,5 +89,51 @@ async fn over_size_is_resource_exhausted(
 
 /// The deadline the client set (`grpc-timeout`), when it set a valid one.
 fn deadline(headers: &HeaderMap) -> Option<Duration> {
-    service::parse_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+    parse_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// Whether tonic's message (plain or percent-encoded) says a message was over the decoding limit.
+fn is_over_size(message: &str) -> bool {
+    message.contains("message length too large") || message.contains("length%20too%20large")
+}
+
+/// How long the client gives the call: its `grpc-timeout` header (an integer and a unit: H, M, S, m, u or n).
+fn parse_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_writes_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_timeout("20m"), Some(ms(20)));
+        assert_eq!(parse_timeout("1S"), Some(ms(1000)));
+        assert_eq!(parse_timeout("2M"), Some(ms(120_000)));
+        assert_eq!(parse_timeout("1H"), Some(ms(3_600_000)));
+        assert_eq!(parse_timeout("1500u"), Some(Duration::from_micros(1500)));
+        assert_eq!(
+            parse_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        // At most 8 digits, a known unit, nothing else.
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S", "S1"] {
+            assert_eq!(parse_timeout(bad), None, "{bad}");
+        }
+    }
 }

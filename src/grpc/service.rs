@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
@@ -15,7 +15,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::error::GrpcError;
-use super::{deadline, MODEL_VERSION, REQUEST_ID, VARIANT};
+use super::{deadline, is_over_size, MODEL_VERSION, REQUEST_ID, VARIANT};
 use crate::api::management::{admin_access, AdminCheck};
 use crate::api::metadata::EXTENSIONS;
 use crate::api::AppState;
@@ -478,27 +478,4 @@ fn load_parameters(
         }
     }
     Ok((force, config))
-}
-
-/// Whether tonic's message (plain or percent-encoded) says a message was over the decoding limit.
-pub(super) fn is_over_size(message: &str) -> bool {
-    message.contains("message length too large") || message.contains("length%20too%20large")
-}
-
-/// How long the client gives the call: its `grpc-timeout` header (an integer and a unit: H, M, S, m, u or n).
-pub(super) fn parse_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }

@@ -5,33 +5,12 @@ running binary's gRPC port: health, metadata, and inference equal to Python onnx
 import asyncio
 
 import grpc as grpcio
-import numpy as np
 import pytest
 from kserve import InferenceGRPCClient, InferInput, InferRequest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-NUMPY = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
-}
-
-
-def as_array(tensor):
-    data = tensor["data"]
-    if tensor["datatype"] == "BYTES":
-        data = [d.encode() for d in data]
-    return np.array(data, dtype=NUMPY[tensor["datatype"]]).reshape(tensor["shape"])
-
-
-def assert_same(got, want):
-    got = np.asarray(got)
-    if np.issubdtype(want.dtype, np.floating):
-        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-5, atol=1e-6)
-    else:
-        assert got.tolist() == want.tolist()
-    assert got.shape == want.shape
+from tensors import as_array, assert_same
 
 
 def test_kserve_grpc_client_health_and_inference_match_python_onnxruntime(grpc, reference):

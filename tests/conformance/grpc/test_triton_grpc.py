@@ -19,12 +19,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from conftest import free_port, sluice
-
-NUMPY = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
-}
+from tensors import NUMPY, as_array, assert_same
 
 # The typed `contents` field of each datatype (FP16 has none).
 CONTENTS = {
@@ -34,22 +29,6 @@ CONTENTS = {
 }
 
 TOKEN = "grpc-admin-token"
-
-
-def as_array(tensor):
-    data = tensor["data"]
-    if tensor["datatype"] == "BYTES":
-        data = [d.encode() for d in data]
-    return np.array(data, dtype=NUMPY[tensor["datatype"]]).reshape(tensor["shape"])
-
-
-def assert_same(got, want):
-    got = np.asarray(got)
-    if np.issubdtype(want.dtype, np.floating):
-        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-5, atol=1e-6)
-    else:
-        assert got.tolist() == want.tolist()
-    assert got.shape == want.shape
 
 
 def code_of(error):

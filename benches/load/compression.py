@@ -84,7 +84,8 @@ def main():
         f.write("[session]\npool_size = 2\nintra_op_threads = 1\n")
     port = free_port()
     env = dict(os.environ, SLUICE__LOG__LEVEL="warn", SLUICE__SERVER__COMPRESS_MIN_BYTES="0",
-               SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS="1024", SLUICE__SERVER__SHUTDOWN_DELAY_MS="0")
+               SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS="1024", SLUICE__SERVER__SHUTDOWN_DELAY_MS="0",
+               SLUICE__SERVER__GRPC_PORT="0")
     server = subprocess.Popen([args.bin, "--models", f"{work}/repo", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v2/models/m/infer"

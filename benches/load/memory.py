@@ -130,7 +130,8 @@ def main():
                                     "data": [5.1, 3.5, 1.4, 0.2]}]}).encode()
     port = free_port()
     env = dict(os.environ, SLUICE__SERVER__PORT=str(port), SLUICE__MODELS__REPOSITORY=args.models,
-               SLUICE__MODELS__WATCH="false", RUST_LOG="warn")
+               SLUICE__MODELS__WATCH="false", RUST_LOG="warn",
+               SLUICE__SERVER__GRPC_PORT="0")
     for pair in args.env:
         key, _, value = pair.partition("=")
         env[key] = value

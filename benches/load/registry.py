@@ -50,6 +50,7 @@ class Server:
             "SLUICE__MODELS__POLL_INTERVAL_MS": "200",
             "SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS": "1024",
             "SLUICE__SERVER__SHUTDOWN_DELAY_MS": "0",
+            "SLUICE__SERVER__GRPC_PORT": "0",
         })
         self.base = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(

@@ -55,7 +55,10 @@ started=""
 start() { # binary port placement: sets $started to the server's pid
   local pin=()
   [ "$3" = pinned ] && pin=(taskset -c 0)
-  SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 SLUICE__SERVER__SHUTDOWN_DELAY_MS=0 \
+  # No gRPC port (two builds run at once), for builds that have one (an older build refuses the unknown key).
+  local grpc=()
+  SLUICE__SERVER__GRPC_PORT=0 "$1" --check-config >/dev/null 2>&1 && grpc=(SLUICE__SERVER__GRPC_PORT=0)
+  env "${grpc[@]}" SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 SLUICE__SERVER__SHUTDOWN_DELAY_MS=0 \
     "${pin[@]}" "$1" --models "$work/repo" --host 127.0.0.1 --port "$2" >/dev/null 2>&1 &
   started=$!
   pids+=("$started")

@@ -50,7 +50,7 @@ EOF
 for placement in shared pinned c=1; do
   server=()
   [ "$placement" = pinned ] && server=(taskset -c 0)
-  SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 \
+  SLUICE__LOG__LEVEL=warn SLUICE__LIMITS__MAX_CONCURRENT_REQUESTS=1024 SLUICE__LIMITS__MAX_QUEUE_PER_VERSION=1024 SLUICE__SERVER__GRPC_PORT=0 \
     "${server[@]}" target/pgo/sluice --models "$work/repo" --host 127.0.0.1 --port "$port" >/dev/null 2>&1 &
   pid=$!
   measure "$placement" sluice "http://127.0.0.1:$port/v2/models/m/infer" "$work/json.lua" "$pid"

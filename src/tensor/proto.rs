@@ -81,7 +81,9 @@ fn decode_input(
         )),
         (Some(bytes), None) => binary::decode(dtype, &bytes, expected).map_err(Refused::Message),
         (None, Some(contents)) => typed(dtype, contents, expected),
-        (None, None) => return Err(DecodeError::MissingData { input: name }),
+        (None, None) => Err(Refused::Message(
+            "no contents and no raw_input_contents entry given".into(),
+        )),
     };
     match data {
         Ok(data) => Ok(Tensor { name, shape, data }),
@@ -229,4 +231,139 @@ fn contents(data: TensorData) -> InferTensorContents {
         TensorData::Bytes(v) => c.bytes_contents = v.into_iter().map(Bytes::from).collect(),
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(
+        datatype: &str,
+        shape: Vec<i64>,
+        contents: Option<InferTensorContents>,
+    ) -> InferInputTensor {
+        InferInputTensor {
+            name: "x".into(),
+            datatype: datatype.into(),
+            shape,
+            contents,
+            ..Default::default()
+        }
+    }
+
+    fn decode(inputs: Vec<InferInputTensor>, raw: Vec<&[u8]>) -> Result<InferRequest, String> {
+        let request = ModelInferRequest {
+            inputs,
+            raw_input_contents: raw.into_iter().map(Bytes::copy_from_slice).collect(),
+            ..Default::default()
+        };
+        decode_request(request, 1000).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn typed_and_raw_contents_decode_alike() {
+        let typed = InferTensorContents {
+            int_contents: vec![1, -2, 3],
+            ..Default::default()
+        };
+        let a = decode(vec![input("INT16", vec![1, 3], Some(typed))], vec![]).unwrap();
+        let raw: Vec<u8> = [1i16, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b = decode(vec![input("INT16", vec![1, 3], None)], vec![&raw]).unwrap();
+        assert_eq!(a.inputs, b.inputs);
+        assert_eq!(a.inputs[0].data, TensorData::Int16(vec![1, -2, 3]));
+    }
+
+    #[test]
+    fn bad_contents_are_refused_with_the_input_named() {
+        let ints = |v: Vec<i32>| {
+            Some(InferTensorContents {
+                int_contents: v,
+                ..Default::default()
+            })
+        };
+        let cases = [
+            (
+                decode(vec![input("INT8", vec![1], ints(vec![300]))], vec![]),
+                "input 'x': 300 is out of range for INT8",
+            ),
+            (
+                decode(vec![input("INT32", vec![1, 3], ints(vec![1]))], vec![]),
+                "needs 3 elements but 'data' holds 1",
+            ),
+            (
+                decode(vec![input("FP16", vec![1], ints(vec![1]))], vec![]),
+                "send it in raw_input_contents",
+            ),
+            (
+                decode(
+                    vec![input("INT32", vec![1], ints(vec![1]))],
+                    vec![&[0, 0, 0, 0]],
+                ),
+                "both contents and raw_input_contents",
+            ),
+            (
+                decode(vec![input("INT32", vec![1], None)], vec![]),
+                "no contents and no raw_input_contents",
+            ),
+            (
+                decode(vec![input("INT32", vec![2], None)], vec![&[0, 0, 0, 0]]),
+                "binary data holds 4 bytes",
+            ),
+            (
+                decode(
+                    vec![input("INT32", vec![1], None), input("INT32", vec![1], None)],
+                    vec![&[0, 0, 0, 0]],
+                ),
+                "raw_input_contents holds 1 entries for 2 inputs",
+            ),
+            (
+                decode(vec![input("INT32", vec![-1], None)], vec![]),
+                "negative dimension",
+            ),
+            (
+                decode(vec![input("INT32", vec![2000], None)], vec![]),
+                "limits.max_tensor_elements",
+            ),
+            (
+                decode(vec![input("NOPE", vec![1], None)], vec![]),
+                "unknown datatype 'NOPE'",
+            ),
+        ];
+        for (result, expected) in cases {
+            let message = result.unwrap_err();
+            assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+        }
+    }
+
+    #[test]
+    fn outputs_are_raw_unless_typed_ones_are_asked_for_and_possible() {
+        let outputs = || {
+            vec![Tensor {
+                name: "y".into(),
+                shape: vec![2],
+                data: TensorData::Uint8(vec![7, 9]),
+            }]
+        };
+        let raw = encode_response("m", 3, Some("id".into()), outputs(), false);
+        assert_eq!(raw.raw_output_contents, vec![Bytes::from_static(&[7, 9])]);
+        assert_eq!((raw.model_version.as_str(), raw.id.as_str()), ("3", "id"));
+        let typed = encode_response("m", 3, None, outputs(), true);
+        assert!(typed.raw_output_contents.is_empty());
+        assert_eq!(
+            typed.outputs[0].contents.as_ref().unwrap().uint_contents,
+            vec![7, 9]
+        );
+        let half = vec![Tensor {
+            name: "h".into(),
+            shape: vec![1],
+            data: TensorData::Fp16(vec![half::f16::from_f32(1.5)]),
+        }];
+        // FP16 has no typed field: then every output is raw.
+        assert_eq!(
+            encode_response("m", 3, None, half, true)
+                .raw_output_contents
+                .len(),
+            1
+        );
+    }
 }

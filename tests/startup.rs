@@ -71,6 +71,16 @@ fn invalid_configuration_values_exit_64_naming_the_key() {
         out.contains("admin.port") && out.contains("also server.port"),
         "{out}"
     );
+    // gRPC on the main port's number, likewise.
+    let (code, out) = run_sluice(
+        &["--models", &models_arg(), "--port", "18999"],
+        &[("SLUICE__SERVER__GRPC_PORT", "18999")],
+    );
+    assert_eq!(code, Some(64), "{out}");
+    assert!(
+        out.contains("server.grpc_port") && out.contains("give gRPC a port of its own"),
+        "{out}"
+    );
     // The management API open without a token: only on a port of its own, and not beside a token.
     for (env, needle) in [
         (vec![], "open on the inference port"),

@@ -107,12 +107,29 @@ impl std::fmt::Debug for AuthSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelsSettings {
+    /// A directory, or a bucket URL (`s3://`, `gs://`, `az://`).
     pub repository: PathBuf,
+    /// Where a bucket repository is copied to; empty: under the temporary directory.
+    pub cache_dir: PathBuf,
+    pub storage: StorageSettings,
     pub watch: bool,
     pub poll_interval_ms: u64,
     pub settle_ms: u64,
     pub strict_readiness: bool,
     pub load_concurrency: usize,
+}
+
+/// `[models.storage]`: the object store of a bucket repository, beyond what the provider's environment says.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// The store's URL (MinIO, SeaweedFS, Ceph, an S3 or Azure emulator); empty: the provider's (or
+    /// `AWS_ENDPOINT_URL`).
+    pub endpoint: String,
+    /// The bucket's region (S3); empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else us-east-1.
+    pub region: String,
+    /// Allow plain `http://` endpoints (also `AWS_ALLOW_HTTP=true`).
+    pub allow_http: bool,
 }
 
 #[derive(Clone, Deserialize)]

@@ -37,6 +37,7 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod tensor;
 pub mod validate;

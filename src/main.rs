@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sluice::config::{Overrides, Settings};
 use sluice::server::{Server, StartError};
+use sluice::store::StoreError;
 
 /// mimalloc instead of glibc's allocator: the request path allocates many small, short-lived buffers across
 /// threads, where glibc's arenas cost measurably more.
@@ -18,6 +19,7 @@ const EX_USAGE: u8 = 64;
 const EX_NOINPUT: u8 = 66;
 const EX_UNAVAILABLE: u8 = 69;
 const EX_SOFTWARE: u8 = 70;
+const EX_CANTCREAT: u8 = 73;
 
 /// sluice: serve ONNX models over the Open Inference Protocol (V2 REST).
 ///
@@ -116,7 +118,9 @@ fn main() -> ExitCode {
             eprintln!("sluice: {e}");
             ExitCode::from(match e {
                 StartError::Runtime(_) | StartError::Bind { .. } => EX_UNAVAILABLE,
-                StartError::Config(_) => EX_USAGE,
+                StartError::Config(_)
+                | StartError::Store(StoreError::Scheme(_) | StoreError::Client { .. }) => EX_USAGE,
+                StartError::Store(StoreError::Cache { .. }) => EX_CANTCREAT,
                 StartError::Repository(_) => EX_NOINPUT,
                 StartError::Metrics(_) | StartError::Serve(_) => EX_SOFTWARE,
             })

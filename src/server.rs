@@ -29,6 +29,8 @@ use crate::registry::{PinnedVersions, Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
 use crate::routing::RoutingTable;
 use crate::runtime::{self, RuntimeError};
+use crate::store::mirror::{Mirror, MirrorSettings};
+use crate::store::{Bucket, Source, StoreError};
 
 /// Why the server could not start; each maps to its own exit code in `main`.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,8 @@ pub enum StartError {
     Runtime(#[from] RuntimeError),
     #[error("model repository {0} is not a directory")]
     Repository(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -59,11 +63,16 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The gRPC listener (`server.grpc_port`, unless 0).
     grpc: Option<TcpListener>,
+    /// For a bucket repository: what keeps the local copy the registry loads from.
+    mirror: Option<Mirror>,
 }
 
 impl Server {
     /// Loads ONNX Runtime, checks the repository and binds the listener. Models load later, in [`Server::run`].
     pub async fn bind(settings: Settings) -> Result<Server, StartError> {
+        // The object store's HTTPS client takes the process's rustls provider; ours is ring, as for serving TLS.
+        // Installing fails only when one is already installed, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (path, env) = runtime::load(settings.runtime_library())?;
         tracing::info!(library = %path.display(), "ONNX Runtime loaded");
         Self::bind_with(settings, env).await
@@ -71,9 +80,7 @@ impl Server {
 
     /// As [`Server::bind`] with an existing ONNX Runtime environment (one per process).
     pub async fn bind_with(settings: Settings, env: Environment) -> Result<Server, StartError> {
-        if !settings.models.repository.is_dir() {
-            return Err(StartError::Repository(settings.models.repository.clone()));
-        }
+        let (settings, bucket) = locate_repository(settings)?;
         // A TLS setup that cannot serve is refused before anything listens.
         let tls = settings
             .tls_files()
@@ -95,13 +102,26 @@ impl Server {
                 )
             }
         };
-        let state = build_state(&settings, env)?;
+        let state = build_state_with(&settings, env, bucket.is_none())?;
+        let mirror = bucket
+            .map(|BucketRepository { bucket, cache_dir, timing }| {
+                tracing::info!(bucket = %bucket.url, cache = %cache_dir.display(), "model repository in object storage");
+                Mirror::new(
+                    bucket,
+                    &cache_dir,
+                    timing,
+                    Arc::clone(&state.metrics),
+                    Arc::clone(&state.registry),
+                )
+            })
+            .transpose()?;
         Ok(Server {
             state,
             listener,
             settings,
             tls,
             grpc,
+            mirror,
         })
     }
 
@@ -121,10 +141,11 @@ impl Server {
             settings,
             tls,
             grpc,
+            mirror,
         } = self;
         let addr = listener.local_addr().map_err(StartError::Serve)?;
         tracing::info!(address = %addr, tls = tls.is_some(), "listening");
-        self::start_background(&state, &settings);
+        self::start_background(&state, &settings, mirror);
         let api_keys = settings
             .api_keys()
             .map_err(|e| StartError::Config(e.to_string()))?;
@@ -453,8 +474,63 @@ async fn serve_tls(
         .map_err(StartError::Serve)
 }
 
+/// A repository in a bucket: the bucket, where it is copied to, and how often.
+struct BucketRepository {
+    bucket: Bucket,
+    cache_dir: PathBuf,
+    timing: MirrorSettings,
+}
+
+/// Where the registry loads from: a local repository as configured, or for a bucket its cache directory's tree,
+/// with `routing.file` given as a URL under the bucket's prefix taken from that tree too. Returns the settings
+/// pointing there, and the bucket to copy with its cache directory and timing. The settle time applies to the
+/// bucket's uploads; the copy is installed whole, so the registry need not wait on it.
+fn locate_repository(
+    mut settings: Settings,
+) -> Result<(Settings, Option<BucketRepository>), StartError> {
+    let url = match Source::parse(&settings.models.repository)? {
+        Source::Local(path) => {
+            if !path.is_dir() {
+                return Err(StartError::Repository(path));
+            }
+            settings.models.repository = path;
+            return Ok((settings, None));
+        }
+        Source::Bucket(url) => url,
+    };
+    let bucket = Bucket::open(&url, &settings.models.storage)?;
+    let cache_dir = crate::store::cache_dir(&settings.models.cache_dir, &url);
+    let tree = crate::store::cache::Cache::tree(&cache_dir);
+    if let Some(file) = settings.routing.file() {
+        let file = file.to_string_lossy().into_owned();
+        if file.contains("://") {
+            let Some(key) = file.strip_prefix(&format!("{url}/")) else {
+                return Err(StartError::Config(format!(
+                    "routing.file {file}: a URL must lie under models.repository ({url}/…)"
+                )));
+            };
+            settings.routing.file = tree.join(key);
+        }
+    }
+    let timing = MirrorSettings {
+        poll_interval: Duration::from_millis(settings.models.poll_interval_ms),
+        settle: Duration::from_millis(settings.models.settle_ms),
+    };
+    settings.models.repository = tree;
+    settings.models.settle_ms = 0;
+    Ok((
+        settings,
+        Some(BucketRepository {
+            bucket,
+            cache_dir,
+            timing,
+        }),
+    ))
+}
+
 /// Starts the background work: the start-up load (ready when done), then the repository and routing watchers.
-fn start_background(state: &AppState, settings: &Settings) {
+/// With a bucket, the first copy comes before the start-up load, and the mirror replaces the file watcher.
+fn start_background(state: &AppState, settings: &Settings, mirror: Option<Mirror>) {
     let manager = Arc::clone(&state.manager);
     let routing = Arc::clone(&state.routing);
     let root = settings.models.repository.clone();
@@ -470,6 +546,16 @@ fn start_background(state: &AppState, settings: &Settings) {
         settings.monitoring.clone(),
     );
     tokio::spawn(async move {
+        let mirror = match mirror {
+            Some(mirror) => {
+                let mirror = first_copy(mirror).await;
+                if let Err(e) = routing.reload_file() {
+                    tracing::error!(error = %e, "routing file from the bucket not applied; retried as it changes");
+                }
+                Some(mirror)
+            }
+            None => None,
+        };
         initial_load(&manager, watch_settings.settle).await;
         manager.registry().set_ready(true);
         crate::routing::warn_unready(&routing, manager.registry());
@@ -478,8 +564,35 @@ fn start_background(state: &AppState, settings: &Settings) {
             Arc::clone(&manager),
             watch_settings.poll_interval.min(Duration::from_secs(1)),
         );
-        watch::spawn(manager, &root, watch_settings);
+        match mirror {
+            Some(mirror) => drop(mirror.spawn(manager)),
+            None => drop(watch::spawn(manager, &root, watch_settings)),
+        }
     });
+}
+
+/// The first sync with the bucket. While the bucket cannot be listed, start-up waits (unready, the readiness body
+/// saying why), unless an earlier run left a copy: then that copy serves and the mirror catches up later. Versions
+/// still uploading are left to the mirror.
+async fn first_copy(mut mirror: Mirror) -> Mirror {
+    let mut failures = 0u32;
+    loop {
+        match mirror.sync().await {
+            Ok(_) => return mirror,
+            Err(_) if mirror.has_copy() => {
+                tracing::warn!(
+                    "serving the cached copy of the model repository until the store answers"
+                );
+                return mirror;
+            }
+            Err(_) => {
+                failures += 1;
+                let wait =
+                    Duration::from_millis(500 << failures.min(6)).min(Duration::from_secs(30));
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }
 
 /// The start-up load: reconcile until no file is still being written, so readiness means "everything on disk at
@@ -504,6 +617,16 @@ async fn initial_load(manager: &RepositoryManager, settle: Duration) {
 /// Builds the application state: registry, metrics, routing, the inference stack and the repository manager.
 /// Reads the routing file once (an invalid one is a configuration error here; later it only logs).
 pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, StartError> {
+    build_state_with(settings, env, true)
+}
+
+/// As [`build_state`]; `read_routing` false leaves the routing file to be read after the bucket's first copy
+/// (the file comes with it).
+fn build_state_with(
+    settings: &Settings,
+    env: Environment,
+    read_routing: bool,
+) -> Result<AppState, StartError> {
     let registry = Arc::new(Registry::new(settings.models.strict_readiness));
     let metrics = Arc::new(Metrics::new()?);
     let (memory, budget) = memory_budget(settings, &metrics)?;
@@ -511,9 +634,11 @@ pub fn build_state(settings: &Settings, env: Environment) -> Result<AppState, St
         settings.routing.file().map(Path::to_path_buf),
         Arc::clone(&metrics),
     ));
-    routing
-        .reload_file()
-        .map_err(|e| StartError::Config(e.to_string()))?;
+    if read_routing {
+        routing
+            .reload_file()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+    }
     let mirror = ShadowMirror::start(
         Arc::clone(&registry),
         Arc::clone(&metrics),

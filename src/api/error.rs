@@ -113,7 +113,7 @@ fn registry_status(e: &RegistryError) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         RegistryError::NotReady { .. }
-        | RegistryError::ServerNotReady
+        | RegistryError::ServerNotReady { .. }
         | RegistryError::ModelsNotReady { .. }
         | RegistryError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     }

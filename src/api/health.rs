@@ -29,9 +29,13 @@ pub async fn live() -> Json<Live> {
     responses((status = 200, description = "Ready", body = schema::Ready), (status = 503, description = "Loading, a model without a ready version (strict readiness), or shutting down", body = schema::ErrorBody))
 )]
 /// Ready once start-up loading has finished and (with `models.strict_readiness`) every model has a ready version.
+/// A bucket that cannot be read does not make it unready: what is loaded serves, and the body says why.
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     state.registry.readiness()?;
-    Ok(Json(Ready { ready: true }))
+    Ok(Json(Ready {
+        ready: true,
+        repository: state.registry.source_status().problem.clone(),
+    }))
 }
 
 #[utoipa::path(

@@ -29,6 +29,9 @@ pub struct Live {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Ready {
     pub ready: bool,
+    /// For a repository in a bucket that cannot be read now: why (what is loaded keeps serving).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
 }
 
 /// A model version's readiness (`ready` is always true: a version that is not ready answers 503).

@@ -87,7 +87,7 @@ fn registry_code(e: &RegistryError) -> Code {
             Code::NotFound
         }
         RegistryError::NotReady { .. }
-        | RegistryError::ServerNotReady
+        | RegistryError::ServerNotReady { .. }
         | RegistryError::ModelsNotReady { .. }
         | RegistryError::ShuttingDown => Code::Unavailable,
     }

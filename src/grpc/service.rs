@@ -259,7 +259,7 @@ impl GrpcInferenceService for Inference {
             ) => return Err(GrpcError::from(e).into()),
             Err(
                 RegistryError::NotReady { .. }
-                | RegistryError::ServerNotReady
+                | RegistryError::ServerNotReady { .. }
                 | RegistryError::ModelsNotReady { .. }
                 | RegistryError::ShuttingDown,
             ) => false,

@@ -63,3 +63,30 @@ impl ShadowOutcome {
 pub const STABLE: &str = "stable";
 /// The `variant` label of requests that named a version in the URL (routing bypassed).
 pub const PINNED: &str = "pinned";
+
+/// What failed in a sync with a bucket repository, as the `operation` label of `sluice_store_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOperation {
+    /// Listing the bucket: the store could not be reached or refused.
+    List,
+    /// Downloading a file: refused, cut, stalled, or changed while it was read.
+    Download,
+    /// A download that arrived but does not match: its size, or its model card's sha256.
+    Verify,
+}
+
+impl StoreOperation {
+    pub const ALL: [StoreOperation; 3] = [
+        StoreOperation::List,
+        StoreOperation::Download,
+        StoreOperation::Verify,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreOperation::List => "list",
+            StoreOperation::Download => "download",
+            StoreOperation::Verify => "verify",
+        }
+    }
+}

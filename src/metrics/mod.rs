@@ -1,6 +1,7 @@
-//! Prometheus metrics, held in a [`Metrics`] value with its own registry (no process-global state), in four
+//! Prometheus metrics, held in a [`Metrics`] value with its own registry (no process-global state), in five
 //! families: [`RequestMetrics`] (inference requests), [`ModelMetrics`] (the versions and their loads),
-//! [`RoutingMetrics`] (shadow comparison, automatic rollback) and [`MonitoringMetrics`] (drift, the payload log);
+//! [`RoutingMetrics`] (shadow comparison, automatic rollback), [`MonitoringMetrics`] (drift, the payload log) and
+//! [`StoreMetrics`] (a repository in a bucket);
 //! plus the memory budget and the process, read when scraped.
 //!
 //! Names follow Prometheus conventions: `sluice_` prefix, base units, counters ending in `_total`, and bounded
@@ -12,6 +13,7 @@ mod models;
 mod monitoring;
 mod requests;
 mod routing;
+mod store;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -19,11 +21,12 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::labels::{Outcome, Protocol, ShadowOutcome, PINNED, STABLE};
+pub use self::labels::{Outcome, Protocol, ShadowOutcome, StoreOperation, PINNED, STABLE};
 pub use self::models::{ModelMetrics, VersionGauges};
 pub use self::monitoring::MonitoringMetrics;
 pub use self::requests::{InFlight, RequestMetrics, VersionSeries};
 pub use self::routing::{Comparison, RoutingMetrics};
+pub use self::store::StoreMetrics;
 use crate::memory::MemoryBudget;
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -38,6 +41,7 @@ pub struct Metrics {
     pub models: ModelMetrics,
     pub routing: RoutingMetrics,
     pub monitoring: MonitoringMetrics,
+    pub store: StoreMetrics,
 }
 
 impl Metrics {
@@ -52,6 +56,7 @@ impl Metrics {
             models: ModelMetrics::new(&add)?,
             routing: RoutingMetrics::new(&add)?,
             monitoring: MonitoringMetrics::new(&add)?,
+            store: StoreMetrics::new(&add)?,
             registry,
         })
     }

@@ -92,12 +92,23 @@ pub enum RegistryError {
     },
     #[error("model '{model}' is not ready: {reason}")]
     NotReady { model: String, reason: String },
-    #[error("the server is still loading models")]
-    ServerNotReady,
+    #[error("the server is still loading models{}", .detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    ServerNotReady { detail: Option<String> },
     #[error("not every model has a ready version: {reasons}")]
     ModelsNotReady { reasons: String },
     #[error("the server is shutting down")]
     ShuttingDown,
+}
+
+/// What the repository's source reports beyond its files: for a bucket, that it cannot be read now, and the
+/// versions it holds that the local copy does not have yet. The index and readiness show it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SourceStatus {
+    /// Why the source cannot be read now; what is loaded keeps serving.
+    pub problem: Option<String>,
+    /// Per model: what the source holds that is not loadable here yet, and why (still uploading, a download that
+    /// failed and is retried).
+    pub pending: BTreeMap<String, Vec<String>>,
 }
 
 /// One row of the repository index (`POST /v2/repository/index`), as Triton and MLServer report it.
@@ -121,6 +132,8 @@ pub struct Registry {
     draining: AtomicBool,
     /// Readiness also needs every model that should be loaded to have a ready version (`models.strict_readiness`).
     strict: bool,
+    /// What the source says (a bucket's reachability, versions not yet copied).
+    source: ArcSwap<SourceStatus>,
 }
 
 impl Default for Registry {
@@ -137,6 +150,7 @@ impl Registry {
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             strict,
+            source: ArcSwap::from_pointee(SourceStatus::default()),
         }
     }
 
@@ -147,6 +161,17 @@ impl Registry {
     /// Replaces the whole map atomically. In-flight requests keep the versions they hold.
     pub fn install(&self, map: ModelMap) {
         self.models.store(Arc::new(map));
+    }
+
+    /// Replaces what the source reports.
+    pub fn set_source_status(&self, status: SourceStatus) {
+        if **self.source.load() != status {
+            self.source.store(Arc::new(status));
+        }
+    }
+
+    pub fn source_status(&self) -> Arc<SourceStatus> {
+        self.source.load_full()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -196,7 +221,9 @@ impl Registry {
         if self.is_draining() {
             RegistryError::ShuttingDown
         } else {
-            RegistryError::ServerNotReady
+            RegistryError::ServerNotReady {
+                detail: self.source.load().problem.clone(),
+            }
         }
     }
 
@@ -213,7 +240,7 @@ impl Registry {
                     model: model.to_owned(),
                 }
             } else {
-                RegistryError::ServerNotReady
+                self.not_ready_error()
             });
         };
         let not_ready = |reason: String| RegistryError::NotReady {
@@ -299,6 +326,7 @@ impl Registry {
     /// The repository index: every model and version known, with its state and reason.
     pub fn index(&self) -> Vec<IndexEntry> {
         let map = self.models.load();
+        let source = self.source.load();
         let mut rows = Vec::new();
         for (name, entry) in map.iter() {
             if entry.versions.is_empty() {
@@ -321,6 +349,9 @@ impl Registry {
                     .as_ref()
                     .map(|i| format!("incompatible: {i}"));
                 reasons.extend(incompatible.as_deref());
+                reasons.extend(source.problem.as_deref());
+                let pending = source.pending.get(name).map(|p| p.join("; "));
+                reasons.extend(pending.as_deref());
                 rows.push(IndexEntry {
                     name: name.clone(),
                     version: version.to_string(),
@@ -331,6 +362,18 @@ impl Registry {
                     },
                     reason: reasons.join("; "),
                     default: entry.default == Some(*version),
+                });
+            }
+        }
+        // Models the source holds that have nothing loadable here yet (their first version still copying).
+        for (name, pending) in &source.pending {
+            if !map.contains_key(name) {
+                rows.push(IndexEntry {
+                    name: name.clone(),
+                    version: String::new(),
+                    state: "UNAVAILABLE",
+                    reason: pending.join("; "),
+                    default: false,
                 });
             }
         }

@@ -1,0 +1,207 @@
+//! Where the model repository comes from: a local directory, or a bucket (`s3://`, `gs://`, `az://`) copied into a
+//! local cache that the registry loads from as it loads a directory.
+//!
+//! [`Source::parse`] reads `models.repository`. For a bucket, [`Bucket::open`] builds the `object_store` client
+//! (credentials from the provider's usual environment and instance or workload identity chains, plus the
+//! `[models.storage]` table), and [`mirror::Mirror`] keeps the cache ([`cache`]) equal to what the bucket holds,
+//! unit by unit ([`layout`]): every `models.poll_interval_ms` it lists the prefix, downloads what changed, checks it
+//! (size, ETag, the model card's sha256) and installs each version in one step, then asks the repository manager
+//! to reconcile. So everything the registry guarantees for a directory (no failed request across a swap, the schema
+//! guard, the rollback line) holds for a bucket, and a store that stops answering leaves what is loaded serving.
+
+pub mod cache;
+pub mod layout;
+pub mod mirror;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
+
+use crate::config::StorageSettings;
+
+/// Where `models.repository` points.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// A directory on this machine.
+    Local(PathBuf),
+    /// A bucket URL (`s3://bucket/prefix`, `gs://…`, `az://container/prefix`).
+    Bucket(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("models.repository {0}: unsupported scheme (use a directory, s3://, gs:// or az://)")]
+    Scheme(String),
+    #[error("models.repository {url}: {message}")]
+    Client { url: String, message: String },
+    #[error("model cache {path}: {source}")]
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Source {
+    /// Reads `models.repository`: a URL with a scheme is a bucket (`file://` a directory), anything else a path.
+    pub fn parse(repository: &Path) -> Result<Source, StoreError> {
+        let text = repository.to_string_lossy();
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Ok(Source::Local(repository.to_path_buf()));
+        };
+        match scheme {
+            "file" => Ok(Source::Local(PathBuf::from(rest))),
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+                Ok(Source::Bucket(text.trim_end_matches('/').to_owned()))
+            }
+            _ => Err(StoreError::Scheme(text.into_owned())),
+        }
+    }
+}
+
+/// An opened bucket repository: its client and the prefix the repository lives under.
+pub struct Bucket {
+    pub url: String,
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: object_store::path::Path,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket").field("url", &self.url).finish()
+    }
+}
+
+impl Bucket {
+    /// Builds the client for `url`. Requests give up quickly (a few retries within 10 s) so an outage is reported
+    /// and retried by the mirror's own back-off rather than hidden in one call; a download has no overall deadline
+    /// (a large model takes what it takes) but stalls are cut by the mirror.
+    pub fn open(url: &str, settings: &StorageSettings) -> Result<Bucket, StoreError> {
+        let client_error = |e: object_store::Error| StoreError::Client {
+            url: url.to_owned(),
+            message: e.to_string(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| StoreError::Client {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })?;
+        // Set key by key: client options from the environment (AWS_ALLOW_HTTP, proxies, ...) stay.
+        let client = [
+            (ClientConfigKey::ConnectTimeout, "5s"),
+            // No overall deadline: a large model takes what it takes; the mirror cuts stalls and slow listings.
+            (ClientConfigKey::Timeout, "1h"),
+        ];
+        let retry = RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+            ..RetryConfig::default()
+        };
+        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "s3" | "s3a" => {
+                let mut builder = AmazonS3Builder::from_env().with_url(url).with_retry(retry);
+                for (key, value) in client {
+                    builder = builder.with_config(AmazonS3ConfigKey::Client(key), value);
+                }
+                if settings.allow_http {
+                    builder = builder.with_allow_http(true);
+                }
+                if !settings.endpoint.is_empty() {
+                    builder = builder.with_endpoint(&settings.endpoint);
+                }
+                if !settings.region.is_empty() {
+                    builder = builder.with_region(&settings.region);
+                }
+                Arc::new(builder.build().map_err(client_error)?)
+            }
+            "gs" => {
+                let mut builder = GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry);
+                for (key, value) in client {
+                    builder = builder.with_config(GoogleConfigKey::Client(key), value);
+                }
+                if settings.allow_http {
+                    builder = builder
+                        .with_config(GoogleConfigKey::Client(ClientConfigKey::AllowHttp), "true");
+                }
+                Arc::new(builder.build().map_err(client_error)?)
+            }
+            _ => {
+                let mut builder = MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry);
+                for (key, value) in client {
+                    builder = builder.with_config(AzureConfigKey::Client(key), value);
+                }
+                if settings.allow_http {
+                    builder = builder.with_allow_http(true);
+                }
+                if !settings.endpoint.is_empty() {
+                    builder = builder.with_endpoint(settings.endpoint.clone());
+                }
+                Arc::new(builder.build().map_err(client_error)?)
+            }
+        };
+        // The bucket (or container) is the URL's host; the prefix is its path.
+        let prefix = object_store::path::Path::from(parsed.path().trim_matches('/'));
+        Ok(Bucket {
+            url: url.to_owned(),
+            store,
+            prefix,
+        })
+    }
+}
+
+/// The cache directory for `url`: `models.cache_dir`, or one under the system's temporary directory named after
+/// the URL.
+pub fn cache_dir(configured: &Path, url: &str) -> PathBuf {
+    if !configured.as_os_str().is_empty() {
+        return configured.to_path_buf();
+    }
+    let name: String = url
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    std::env::temp_dir().join("sluice-cache").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_parse_as_paths_or_buckets() {
+        let parse = |s: &str| Source::parse(Path::new(s));
+        assert_eq!(parse("models").unwrap(), Source::Local("models".into()));
+        assert_eq!(
+            parse("file:///srv/models").unwrap(),
+            Source::Local("/srv/models".into())
+        );
+        assert_eq!(
+            parse("s3://bucket/team/models/").unwrap(),
+            Source::Bucket("s3://bucket/team/models".into())
+        );
+        assert_eq!(parse("gs://b").unwrap(), Source::Bucket("gs://b".into()));
+        let error = parse("ftp://host/models").unwrap_err().to_string();
+        assert!(error.contains("unsupported scheme"), "{error}");
+    }
+
+    #[test]
+    fn s3_urls_open_with_the_storage_table() {
+        let settings = StorageSettings {
+            endpoint: "http://127.0.0.1:9".into(),
+            region: "eu-west-1".into(),
+            allow_http: true,
+        };
+        let bucket = Bucket::open("s3://models/team/a", &settings).unwrap();
+        assert_eq!(bucket.prefix.as_ref(), "team/a");
+        assert_eq!(
+            cache_dir(Path::new(""), "s3://models/team/a"),
+            std::env::temp_dir().join("sluice-cache/s3___models_team_a")
+        );
+    }
+}

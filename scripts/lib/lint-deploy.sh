@@ -28,7 +28,7 @@ echo "hadolint Dockerfile" >&2
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-for overlay in base overlays/production overlays/canary overlays/autoscale-inflight overlays/grpc-probes; do
+for overlay in base overlays/production overlays/canary overlays/autoscale-inflight overlays/grpc-probes overlays/bucket; do
   echo "kustomize + kubernetes-validate --strict: k8s/$overlay" >&2
   kubectl kustomize "k8s/$overlay" > "$tmp/rendered.yaml"
   "$venv/bin/kubernetes-validate" --strict --quiet "$tmp/rendered.yaml"

@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod card;
 mod convert;
+pub mod declared;
 pub mod pool;
 pub mod signature;
 pub mod stats;

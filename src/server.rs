@@ -104,7 +104,16 @@ impl Server {
         };
         let state = build_state_with(&settings, env, bucket.is_none())?;
         let mirror = bucket
-            .map(|BucketRepository { bucket, cache_dir, timing }| {
+            .map(|BucketRepository { bucket, cache_dir, timing, routing_key }| {
+                if let Some(key) = routing_key {
+                    // Automatic rollbacks go to the bucket's routing file, so every replica follows them.
+                    let (sink, rollbacks) = tokio::sync::mpsc::channel(16);
+                    state.routing.send_rollbacks_to(sink);
+                    let key = key
+                        .split('/')
+                        .fold(bucket.prefix.clone(), |path, part| path.join(part));
+                    crate::routing::writeback::spawn(Arc::clone(&bucket.store), key, rollbacks);
+                }
                 tracing::info!(bucket = %bucket.url, cache = %cache_dir.display(), "model repository in object storage");
                 Mirror::new(
                     bucket,
@@ -479,6 +488,8 @@ struct BucketRepository {
     bucket: Bucket,
     cache_dir: PathBuf,
     timing: MirrorSettings,
+    /// The routing file's key under the prefix, when it lives in the bucket.
+    routing_key: Option<String>,
 }
 
 /// Where the registry loads from: a local repository as configured, or for a bucket its cache directory's tree,
@@ -501,6 +512,7 @@ fn locate_repository(
     let bucket = Bucket::open(&url, &settings.models.storage)?;
     let cache_dir = crate::store::cache_dir(&settings.models.cache_dir, &url);
     let tree = crate::store::cache::Cache::tree(&cache_dir);
+    let mut routing_key = None;
     if let Some(file) = settings.routing.file() {
         let file = file.to_string_lossy().into_owned();
         if file.contains("://") {
@@ -510,6 +522,7 @@ fn locate_repository(
                 )));
             };
             settings.routing.file = tree.join(key);
+            routing_key = Some(key.to_owned());
         }
     }
     let timing = MirrorSettings {
@@ -524,6 +537,7 @@ fn locate_repository(
             bucket,
             cache_dir,
             timing,
+            routing_key,
         }),
     ))
 }

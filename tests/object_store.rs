@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{client, get_json, iris_body, metrics_text, wait_for, TestServer};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
 
 const ACCESS_KEY: &str = "sluice-test";
@@ -533,4 +533,80 @@ fn a_routing_file_url_outside_the_repository_is_refused() {
     );
     assert_eq!(code, Some(64), "{output}");
     assert!(output.contains("routing.file"), "{output}");
+}
+
+/// An automatic rollback on one replica is written to the routing file in the bucket (conditionally, the rest of
+/// the file kept): the other replica, which saw none of the failures, follows within a poll, and a replica started
+/// afterwards does not bring the failing canary back.
+#[test]
+fn an_automatic_rollback_reaches_every_replica_through_the_bucket() {
+    let gateway = shared_gateway();
+    let bucket = gateway.bucket("rollback");
+    bucket.put_version("a", "m", 1, "iris/2");
+    // v2 expects other inputs: every request routed to it fails.
+    let misdeclared = common::fixtures_dir().join("models/misdeclared/1/model.onnx");
+    bucket.put("a/m/2/model.onnx", std::fs::read(misdeclared).unwrap());
+    bucket.put("a/m/model.toml", b"version_policy = \"all\"\n".to_vec());
+    let policy = "# the ML team's canary\n[m]\nstable = 1\n\
+                  variants = [{ name = \"canary\", version = 2, weight = 50.0 }]\n\
+                  auto_rollback = { max_error_rate = 0.5, window_seconds = 60, min_requests = 20 }\n";
+    bucket.put("a/routing.toml", policy.as_bytes().to_vec());
+    let file = [("SLUICE__ROUTING__FILE", "s3://rollback/a/routing.toml")];
+    let (a, _cache_a) = start(gateway, &bucket, "a", &file);
+    let (b, _cache_b) = start(gateway, &bucket, "a", &file);
+    let weight = |server: &TestServer| {
+        get_json(server, "/v2/models/m/routing").1["policy"]["variants"][0]["weight"].as_f64()
+    };
+    assert_eq!(weight(&b), Some(50.0));
+    let client = client();
+    for _ in 0..100 {
+        client
+            .post(a.url("/v2/models/m/infer"))
+            .json(&iris_body())
+            .send()
+            .unwrap();
+    }
+    assert_eq!(weight(&a), Some(0.0), "replica a rolled the canary back");
+    wait_for("replica b to follow through the bucket", || {
+        weight(&b) == Some(0.0)
+    });
+    let stored = bucket
+        .runtime
+        .block_on(async {
+            bucket
+                .store
+                .get(&Key::from("a/routing.toml"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+        })
+        .unwrap();
+    let stored = String::from_utf8(stored.to_vec()).unwrap();
+    assert!(stored.starts_with("# the ML team's canary\n"), "{stored}");
+    assert!(stored.contains("weight = 0.0"), "{stored}");
+    assert!(stored.contains("min_requests = 20"), "{stored}");
+    // The store honours the condition the write-back relies on: a write against a stale ETag is refused.
+    let stale = object_store::PutOptions {
+        mode: object_store::PutMode::Update(object_store::UpdateVersion {
+            e_tag: Some("\"stale\"".into()),
+            version: None,
+        }),
+        ..Default::default()
+    };
+    let refused = bucket.runtime.block_on(bucket.store.put_opts(
+        &Key::from("a/routing.toml"),
+        PutPayload::from(policy.as_bytes().to_vec()),
+        stale,
+    ));
+    assert!(
+        matches!(refused, Err(object_store::Error::Precondition { .. })),
+        "{refused:?}"
+    );
+    // A replica started now (a scale-up, a restart) reads the rolled-back file.
+    let (c, _cache_c) = start(gateway, &bucket, "a", &file);
+    assert_eq!(weight(&c), Some(0.0));
+    for _ in 0..20 {
+        assert_eq!(served_version(&c, "m"), "1");
+    }
 }

@@ -1,12 +1,14 @@
 //! Traffic management between model versions: canary weights, sticky A/B assignment and shadow mirroring.
 //!
 //! Owns [`RoutingPolicy`] (a plain value with a pure selection function, in [`policy`]), the [`RoutingTable`] of
-//! active policies (file + management overrides, automatic rollback, in [`table`]), and the tower layers that apply
+//! active policies (file + management overrides, automatic rollback, in [`table`]; rollbacks written back to a
+//! routing file in a bucket by [`writeback`]), and the tower layers that apply
 //! them in the inference stack: [`RoutingLayer`] here and [`shadow::ShadowLayer`]. Knows nothing about ONNX.
 
 pub mod policy;
 pub mod shadow;
 pub mod table;
+pub mod writeback;
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -17,7 +19,7 @@ use rand::Rng;
 use tower::{Layer, Service};
 
 pub use self::policy::RoutingPolicy;
-pub use self::table::{RoutingChange, RoutingError, RoutingTable, Staged};
+pub use self::table::{Rollback, RoutingChange, RoutingError, RoutingTable, Staged};
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::metrics::{Outcome, PINNED, STABLE};
 use crate::model::Signature;

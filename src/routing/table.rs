@@ -69,7 +69,17 @@ struct Sources {
     overrides: BTreeMap<String, RoutingPolicy>,
 }
 
+/// An automatic rollback: `variant` of `model`, at `version`, was switched off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollback {
+    pub model: String,
+    pub variant: String,
+    pub version: u64,
+}
+
 pub struct RoutingTable {
+    /// Where automatic rollbacks are also sent (to be written to a routing file in a bucket); set once at start-up.
+    rollbacks: std::sync::OnceLock<tokio::sync::mpsc::Sender<Rollback>>,
     /// The effective policy per model. `ArcSwap`: every request reads it, writers replace it whole.
     active: ArcSwap<BTreeMap<String, Arc<ActiveRouting>>>,
     file: Option<PathBuf>,
@@ -86,6 +96,7 @@ pub struct RoutingTable {
 impl RoutingTable {
     pub fn new(file: Option<PathBuf>, metrics: Arc<Metrics>) -> RoutingTable {
         RoutingTable {
+            rollbacks: std::sync::OnceLock::new(),
             active: ArcSwap::from_pointee(BTreeMap::new()),
             file,
             sources: Mutex::new(Sources::default()),
@@ -93,6 +104,11 @@ impl RoutingTable {
             windows: Mutex::new(HashMap::new()),
             metrics,
         }
+    }
+
+    /// Also sends every automatic rollback to `sink` (at most once per table; later calls are ignored).
+    pub fn send_rollbacks_to(&self, sink: tokio::sync::mpsc::Sender<Rollback>) {
+        let _ = self.rollbacks.set(sink);
     }
 
     pub fn get(&self, model: &str) -> Option<Arc<ActiveRouting>> {
@@ -314,6 +330,14 @@ impl RoutingTable {
                     "automatic rollback: variant error rate over threshold, weight set to 0"
                 );
                 self.metrics.routing.auto_rollback(model, variant);
+                if let Some(sink) = self.rollbacks.get() {
+                    // Full (a burst of rollbacks): this replica's override holds regardless.
+                    let _ = sink.try_send(Rollback {
+                        model: model.to_owned(),
+                        variant: variant.to_owned(),
+                        version,
+                    });
+                }
             }
         }
     }

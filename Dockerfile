@@ -1,7 +1,6 @@
 # syntax=docker/dockerfile:1
 # sluice: build with the Rust toolchain (profile-guided), then run on a slim Debian with only the stripped binary and
-# ONNX Runtime. No CA certificates: sluice makes no outbound TLS connections (webhooks and the payload-log sink are
-# plain http:// URLs).
+# ONNX Runtime, plus the build image's CA bundle for the one outbound TLS client (a bucket model repository).
 #   docker build -t sluice:0.1.0 .
 #   docker run -p 8000:8000 -v "$PWD/models:/models:ro" sluice:0.1.0
 
@@ -59,11 +58,15 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin slui
     && mkdir -p /models /var/lib/sluice/payloads \
     && chown 10001:10001 /var/lib/sluice/payloads
 COPY --from=build /out/sluice /usr/local/bin/sluice
+# CA certificates for the HTTPS calls sluice makes (a bucket repository on S3, GCS or Azure; an https webhook):
+# the bundle of the pinned build image, so the runtime stage installs no package.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=onnxruntime /ort/libonnxruntime.so.${ORT_VERSION} /usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION}
 ENV ORT_DYLIB_PATH=/usr/local/lib/sluice/libonnxruntime.so.${ORT_VERSION} \
     SLUICE__MODELS__REPOSITORY=/models \
     SLUICE__LOG__FORMAT=json \
-    SLUICE__PAYLOAD_LOG__PATH=/var/lib/sluice/payloads/sluice.jsonl
+    SLUICE__PAYLOAD_LOG__PATH=/var/lib/sluice/payloads/sluice.jsonl \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 10001
 EXPOSE 8000 8001
 # Models in; prediction logs out (when payload_log.sink = "file").

@@ -111,6 +111,8 @@ pub struct ModelsSettings {
     pub repository: PathBuf,
     /// Where a bucket repository is copied to; empty: under the temporary directory.
     pub cache_dir: PathBuf,
+    /// Most bytes the copy of a bucket may hold; 0: no cap.
+    pub cache_max_bytes: u64,
     pub storage: StorageSettings,
     pub watch: bool,
     pub poll_interval_ms: u64,

@@ -528,6 +528,7 @@ fn locate_repository(
     let timing = MirrorSettings {
         poll_interval: Duration::from_millis(settings.models.poll_interval_ms),
         settle: Duration::from_millis(settings.models.settle_ms),
+        max_bytes: settings.models.cache_max_bytes,
     };
     settings.models.repository = tree;
     settings.models.settle_ms = 0;

@@ -73,13 +73,16 @@ pub enum StoreOperation {
     Download,
     /// A download that arrived but does not match: its size, or its model card's sha256.
     Verify,
+    /// A version not downloaded because the copy would pass `models.cache_max_bytes`.
+    CacheFull,
 }
 
 impl StoreOperation {
-    pub const ALL: [StoreOperation; 3] = [
+    pub const ALL: [StoreOperation; 4] = [
         StoreOperation::List,
         StoreOperation::Download,
         StoreOperation::Verify,
+        StoreOperation::CacheFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -87,6 +90,7 @@ impl StoreOperation {
             StoreOperation::List => "list",
             StoreOperation::Download => "download",
             StoreOperation::Verify => "verify",
+            StoreOperation::CacheFull => "cache_full",
         }
     }
 }

@@ -23,7 +23,7 @@ impl StoreMetrics {
             )?,
             failures: add.counters(
                 "sluice_store_failures_total",
-                "Failed operations against the model bucket, by operation (list, download, verify).",
+                "Failed operations against the model bucket, by operation (list, download, verify, cache_full).",
                 &["operation"],
             )?,
             downloaded: add.counter(

@@ -38,6 +38,9 @@ pub struct MirrorSettings {
     pub poll_interval: Duration,
     /// A unit whose newest object is younger than this is still being uploaded.
     pub settle: Duration,
+    /// Most bytes the copy may hold (`models.cache_max_bytes`); 0: no cap. A unit that would pass it is not
+    /// downloaded (what serves stays) and is reported.
+    pub max_bytes: u64,
 }
 
 /// Why one unit could not be installed.
@@ -60,6 +63,8 @@ enum FetchError {
     Changed { file: String },
     #[error("{0}")]
     Checksum(String),
+    #[error("the local copy would hold {needed} bytes, over models.cache_max_bytes = {max}")]
+    CacheFull { needed: u64, max: u64 },
     #[error("local cache: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -72,6 +77,7 @@ impl FetchError {
             | FetchError::Changed { .. }
             | FetchError::Io(_) => StoreOperation::Download,
             FetchError::Incomplete { .. } | FetchError::Checksum(_) => StoreOperation::Verify,
+            FetchError::CacheFull { .. } => StoreOperation::CacheFull,
         }
     }
 }
@@ -79,6 +85,8 @@ impl FetchError {
 /// A unit that failed: not tried again before `retry_at` unless the bucket's copy changes.
 struct Failure {
     files: Files,
+    /// It failed for want of room in the copy: tried again as soon as something leaves it.
+    cache_full: bool,
     attempts: u32,
     retry_at: Instant,
     message: String,
@@ -171,6 +179,21 @@ impl Mirror {
             note(&mut pending, unit, "still uploading".into());
         }
         self.failures.retain(|unit, _| wanted.contains_key(unit));
+        // Removals first: they make room for what comes.
+        for unit in plan.remove {
+            match self.cache.remove(&unit) {
+                Ok(()) => {
+                    report.changed = true;
+                    tracing::info!(bucket = %self.bucket.url, unit = %unit, "removed: no longer in the bucket");
+                }
+                Err(e) => {
+                    tracing::warn!(unit = %unit, error = %e, "cannot remove from the model cache")
+                }
+            }
+        }
+        if report.changed {
+            self.failures.retain(|_, failure| !failure.cache_full);
+        }
         for (unit, files) in plan.fetch {
             if let Some(failure) = self.failures.get(&unit) {
                 if failure.files == files && failure.retry_at > Instant::now() {
@@ -190,17 +213,6 @@ impl Mirror {
                     self.metrics.store.failed(e.operation());
                     let message = self.record_failure(&unit, files, &e);
                     note(&mut pending, &unit, message);
-                }
-            }
-        }
-        for unit in plan.remove {
-            match self.cache.remove(&unit) {
-                Ok(()) => {
-                    report.changed = true;
-                    tracing::info!(bucket = %self.bucket.url, unit = %unit, "removed: no longer in the bucket");
-                }
-                Err(e) => {
-                    tracing::warn!(unit = %unit, error = %e, "cannot remove from the model cache")
                 }
             }
         }
@@ -307,6 +319,7 @@ impl Mirror {
             unit.clone(),
             Failure {
                 files,
+                cache_full: matches!(error, FetchError::CacheFull { .. }),
                 attempts,
                 retry_at: Instant::now() + wait,
                 message: message.clone(),
@@ -317,6 +330,13 @@ impl Mirror {
 
     /// Downloads `unit` into the staging area, checks it, and installs it.
     async fn fetch(&mut self, unit: &Unit, files: &Files) -> Result<(), FetchError> {
+        let size = |files: &Files| files.values().map(|f| f.size).sum::<u64>();
+        let replaced = self.cache.held().get(unit).map_or(0, size);
+        let needed = self.cache.bytes() - replaced + size(files);
+        let max = self.settings.max_bytes;
+        if max > 0 && needed > max {
+            return Err(FetchError::CacheFull { needed, max });
+        }
         let staged = self.cache.staging_path();
         let result = self.stage(unit, files, &staged).await;
         if let Err(e) = result {
@@ -470,7 +490,11 @@ mod tests {
         .unwrap()
     }
 
-    fn mirror(store: Arc<InMemory>, cache: &Path) -> (Mirror, Arc<Metrics>, Arc<Registry>) {
+    fn mirror(
+        store: Arc<InMemory>,
+        cache: &Path,
+        max_bytes: u64,
+    ) -> (Mirror, Arc<Metrics>, Arc<Registry>) {
         let metrics = Arc::new(Metrics::new().unwrap());
         let registry = Arc::new(Registry::default());
         let bucket = Bucket {
@@ -481,6 +505,7 @@ mod tests {
         let settings = MirrorSettings {
             poll_interval: Duration::from_millis(100),
             settle: Duration::ZERO,
+            max_bytes,
         };
         let mirror = Mirror::new(
             bucket,
@@ -507,7 +532,7 @@ mod tests {
     async fn only_whole_checked_versions_are_installed_and_failures_back_off() {
         let store = Arc::new(InMemory::new());
         let cache = tempfile::tempdir().unwrap();
-        let (mut mirror, metrics, registry) = mirror(Arc::clone(&store), cache.path());
+        let (mut mirror, metrics, registry) = mirror(Arc::clone(&store), cache.path(), 0);
         // A card naming the model's sha256, with half the model: refused, nothing installed.
         put(&store, "repo/m/1/card.toml", iris("card.toml")).await;
         let model = iris("model.onnx");
@@ -552,6 +577,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_copy_stays_under_its_cap() {
+        let store = Arc::new(InMemory::new());
+        let cache = tempfile::tempdir().unwrap();
+        let model = iris("model.onnx");
+        let cap = model.len() as u64 + 10;
+        let (mut mirror, metrics, registry) = mirror(Arc::clone(&store), cache.path(), cap);
+        put(&store, "repo/a/1/model.onnx", model.clone()).await;
+        assert!(mirror.sync().await.unwrap().changed);
+        // A second model would pass the cap: not downloaded, reported, counted.
+        put(&store, "repo/b/1/model.onnx", model.clone()).await;
+        let report = mirror.sync().await.unwrap();
+        assert_eq!((report.changed, report.waiting), (false, true));
+        assert!(!mirror.repository().join("b").exists());
+        let status = registry.source_status();
+        assert!(
+            status.pending["b"][0].contains("cache_max_bytes"),
+            "{status:?}"
+        );
+        assert!(metrics
+            .render()
+            .contains("sluice_store_failures_total{operation=\"cache_full\"} 1"));
+        // Replacing a (same size) is within the cap: the old copy's bytes are counted out.
+        put(
+            &store,
+            "repo/a/1/model.onnx",
+            model.iter().rev().copied().collect(),
+        )
+        .await;
+        assert!(mirror.sync().await.unwrap().changed);
+        // a leaves: room for b at once, in the same sync (no back-off once room was made).
+        store
+            .delete(&object_store::path::Path::from("repo/a/1/model.onnx"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(mirror.sync().await.unwrap().changed);
+        assert!(mirror.repository().join("b/1/model.onnx").exists());
+        assert!(mirror.cache.bytes() <= cap);
+    }
+
+    #[tokio::test]
     async fn a_download_must_end_at_the_listed_size_with_the_listed_etag() {
         let store = Arc::new(InMemory::new());
         let cache = tempfile::tempdir().unwrap();
@@ -560,7 +626,7 @@ mod tests {
             .head(&object_store::path::Path::from("repo/m/1/model.onnx"))
             .await
             .unwrap();
-        let (mirror, _, _) = mirror(Arc::clone(&store), cache.path());
+        let (mirror, _, _) = mirror(Arc::clone(&store), cache.path(), 0);
         let target = cache.path().join("download");
         let tag = |size: u64, tag: &str| layout::FileTag {
             size,

@@ -119,9 +119,13 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 StartError::Runtime(_) | StartError::Bind { .. } => EX_UNAVAILABLE,
                 StartError::Config(_)
-                | StartError::Store(StoreError::Scheme(_) | StoreError::Client { .. }) => EX_USAGE,
+                | StartError::Store(
+                    StoreError::Scheme(_)
+                    | StoreError::Client { .. }
+                    | StoreError::RoutingOutside { .. },
+                ) => EX_USAGE,
                 StartError::Store(StoreError::Cache { .. }) => EX_CANTCREAT,
-                StartError::Repository(_) => EX_NOINPUT,
+                StartError::Store(StoreError::NotADirectory(_)) => EX_NOINPUT,
                 StartError::Metrics(_) | StartError::Serve(_) => EX_SOFTWARE,
             })
         }

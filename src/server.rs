@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,16 +29,14 @@ use crate::registry::{PinnedVersions, Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
 use crate::routing::RoutingTable;
 use crate::runtime::{self, RuntimeError};
-use crate::store::mirror::{Mirror, MirrorSettings};
-use crate::store::{Bucket, Source, StoreError};
+use crate::store::mirror::Mirror;
+use crate::store::{BucketRepository, StoreError};
 
 /// Why the server could not start; each maps to its own exit code in `main`.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    #[error("model repository {0} is not a directory")]
-    Repository(PathBuf),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}")]
@@ -80,7 +78,7 @@ impl Server {
 
     /// As [`Server::bind`] with an existing ONNX Runtime environment (one per process).
     pub async fn bind_with(settings: Settings, env: Environment) -> Result<Server, StartError> {
-        let (settings, bucket) = locate_repository(settings)?;
+        let (settings, bucket) = crate::store::locate(settings)?;
         // A TLS setup that cannot serve is refused before anything listens.
         let tls = settings
             .tls_files()
@@ -483,66 +481,6 @@ async fn serve_tls(
         .map_err(StartError::Serve)
 }
 
-/// A repository in a bucket: the bucket, where it is copied to, and how often.
-struct BucketRepository {
-    bucket: Bucket,
-    cache_dir: PathBuf,
-    timing: MirrorSettings,
-    /// The routing file's key under the prefix, when it lives in the bucket.
-    routing_key: Option<String>,
-}
-
-/// Where the registry loads from: a local repository as configured, or for a bucket its cache directory's tree,
-/// with `routing.file` given as a URL under the bucket's prefix taken from that tree too. Returns the settings
-/// pointing there, and the bucket to copy with its cache directory and timing. The settle time applies to the
-/// bucket's uploads; the copy is installed whole, so the registry need not wait on it.
-fn locate_repository(
-    mut settings: Settings,
-) -> Result<(Settings, Option<BucketRepository>), StartError> {
-    let url = match Source::parse(&settings.models.repository)? {
-        Source::Local(path) => {
-            if !path.is_dir() {
-                return Err(StartError::Repository(path));
-            }
-            settings.models.repository = path;
-            return Ok((settings, None));
-        }
-        Source::Bucket(url) => url,
-    };
-    let bucket = Bucket::open(&url, &settings.models.storage)?;
-    let cache_dir = crate::store::cache_dir(&settings.models.cache_dir, &url);
-    let tree = crate::store::cache::Cache::tree(&cache_dir);
-    let mut routing_key = None;
-    if let Some(file) = settings.routing.file() {
-        let file = file.to_string_lossy().into_owned();
-        if file.contains("://") {
-            let Some(key) = file.strip_prefix(&format!("{url}/")) else {
-                return Err(StartError::Config(format!(
-                    "routing.file {file}: a URL must lie under models.repository ({url}/…)"
-                )));
-            };
-            settings.routing.file = tree.join(key);
-            routing_key = Some(key.to_owned());
-        }
-    }
-    let timing = MirrorSettings {
-        poll_interval: Duration::from_millis(settings.models.poll_interval_ms),
-        settle: Duration::from_millis(settings.models.settle_ms),
-        max_bytes: settings.models.cache_max_bytes,
-    };
-    settings.models.repository = tree;
-    settings.models.settle_ms = 0;
-    Ok((
-        settings,
-        Some(BucketRepository {
-            bucket,
-            cache_dir,
-            timing,
-            routing_key,
-        }),
-    ))
-}
-
 /// Starts the background work: the start-up load (ready when done), then the repository and routing watchers.
 /// With a bucket, the first copy comes before the start-up load, and the mirror replaces the file watcher.
 fn start_background(state: &AppState, settings: &Settings, mirror: Option<Mirror>) {
@@ -563,7 +501,7 @@ fn start_background(state: &AppState, settings: &Settings, mirror: Option<Mirror
     tokio::spawn(async move {
         let mirror = match mirror {
             Some(mirror) => {
-                let mirror = first_copy(mirror).await;
+                let mirror = mirror.first_copy().await;
                 if let Err(e) = routing.reload_file() {
                     tracing::error!(error = %e, "routing file from the bucket not applied; retried as it changes");
                 }
@@ -584,30 +522,6 @@ fn start_background(state: &AppState, settings: &Settings, mirror: Option<Mirror
             None => drop(watch::spawn(manager, &root, watch_settings)),
         }
     });
-}
-
-/// The first sync with the bucket. While the bucket cannot be listed, start-up waits (unready, the readiness body
-/// saying why), unless an earlier run left a copy: then that copy serves and the mirror catches up later. Versions
-/// still uploading are left to the mirror.
-async fn first_copy(mut mirror: Mirror) -> Mirror {
-    let mut failures = 0u32;
-    loop {
-        match mirror.sync().await {
-            Ok(_) => return mirror,
-            Err(_) if mirror.has_copy() => {
-                tracing::warn!(
-                    "serving the cached copy of the model repository until the store answers"
-                );
-                return mirror;
-            }
-            Err(_) => {
-                failures += 1;
-                let wait =
-                    Duration::from_millis(500 << failures.min(6)).min(Duration::from_secs(30));
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
 }
 
 /// The start-up load: reconcile until no file is still being written, so readiness means "everything on disk at

@@ -524,6 +524,14 @@ fn the_routing_file_in_the_bucket_steers_two_replicas_alike() {
     }
 }
 
+/// A repository URL of an unknown scheme is a usage error (64), naming it.
+#[test]
+fn an_unknown_repository_scheme_is_refused() {
+    let (code, output) = common::run_sluice(&["--models", "ftp://host/models"], &[]);
+    assert_eq!(code, Some(64), "{output}");
+    assert!(output.contains("unsupported scheme"), "{output}");
+}
+
 /// A routing file given as a URL outside the repository is refused at start, naming the key.
 #[test]
 fn a_routing_file_url_outside_the_repository_is_refused() {

@@ -22,7 +22,8 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
 
-use crate::config::StorageSettings;
+use self::mirror::MirrorSettings;
+use crate::config::{Settings, StorageSettings};
 
 /// Where `models.repository` points.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +36,10 @@ pub enum Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("model repository {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("routing.file {file}: a URL must lie under models.repository ({url}/…)")]
+    RoutingOutside { file: String, url: String },
     #[error("models.repository {0}: unsupported scheme (use a directory, s3://, gs:// or az://)")]
     Scheme(String),
     #[error("models.repository {url}: {message}")]
@@ -154,6 +159,62 @@ impl Bucket {
             prefix,
         })
     }
+}
+
+/// A repository in a bucket: the bucket, where it is copied to, and how often.
+pub struct BucketRepository {
+    pub bucket: Bucket,
+    pub cache_dir: PathBuf,
+    pub timing: MirrorSettings,
+    /// The routing file's key under the prefix, when it lives in the bucket.
+    pub routing_key: Option<String>,
+}
+
+/// Where the registry loads from: a local repository as configured, or for a bucket its cache directory's tree,
+/// with `routing.file` given as a URL under the bucket's prefix taken from that tree too. Returns the settings
+/// pointing there, and the bucket to copy with its cache directory and timing. The settle time applies to the
+/// bucket's uploads; the copy is installed whole, so the registry need not wait on it.
+pub fn locate(mut settings: Settings) -> Result<(Settings, Option<BucketRepository>), StoreError> {
+    let url = match Source::parse(&settings.models.repository)? {
+        Source::Local(path) => {
+            if !path.is_dir() {
+                return Err(StoreError::NotADirectory(path));
+            }
+            settings.models.repository = path;
+            return Ok((settings, None));
+        }
+        Source::Bucket(url) => url,
+    };
+    let bucket = Bucket::open(&url, &settings.models.storage)?;
+    let cache_dir = cache_dir(&settings.models.cache_dir, &url);
+    let tree = cache::Cache::tree(&cache_dir);
+    let mut routing_key = None;
+    if let Some(file) = settings.routing.file() {
+        let file = file.to_string_lossy().into_owned();
+        if file.contains("://") {
+            let Some(key) = file.strip_prefix(&format!("{url}/")) else {
+                return Err(StoreError::RoutingOutside { file, url });
+            };
+            settings.routing.file = tree.join(key);
+            routing_key = Some(key.to_owned());
+        }
+    }
+    let timing = MirrorSettings {
+        poll_interval: Duration::from_millis(settings.models.poll_interval_ms),
+        settle: Duration::from_millis(settings.models.settle_ms),
+        max_bytes: settings.models.cache_max_bytes,
+    };
+    settings.models.repository = tree;
+    settings.models.settle_ms = 0;
+    Ok((
+        settings,
+        Some(BucketRepository {
+            bucket,
+            cache_dir,
+            timing,
+            routing_key,
+        }),
+    ))
 }
 
 /// The cache directory for `url`: `models.cache_dir`, or one under the system's temporary directory named after

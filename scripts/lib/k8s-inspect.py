@@ -17,8 +17,9 @@ validity. Run by scripts/lib/lint-deploy.sh for every overlay; prints each failu
   (4x server.max_body_bytes each), and limits.max_inflight_bytes is derived (0) or within that budget.
 - Exposure: a NetworkPolicy selects the server pods and admits each of their ports (inference, metrics, management)
   only from chosen peers; the management API has its own port (admin.port in sluice.toml, a container port named
-  admin) that the Service does not expose; no secret reaches a container as an environment variable, and the admin
-  token file lies in a mounted Secret.
+  admin) that the Service does not expose; no secret reaches a container as an environment variable (but an object
+  store's static keys, sluice-bucket-credentials, which the S3 client reads from the environment only), and the
+  admin token file lies in a mounted Secret.
 - The server configuration (read at start only) is a ConfigMap whose name carries a content hash, so an edit rolls
   the pods; the routing policy (re-read live) is a separate ConfigMap with a stable name.
 """
@@ -169,6 +170,12 @@ for container in pod.get("initContainers", []) + pod.get("containers", []):
     for variable in container.get("env", []):
         if "secretKeyRef" in variable.get("valueFrom", {}):
             failures.append(f"container {container['name']}: secret in environment variable {variable['name']}")
+    # One exception: an object store's static keys (MinIO, SeaweedFS, Ceph), which the S3 client reads from the
+    # environment only; cloud buckets use workload identity (a token file) instead.
+    for source in container.get("envFrom", []):
+        name = source.get("secretRef", {}).get("name")
+        if name and name != "sluice-bucket-credentials":
+            failures.append(f"container {container['name']}: Secret {name} as environment variables")
 token_file = settings.get("admin", {}).get("token_file", "")
 secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
 secret_mounts = [m["mountPath"] for m in server.get("volumeMounts", []) if m["name"] in secret_volumes]

@@ -119,6 +119,12 @@ pub struct ModelsSettings {
     pub settle_ms: u64,
     pub strict_readiness: bool,
     pub load_concurrency: usize,
+    /// When models without a `load` in `model.toml` load.
+    pub default_load: LoadMode,
+    /// Most models resident at once; beyond it the least recently used lazy model is unloaded. 0: no cap.
+    pub max_loaded_models: usize,
+    /// How long a request waits for its lazy model to load before 503.
+    pub lazy_load_timeout_ms: u64,
 }
 
 /// `[models.storage]`: the object store of a bucket repository, beyond what the provider's environment says.
@@ -132,6 +138,18 @@ pub struct StorageSettings {
     pub region: String,
     /// Allow plain `http://` endpoints (also `AWS_ALLOW_HTTP=true`).
     pub allow_http: bool,
+}
+
+/// When a model's versions load (`load` in `model.toml`, `models.default_load`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// At start-up and on every change, as files arrive.
+    #[default]
+    Eager,
+    /// Listed and described at once, loaded on its first request; may be evicted when `models.max_loaded_models`
+    /// is reached.
+    Lazy,
 }
 
 #[derive(Clone, Deserialize)]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::config::LoadMode;
 use crate::model::{BatchSettings, SessionSettings, VersionSettings, WarmupSettings};
 
 /// The contents of `model.toml`.
@@ -34,6 +35,8 @@ pub struct ModelConfig {
     /// Prediction logging: sample rate and redaction.
     #[serde(default)]
     pub payload_log: PayloadPolicy,
+    /// When its versions load: at once (`eager`) or on the first request (`lazy`); unset: `models.default_load`.
+    pub load: Option<LoadMode>,
 }
 
 impl ModelConfig {

@@ -578,9 +578,12 @@ fn build_state_with(
     let payload_log = PayloadLog::start(&settings.payload_log, Arc::clone(&metrics))
         .map_err(StartError::Config)?;
     let pipeline = inference::pipeline(core, Arc::clone(&routing), mirror.clone(), payload_log);
-    let manager = repository_manager(
+    let manager = Arc::new(repository_manager(
         settings, env, &registry, &metrics, &routing, &memory, &budget,
-    );
+    ));
+    // Lazy models load through the registry, which holds the manager weakly (the manager holds the registry).
+    let on_demand = Arc::downgrade(&manager) as std::sync::Weak<dyn crate::registry::OnDemand>;
+    registry.set_on_demand(on_demand, settings.models.lazy_load_timeout_ms);
     let admin = settings
         .admin_access()
         .map_err(|e| StartError::Config(e.to_string()))?;
@@ -596,7 +599,7 @@ fn build_state_with(
         pipeline,
         routing,
         mirror,
-        manager: Arc::new(manager),
+        manager,
         admin,
         max_body_bytes: settings.server.max_body_bytes,
         memory: budget,
@@ -644,6 +647,10 @@ fn repository_manager(
         Duration::from_millis(settings.models.settle_ms),
     )
     .with_pins(Arc::clone(routing) as Arc<dyn PinnedVersions>)
+    .with_residency(
+        settings.models.default_load,
+        settings.models.max_loaded_models,
+    )
     .with_load_concurrency(settings.models.load_concurrency)
     .with_memory(
         memory.counts_loads.then(|| budget.clone()),

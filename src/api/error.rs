@@ -115,7 +115,9 @@ fn registry_status(e: &RegistryError) -> StatusCode {
         RegistryError::NotReady { .. }
         | RegistryError::ServerNotReady { .. }
         | RegistryError::ModelsNotReady { .. }
-        | RegistryError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        | RegistryError::ShuttingDown
+        | RegistryError::Unloaded { .. }
+        | RegistryError::LoadTimedOut { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

@@ -9,7 +9,8 @@ use super::schema::{
     self, ModelMetadata, ServerMetadata, TritonConfig, TritonInstanceGroup, TritonTensorConfig,
 };
 use super::{ApiError, AppState, V2Path};
-use crate::model::{IoSpec, ModelVersion};
+use crate::model::{IoSpec, ModelVersion, Signature};
+use crate::registry::RegistryError;
 
 /// V2 extensions this server implements.
 pub const EXTENSIONS: &[&str] = &[
@@ -46,9 +47,28 @@ pub async fn model(
     State(state): State<AppState>,
     V2Path(model): V2Path<String>,
 ) -> Result<Response, ApiError> {
-    let target = state.registry.resolve(&model, None)?;
-    let versions = state.registry.loaded_versions(&model);
-    Ok(Json(metadata(&target, versions)).into_response())
+    match state.registry.resolve(&model, None) {
+        Ok(target) => {
+            let versions = state.registry.loaded_versions(&model);
+            Ok(Json(metadata(&target.name, &target.signature, versions)).into_response())
+        }
+        Err(e @ RegistryError::Unloaded { .. }) => declared(&state, &model, None, e),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A lazy model not loaded yet is described from the signature its file declares.
+fn declared(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+    unloaded: RegistryError,
+) -> Result<Response, ApiError> {
+    let (version, signature) = state
+        .registry
+        .declared(model, version)
+        .ok_or(ApiError::from(unloaded))?;
+    Ok(Json(metadata(model, &signature, vec![version.to_string()])).into_response())
 }
 
 #[utoipa::path(
@@ -63,27 +83,27 @@ pub async fn model_version(
     State(state): State<AppState>,
     V2Path((model, version)): V2Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let target = state.registry.resolve(&model, Some(&version))?;
-    Ok(Json(metadata(&target, vec![target.version.to_string()])).into_response())
+    match state.registry.resolve(&model, Some(&version)) {
+        Ok(target) => {
+            let versions = vec![target.version.to_string()];
+            Ok(Json(metadata(&target.name, &target.signature, versions)).into_response())
+        }
+        Err(e @ RegistryError::Unloaded { .. }) => declared(&state, &model, Some(&version), e),
+        Err(e) => Err(e.into()),
+    }
 }
 
-fn metadata(target: &ModelVersion, versions: Vec<String>) -> ModelMetadata<'_> {
+fn metadata<'a>(
+    name: &'a str,
+    signature: &'a Signature,
+    versions: Vec<String>,
+) -> ModelMetadata<'a> {
     ModelMetadata {
-        name: &target.name,
+        name,
         versions,
         platform: "onnxruntime_onnx",
-        inputs: target
-            .signature
-            .inputs
-            .iter()
-            .map(IoSpec::metadata)
-            .collect(),
-        outputs: target
-            .signature
-            .outputs
-            .iter()
-            .map(IoSpec::metadata)
-            .collect(),
+        inputs: signature.inputs.iter().map(IoSpec::metadata).collect(),
+        outputs: signature.outputs.iter().map(IoSpec::metadata).collect(),
     }
 }
 

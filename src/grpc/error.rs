@@ -89,7 +89,9 @@ fn registry_code(e: &RegistryError) -> Code {
         RegistryError::NotReady { .. }
         | RegistryError::ServerNotReady { .. }
         | RegistryError::ModelsNotReady { .. }
-        | RegistryError::ShuttingDown => Code::Unavailable,
+        | RegistryError::ShuttingDown
+        | RegistryError::Unloaded { .. }
+        | RegistryError::LoadTimedOut { .. } => Code::Unavailable,
     }
 }
 

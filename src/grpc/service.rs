@@ -261,7 +261,9 @@ impl GrpcInferenceService for Inference {
                 RegistryError::NotReady { .. }
                 | RegistryError::ServerNotReady { .. }
                 | RegistryError::ModelsNotReady { .. }
-                | RegistryError::ShuttingDown,
+                | RegistryError::ShuttingDown
+                | RegistryError::Unloaded { .. }
+                | RegistryError::LoadTimedOut { .. },
             ) => false,
         };
         Ok(Response::new(ModelReadyResponse { ready }))

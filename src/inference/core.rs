@@ -13,7 +13,7 @@ use crate::memory::Reservation;
 use crate::metrics::{Metrics, Outcome, VersionSeries};
 use crate::model::stats::RequestPhases;
 use crate::model::{InferError, ModelVersion};
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use crate::tensor::json::{
     decode_with_binary, BinaryOutputs, DecodeError, DecodeLimits, InferRequest,
 };
@@ -46,9 +46,18 @@ impl InferenceService {
 
     async fn infer(self, call: InferCall) -> Result<Inferred, InferenceError> {
         let started = Instant::now();
-        let target = self
-            .registry
-            .resolve(&call.model, call.version.as_deref())?;
+        let target = match self.registry.resolve(&call.model, call.version.as_deref()) {
+            Err(RegistryError::Unloaded { .. }) => {
+                // A lazy model's first request (or the first after an eviction): load it, then resolve again.
+                self.registry.demand(&call.model).await?;
+                self.metrics
+                    .models
+                    .first_request_waited(&call.model, started.elapsed());
+                self.registry
+                    .resolve(&call.model, call.version.as_deref())?
+            }
+            resolved => resolved?,
+        };
         let series = target.series.get_or_init(|| {
             self.metrics
                 .requests

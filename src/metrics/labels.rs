@@ -94,3 +94,28 @@ impl StoreOperation {
         }
     }
 }
+
+/// Why a model version was loaded, as the `cause` label of `sluice_model_loads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadCause {
+    /// The start-up load.
+    #[default]
+    Startup,
+    /// A change in the repository (files, `model.toml`, routing).
+    Change,
+    /// A lazy model's request.
+    Lazy,
+    /// A management load call.
+    LoadCall,
+}
+
+impl LoadCause {
+    pub fn label(self) -> &'static str {
+        match self {
+            LoadCause::Startup => "startup",
+            LoadCause::Change => "change",
+            LoadCause::Lazy => "lazy",
+            LoadCause::LoadCall => "load_call",
+        }
+    }
+}

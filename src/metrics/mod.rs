@@ -21,7 +21,9 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::labels::{Outcome, Protocol, ShadowOutcome, StoreOperation, PINNED, STABLE};
+pub use self::labels::{
+    LoadCause, Outcome, Protocol, ShadowOutcome, StoreOperation, PINNED, STABLE,
+};
 pub use self::models::{ModelMetrics, VersionGauges};
 pub use self::monitoring::MonitoringMetrics;
 pub use self::requests::{InFlight, RequestMetrics, VersionSeries};

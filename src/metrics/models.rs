@@ -1,7 +1,9 @@
 //! The model versions' family: which versions are loaded and ready, which serve from memory after their files were
 //! removed, what their model cards say, and how long loads take and how often they fail.
 
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
+
+use super::labels::LoadCause;
 
 use super::Registrar;
 
@@ -12,6 +14,10 @@ pub struct ModelMetrics {
     info: IntGaugeVec,
     load_failures: IntCounterVec,
     load_duration: HistogramVec,
+    loads: IntCounterVec,
+    evictions: IntCounterVec,
+    resident: IntGauge,
+    first_request_wait: Histogram,
 }
 
 /// One version's state for [`ModelMetrics::set_states`].
@@ -56,7 +62,40 @@ impl ModelMetrics {
                 &["model"],
                 &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0],
             )?,
+            loads: add.counters(
+                "sluice_model_loads_total",
+                "Model version loads that succeeded, by cause (startup, change, lazy, load_call).",
+                &["cause"],
+            )?,
+            evictions: add.counters(
+                "sluice_model_evictions_total",
+                "Lazy models unloaded to stay within models.max_loaded_models (least recently used first).",
+                &["model"],
+            )?,
+            resident: add.int_gauge(
+                "sluice_models_resident",
+                "Models with a loaded default version (what models.max_loaded_models caps).",
+            )?,
+            first_request_wait: add.add(Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_model_first_request_wait_seconds",
+                    "How long requests that found their lazy model not loaded waited for its load.",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?)?,
         })
+    }
+
+    pub fn loaded(&self, cause: LoadCause) {
+        self.loads.with_label_values(&[cause.label()]).inc();
+    }
+
+    pub fn evicted(&self, model: &str) {
+        self.evictions.with_label_values(&[model]).inc();
+    }
+
+    pub fn first_request_waited(&self, _model: &str, waited: std::time::Duration) {
+        self.first_request_wait.observe(waited.as_secs_f64());
     }
 
     pub fn observe_load(&self, model: &str, seconds: f64) {
@@ -82,7 +121,11 @@ impl ModelMetrics {
         self.files_removed.reset();
         self.info.reset();
         let mut loaded = 0;
+        let mut resident = std::collections::BTreeSet::new();
         for state in states {
+            if state.ready {
+                resident.insert(state.model);
+            }
             let version = state.version.to_string();
             let labels = [state.model, version.as_str()];
             self.ready
@@ -94,5 +137,6 @@ impl ModelMetrics {
             loaded += i64::from(state.ready);
         }
         self.loaded.set(loaded);
+        self.resident.set(resident.len() as i64);
     }
 }

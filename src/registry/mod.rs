@@ -42,6 +42,8 @@ pub struct ModelEntry {
     pub payload_log: Arc<crate::repository::PayloadPolicy>,
     /// An operator unloaded it: it is not expected to be ready.
     pub operator_unloaded: bool,
+    /// Lazy and not resident: listed with its declared signatures, loaded on its first request.
+    pub lazy: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -55,6 +57,8 @@ pub struct VersionSlot {
     pub incompatible: Option<String>,
     /// Its files were removed, but it keeps serving from memory because no other version is ready to replace it.
     pub files_removed: bool,
+    /// For a lazy model not resident: the signature its file declares (read without a session).
+    pub declared: Option<Arc<crate::model::Signature>>,
 }
 
 impl ModelEntry {
@@ -98,6 +102,20 @@ pub enum RegistryError {
     ModelsNotReady { reasons: String },
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A lazy model that is not resident: its first request loads it ([`Registry::demand`]).
+    #[error("model '{model}' is not loaded: {reason}")]
+    Unloaded { model: String, reason: String },
+    #[error("model '{model}' did not load within {waited_ms} ms; it is still loading, retry")]
+    LoadTimedOut { model: String, waited_ms: u64 },
+}
+
+/// Loads a lazy model on demand: the repository manager, reached through the registry so the request path needs
+/// nothing else. `Ok` once the model has a ready default version; `Err` says why it has none.
+pub trait OnDemand: Send + Sync {
+    fn demand(
+        &self,
+        model: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 /// What the repository's source reports beyond its files: for a bucket, that it cannot be read now, and the
@@ -134,6 +152,10 @@ pub struct Registry {
     strict: bool,
     /// What the source says (a bucket's reachability, versions not yet copied).
     source: ArcSwap<SourceStatus>,
+    /// Loads lazy models (set once, by the repository manager); weak, as the manager holds the registry.
+    on_demand: std::sync::OnceLock<std::sync::Weak<dyn OnDemand>>,
+    /// How long a request waits for a lazy load.
+    lazy_timeout: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Registry {
@@ -151,6 +173,8 @@ impl Registry {
             draining: AtomicBool::new(false),
             strict,
             source: ArcSwap::from_pointee(SourceStatus::default()),
+            on_demand: std::sync::OnceLock::new(),
+            lazy_timeout: std::sync::atomic::AtomicU64::new(30_000),
         }
     }
 
@@ -161,6 +185,42 @@ impl Registry {
     /// Replaces the whole map atomically. In-flight requests keep the versions they hold.
     pub fn install(&self, map: ModelMap) {
         self.models.store(Arc::new(map));
+    }
+
+    /// Who loads lazy models, and how long a request waits for it (ms).
+    pub fn set_on_demand(&self, loader: std::sync::Weak<dyn OnDemand>, timeout_ms: u64) {
+        let _ = self.on_demand.set(loader);
+        self.lazy_timeout.store(timeout_ms, Ordering::Relaxed);
+    }
+
+    /// Loads the lazy `model` (concurrent callers share one load), waiting at most the lazy-load timeout.
+    pub async fn demand(&self, model: &str) -> Result<(), RegistryError> {
+        let loader = self.on_demand.get().and_then(std::sync::Weak::upgrade);
+        let Some(loader) = loader else {
+            return Err(RegistryError::NotReady {
+                model: model.to_owned(),
+                reason: "not loaded, and nothing loads it on demand".into(),
+            });
+        };
+        let waited_ms = self.lazy_timeout.load(Ordering::Relaxed);
+        // Spawned: a request that gives up leaves the load running for the next one.
+        let name = model.to_owned();
+        let load = tokio::spawn(async move { loader.demand(name).await });
+        match tokio::time::timeout(std::time::Duration::from_millis(waited_ms), load).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(reason))) => Err(RegistryError::NotReady {
+                model: model.to_owned(),
+                reason,
+            }),
+            Ok(Err(join)) => Err(RegistryError::NotReady {
+                model: model.to_owned(),
+                reason: join.to_string(),
+            }),
+            Err(_) => Err(RegistryError::LoadTimedOut {
+                model: model.to_owned(),
+                waited_ms,
+            }),
+        }
     }
 
     /// Replaces what the source reports.
@@ -195,7 +255,9 @@ impl Registry {
         let map = self.models.load();
         let reasons: Vec<String> = map
             .iter()
-            .filter(|(_, entry)| entry.default_model().is_none() && !entry.operator_unloaded)
+            .filter(|(_, entry)| {
+                entry.default_model().is_none() && !entry.operator_unloaded && !entry.lazy
+            })
             .map(|(name, entry)| format!("model '{name}': {}", entry.failure_summary()))
             .collect();
         if reasons.is_empty() {
@@ -247,6 +309,17 @@ impl Registry {
             model: model.to_owned(),
             reason,
         };
+        if entry.lazy {
+            let version = version
+                .and_then(|v| v.parse::<u64>().ok())
+                .or(entry.default);
+            if let Some(slot) = version.and_then(|v| entry.versions.get(&v)) {
+                return Err(RegistryError::Unloaded {
+                    model: model.to_owned(),
+                    reason: slot.reason.clone().unwrap_or_default(),
+                });
+            }
+        }
         let Some(version) = version else {
             return entry
                 .default_model()
@@ -277,6 +350,22 @@ impl Registry {
                     .join(", "),
             }),
         }
+    }
+
+    /// For a lazy model that is not resident: the version a request would load (`version`, else the default) and
+    /// the signature its file declares.
+    pub fn declared(
+        &self,
+        model: &str,
+        version: Option<&str>,
+    ) -> Option<(u64, Arc<crate::model::Signature>)> {
+        let map = self.models.load();
+        let entry = map.get(model).filter(|e| e.lazy)?;
+        let version = match version {
+            Some(v) => v.parse::<u64>().ok()?,
+            None => entry.default?,
+        };
+        Some((version, entry.versions.get(&version)?.declared.clone()?))
     }
 
     /// The loaded versions a statistics request names: every model's (`None`), one model's, or one version (which
@@ -355,10 +444,10 @@ impl Registry {
                 rows.push(IndexEntry {
                     name: name.clone(),
                     version: version.to_string(),
-                    state: if slot.model.is_some() {
-                        "READY"
-                    } else {
-                        "UNAVAILABLE"
+                    state: match (&slot.model, entry.lazy) {
+                        (Some(_), _) => "READY",
+                        (None, true) => "UNLOADED",
+                        (None, false) => "UNAVAILABLE",
                     },
                     reason: reasons.join("; "),
                     default: entry.default == Some(*version),

@@ -102,6 +102,7 @@ impl RepositoryManager {
             reason: None,
             payload_log: Arc::new(config.payload_log.clone()),
             operator_unloaded: false,
+            lazy: false,
         }
     }
 
@@ -148,6 +149,7 @@ impl RepositoryManager {
             reason,
             incompatible: serving.incompatible,
             files_removed,
+            declared: None,
         }
     }
 
@@ -174,6 +176,7 @@ impl RepositoryManager {
                     reason: Some(ORPHANED.into()),
                     incompatible: None,
                     files_removed: true,
+                    declared: None,
                 };
                 slots.insert(version, slot);
             } else {

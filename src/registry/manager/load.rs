@@ -125,6 +125,7 @@ impl RepositoryManager {
             };
             match result {
                 Ok(loaded) => {
+                    self.metrics.models.loaded(state.cause);
                     state.loaded.insert(key.clone(), fingerprint);
                     state.failed.remove(&key);
                     if let Some(previous) = w.model.replace(Arc::new(loaded)) {

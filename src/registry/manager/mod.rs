@@ -14,6 +14,7 @@
 
 mod assemble;
 mod load;
+mod residency;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,8 +27,9 @@ use tokio::sync::{Mutex, Semaphore};
 use super::policy::{choose_default, incompatibility, Candidate, VersionState};
 use super::LoadOverride;
 use super::{ModelEntry, ModelMap, PinnedVersions, Registry, VersionSlot};
+use crate::config::LoadMode;
 use crate::memory::{MemoryBudget, Reservation};
-use crate::metrics::{Metrics, VersionGauges};
+use crate::metrics::{LoadCause, Metrics, VersionGauges};
 use crate::model::{LoadOptions, ModelVersion, VersionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
 
@@ -82,6 +84,14 @@ struct ManagerState {
     overrides: HashMap<String, LoadOverride>,
     /// Versions that left the map in this change, released once the new map is installed.
     retired: Vec<Arc<ModelVersion>>,
+    /// Lazy models requested since they were last unloaded: resident like eager ones until evicted.
+    demanded: HashSet<String>,
+    /// Lazy models evicted (least recently used), until they are requested again.
+    evicted: HashSet<String>,
+    /// Signatures read from lazy versions' files, by the fingerprint they were read at.
+    declared: HashMap<Key, (Fingerprint, Arc<crate::model::Signature>)>,
+    /// What the loads of the change under way are counted as.
+    cause: LoadCause,
 }
 
 /// One version on disk while a model is reconciled.
@@ -111,6 +121,9 @@ pub struct RepositoryManager {
     load_slots: Arc<Semaphore>,
     /// The budget a load reserves its estimated memory from, when loads count (`memory::plan`).
     memory: Option<(MemoryBudget, Duration)>,
+    /// When models load (`models.default_load`) and how many may be resident (`models.max_loaded_models`, 0: any).
+    default_load: LoadMode,
+    max_loaded_models: usize,
 }
 
 impl RepositoryManager {
@@ -132,7 +145,17 @@ impl RepositoryManager {
             load_options: LoadOptions::default(),
             load_slots: Arc::new(Semaphore::new(1)),
             memory: None,
+            default_load: LoadMode::Eager,
+            max_loaded_models: 0,
         }
+    }
+
+    /// Models without a `load` in `model.toml` load as `default_load`; at most `max_loaded_models` are resident
+    /// (0: no cap), lazy ones evicted least recently used first.
+    pub fn with_residency(mut self, default_load: LoadMode, max_loaded_models: usize) -> Self {
+        self.default_load = default_load;
+        self.max_loaded_models = max_loaded_models;
+        self
     }
 
     /// Makes each load reserve its estimated memory from `budget` (waiting at most `wait`) and hold it while the
@@ -172,6 +195,11 @@ impl RepositoryManager {
     /// Brings the registry in line with the repository on disk.
     pub async fn reconcile(&self) -> Result<Reconciled, ManageError> {
         let mut state = self.state.lock().await;
+        state.cause = if self.registry.is_ready() {
+            LoadCause::Change
+        } else {
+            LoadCause::Startup
+        };
         self.reconcile_locked(&mut state).await
     }
 
@@ -201,6 +229,10 @@ impl RepositoryManager {
         if force {
             state.force_once.insert(model.to_owned());
         }
+        // A load call makes a lazy model resident, as its first request would.
+        state.demanded.insert(model.to_owned());
+        state.evicted.remove(model);
+        state.cause = LoadCause::LoadCall;
         let result = self.reconcile_locked(&mut state).await;
         state.force_once.remove(model);
         result?;
@@ -237,6 +269,7 @@ impl RepositoryManager {
             return Err(ManageError::UnknownModel(model.to_owned()));
         }
         state.unloaded.insert(model.to_owned());
+        state.demanded.remove(model);
         self.reconcile_locked(&mut state).await.map(|_| ())
     }
 
@@ -333,6 +366,14 @@ impl RepositoryManager {
         );
         let force = config.force || state.force_once.contains(&name);
         let settings = config.version_settings();
+        // A lazy model nothing asked for (and routing does not refer to) is listed, not loaded.
+        if config.load.unwrap_or(self.default_load) == LoadMode::Lazy
+            && !state.demanded.contains(&name)
+            && keep.iter().all(|v| Some(*v) == pinned)
+        {
+            self.retire_all(state, &name, &old);
+            return self.lazy_entry(state, &name, versions, &config, pinned);
+        }
 
         let mut work: BTreeMap<u64, Work> = versions
             .into_iter()
@@ -469,6 +510,7 @@ fn unloaded_entry(old: ModelEntry, dir: &ModelDir) -> ModelEntry {
         reason: Some("unloaded by an operator".into()),
         payload_log: old.payload_log,
         operator_unloaded: true,
+        lazy: false,
     }
 }
 

@@ -1,0 +1,194 @@
+//! Many models per replica: lazy models are listed and described at once and loaded on their first request
+//! (concurrent first requests share one load), `models.max_loaded_models` keeps what is resident under the cap by
+//! unloading the least recently used lazy model, eager models are never evicted, and a load slower than
+//! `models.lazy_load_timeout_ms` answers 503 with Retry-After while it goes on.
+
+mod common;
+
+use std::path::Path;
+
+use common::{client, get_json, iris_body, metrics_text, wait_for, TestServer};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "lazy-admin";
+
+/// `n` copies of the iris classifier (m00, m01, …) and an eager digits model.
+fn repo(n: usize) -> tempfile::TempDir {
+    let repo = common::repo_with(&["digits_mlp"]);
+    std::fs::write(
+        repo.path().join("digits_mlp/model.toml"),
+        "load = \"eager\"\n",
+    )
+    .unwrap();
+    let iris = std::fs::read(common::models_dir().join("iris/2/model.onnx")).unwrap();
+    for i in 0..n {
+        let dir = repo.path().join(format!("m{i:02}/1"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.onnx"), &iris).unwrap();
+    }
+    repo
+}
+
+fn start(root: &Path, extra: &[(&str, &str)]) -> TestServer {
+    let mut env = vec![
+        ("SLUICE__MODELS__DEFAULT_LOAD", "lazy"),
+        ("SLUICE__ADMIN__TOKEN", TOKEN),
+    ];
+    env.extend_from_slice(extra);
+    TestServer::start_with(root, &[], &env)
+}
+
+fn infer(server: &TestServer, model: &str) -> (u16, Value) {
+    let response = client()
+        .post(server.url(&format!("/v2/models/{model}/infer")))
+        .json(&iris_body())
+        .send()
+        .unwrap();
+    (response.status().as_u16(), response.json().unwrap())
+}
+
+fn index(server: &TestServer) -> Vec<Value> {
+    server
+        .client
+        .post(server.url("/v2/repository/index"))
+        .bearer_auth(TOKEN)
+        .json(&json!({}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn row(server: &TestServer, model: &str) -> Value {
+    index(server)
+        .into_iter()
+        .find(|r| r["name"] == model)
+        .unwrap_or_else(|| panic!("no index row for {model}"))
+}
+
+/// The value of the metric line that starts with `prefix` (0 when absent).
+fn metric(server: &TestServer, prefix: &str) -> f64 {
+    metrics_text(server)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn lazy_models_load_on_first_request_and_the_least_recently_used_leave_at_the_cap() {
+    let repo = repo(8);
+    let server = start(repo.path(), &[("SLUICE__MODELS__MAX_LOADED_MODELS", "4")]);
+
+    // Listed and described at once, nothing loaded but the eager model.
+    let m00 = row(&server, "m00");
+    assert_eq!(m00["state"], "UNLOADED", "{m00}");
+    assert!(m00["reason"].as_str().unwrap().contains("lazy"), "{m00}");
+    assert_eq!(row(&server, "digits_mlp")["state"], "READY");
+    assert_eq!(metric(&server, "sluice_models_resident "), 1.0);
+    assert_eq!(
+        metric(&server, "sluice_model_loads_total{cause=\"startup\"} "),
+        1.0
+    );
+    let (status, described) = get_json(&server, "/v2/models/m00");
+    assert_eq!(status, 200, "{described}");
+    assert_eq!(described["inputs"][0]["name"], "float_input");
+    assert_eq!(described["inputs"][0]["shape"], json!([-1, 4]));
+    assert_eq!(
+        row(&server, "m00")["state"],
+        "UNLOADED",
+        "describing does not load"
+    );
+    let (status, _) = get_json(&server, "/v2/health/ready");
+    assert_eq!(status, 200, "lazy models do not hold readiness back");
+
+    // Eight concurrent first requests: all answered, one load.
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let requests: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| infer(&server, "m00").0))
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(answers, [200; 8]);
+    assert_eq!(
+        metric(&server, "sluice_model_loads_total{cause=\"lazy\"} "),
+        1.0
+    );
+    assert_eq!(row(&server, "m00")["state"], "READY");
+
+    // Five more models, one after another: the cap (4, the eager one included) holds; m00, used least recently,
+    // goes first.
+    for model in ["m01", "m02", "m03", "m04", "m05"] {
+        assert_eq!(infer(&server, model).0, 200, "{model}");
+        assert!(metric(&server, "sluice_models_resident ") <= 4.0);
+    }
+    assert_eq!(metric(&server, "sluice_models_resident "), 4.0);
+    assert_eq!(
+        metric(&server, "sluice_model_loads_total{cause=\"lazy\"} "),
+        6.0
+    );
+    let evicted = row(&server, "m00");
+    assert_eq!(evicted["state"], "UNLOADED", "{evicted}");
+    assert!(
+        evicted["reason"].as_str().unwrap().contains("evicted"),
+        "{evicted}"
+    );
+    assert_eq!(
+        metric(&server, "sluice_model_evictions_total{model=\"m00\"} "),
+        1.0
+    );
+    assert_eq!(
+        row(&server, "digits_mlp")["state"],
+        "READY",
+        "an eager model is never evicted"
+    );
+
+    // Evicted, then asked for again: loaded again.
+    assert_eq!(infer(&server, "m00").0, 200);
+    assert_eq!(row(&server, "m00")["state"], "READY");
+    assert!(metric(&server, "sluice_model_first_request_wait_seconds_count ") >= 7.0);
+}
+
+/// A load longer than the timeout: 503 with Retry-After, the load goes on, and the retry is answered.
+#[test]
+fn a_lazy_load_past_its_timeout_answers_503_and_goes_on() {
+    let repo = common::slow_repo(&[]);
+    // A warmup of 2000 long rows makes the load far slower than the 1 ms the request waits.
+    let rows = common::SLOW_ROWS;
+    let warmup = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [rows, 256],
+        "data": vec![0.5; rows * 256]}]});
+    std::fs::write(repo.path().join("slow/warmup.json"), warmup.to_string()).unwrap();
+    std::fs::write(
+        repo.path().join("slow/model.toml"),
+        "load = \"lazy\"\n[warmup]\nrequest = \"warmup.json\"\n",
+    )
+    .unwrap();
+    let server = start(
+        repo.path(),
+        &[("SLUICE__MODELS__LAZY_LOAD_TIMEOUT_MS", "1")],
+    );
+    let body = json!({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 256], "data": vec![0.5; 256]}]});
+    let response = client()
+        .post(server.url("/v2/models/slow/infer"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let error: Value = response.json().unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not load within 1 ms"),
+        "{error}"
+    );
+    wait_for("the load to finish", || {
+        row(&server, "slow")["state"] == "READY"
+    });
+    let response = client()
+        .post(server.url("/v2/models/slow/infer"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}

@@ -99,6 +99,8 @@ pub struct SyncReport {
     pub changed: bool,
     /// Something is still uploading or waiting for a retry: sync again soon.
     pub waiting: bool,
+    /// Something is still uploading (younger than the settle time).
+    pub uploading: bool,
 }
 
 pub struct Mirror {
@@ -172,6 +174,7 @@ impl Mirror {
         );
         let mut report = SyncReport {
             waiting: !plan.waiting.is_empty(),
+            uploading: !plan.waiting.is_empty(),
             ..SyncReport::default()
         };
         let mut pending: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -229,11 +232,13 @@ impl Mirror {
 
     /// The first sync with the bucket. While the bucket cannot be listed, start-up waits (unready, the readiness body
     /// saying why), unless an earlier run left a copy: then that copy serves and the mirror catches up later. Versions
-    /// still uploading are left to the mirror.
+    /// still uploading are waited for (as the start-up load waits for files still being written); failed downloads
+    /// are left to the mirror's retries.
     pub async fn first_copy(mut self) -> Mirror {
         let mut failures = 0u32;
         loop {
             match self.sync().await {
+                Ok(report) if report.uploading => tokio::time::sleep(self.settings.settle).await,
                 Ok(_) => return self,
                 Err(_) if self.has_copy() => {
                     tracing::warn!(

@@ -217,3 +217,15 @@ fn keys_are_taken_relative_to_the_prefix() {
         Some("a/1/model.onnx")
     );
 }
+
+#[tokio::test]
+async fn the_first_copy_waits_for_versions_still_uploading() {
+    let store = Arc::new(InMemory::new());
+    let cache = tempfile::tempdir().unwrap();
+    let (mut mirror, _, _) = mirror(Arc::clone(&store), cache.path(), 0);
+    mirror.settings.settle = Duration::from_millis(300);
+    // Uploaded just now: too fresh for the first sync, so start-up waits for it to settle.
+    put(&store, "repo/m/1/model.onnx", iris("model.onnx")).await;
+    let mirror = mirror.first_copy().await;
+    assert!(mirror.repository().join("m/1/model.onnx").exists());
+}

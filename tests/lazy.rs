@@ -192,3 +192,42 @@ fn a_lazy_load_past_its_timeout_answers_503_and_goes_on() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// Six clients, each on its own lazy model, under a cap of two: models are evicted and loaded again all the time,
+/// and no request fails (a model evicted between its load and its request is loaded again).
+#[test]
+fn no_request_fails_while_models_churn_through_a_small_cap() {
+    let repo = repo(6);
+    std::fs::remove_dir_all(repo.path().join("digits_mlp")).unwrap();
+    let server = start(repo.path(), &[("SLUICE__MODELS__MAX_LOADED_MODELS", "2")]);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..6)
+            .map(|i| {
+                let server = &server;
+                s.spawn(move || {
+                    let model = format!("m{i:02}");
+                    (0..30)
+                        .map(|_| infer(server, &model))
+                        .filter(|(status, _)| *status != 200)
+                        .map(|(status, body)| format!("{model}: {status} {body}"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(metric(&server, "sluice_models_resident ") <= 2.0);
+    assert!(
+        metric(&server, "sluice_model_loads_total{cause=\"lazy\"} ") > 6.0,
+        "models were evicted and reloaded"
+    );
+}

@@ -46,18 +46,22 @@ impl InferenceService {
 
     async fn infer(self, call: InferCall) -> Result<Inferred, InferenceError> {
         let started = Instant::now();
-        let target = match self.registry.resolve(&call.model, call.version.as_deref()) {
-            Err(RegistryError::Unloaded { .. }) => {
-                // A lazy model's first request (or the first after an eviction): load it, then resolve again.
-                self.registry.demand(&call.model).await?;
+        let mut resolved = self.registry.resolve(&call.model, call.version.as_deref());
+        // A lazy model's first request (or the first after an eviction): load it, then resolve again; once more if
+        // other models' loads evicted it in between.
+        for _ in 0..3 {
+            if !matches!(resolved, Err(RegistryError::Unloaded { .. })) {
+                break;
+            }
+            self.registry.demand(&call.model).await?;
+            resolved = self.registry.resolve(&call.model, call.version.as_deref());
+            if resolved.is_ok() {
                 self.metrics
                     .models
                     .first_request_waited(&call.model, started.elapsed());
-                self.registry
-                    .resolve(&call.model, call.version.as_deref())?
             }
-            resolved => resolved?,
-        };
+        }
+        let target = resolved?;
         let series = target.series.get_or_init(|| {
             self.metrics
                 .requests

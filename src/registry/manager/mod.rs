@@ -84,8 +84,9 @@ struct ManagerState {
     overrides: HashMap<String, LoadOverride>,
     /// Versions that left the map in this change, released once the new map is installed.
     retired: Vec<Arc<ModelVersion>>,
-    /// Lazy models requested since they were last unloaded: resident like eager ones until evicted.
-    demanded: HashSet<String>,
+    /// Lazy models requested since they were last unloaded, with when (Unix ms): resident like eager ones until
+    /// evicted.
+    demanded: HashMap<String, u64>,
     /// Lazy models evicted (least recently used), until they are requested again.
     evicted: HashSet<String>,
     /// Signatures read from lazy versions' files, by the fingerprint they were read at.
@@ -230,7 +231,7 @@ impl RepositoryManager {
             state.force_once.insert(model.to_owned());
         }
         // A load call makes a lazy model resident, as its first request would.
-        state.demanded.insert(model.to_owned());
+        state.demanded.insert(model.to_owned(), residency::now_ms());
         state.evicted.remove(model);
         state.cause = LoadCause::LoadCall;
         let result = self.reconcile_locked(&mut state).await;
@@ -368,7 +369,7 @@ impl RepositoryManager {
         let settings = config.version_settings();
         // A lazy model nothing asked for (and routing does not refer to) is listed, not loaded.
         if config.load.unwrap_or(self.default_load) == LoadMode::Lazy
-            && !state.demanded.contains(&name)
+            && !state.demanded.contains_key(&name)
             && keep.iter().all(|v| Some(*v) == pinned)
         {
             self.retire_all(state, &name, &old);

@@ -100,30 +100,45 @@ impl RepositoryManager {
 
     /// Makes the lazy `model` resident (evicting to stay within the cap), or says why it has no ready version.
     pub async fn demand(&self, model: &str) -> Result<(), String> {
-        let mut state = self.state.lock().await;
-        let resident = |registry: &Registry| {
-            registry
+        loop {
+            let mut state = self.state.lock().await;
+            let resident = self
+                .registry
                 .snapshot()
                 .get(model)
-                .map(|e| !e.lazy && e.default_model().is_some())
-        };
-        match resident(&self.registry) {
-            // Loaded by a request that came first.
-            Some(true) => return Ok(()),
-            Some(false) => {}
-            None => return Err("it is not in the repository".into()),
-        }
-        state.demanded.insert(model.to_owned());
-        state.evicted.remove(model);
-        self.evict_for(&mut state, model);
-        state.cause = LoadCause::Lazy;
-        let result = self.reconcile_locked(&mut state).await;
-        state.cause = LoadCause::Change;
-        result.map_err(|e| e.to_string())?;
-        match self.registry.snapshot().get(model) {
-            Some(entry) if entry.default_model().is_some() => Ok(()),
-            Some(entry) => Err(entry.failure_summary()),
-            None => Err("it is not in the repository".into()),
+                .map(|e| !e.lazy && e.default_model().is_some());
+            match resident {
+                // Loaded by a request that came first.
+                Some(true) => return Ok(()),
+                Some(false) => {}
+                None => return Err("it is not in the repository".into()),
+            }
+            if !state.demanded.contains_key(model) {
+                state.demanded.insert(model.to_owned(), now_ms());
+                state.evicted.remove(model);
+                self.evict_for(&mut state, model);
+            }
+            state.cause = LoadCause::Lazy;
+            let result = self.reconcile_locked(&mut state).await;
+            state.cause = LoadCause::Change;
+            let report = result.map_err(|e| e.to_string())?;
+            let map = self.registry.snapshot();
+            match map.get(model) {
+                Some(entry) if entry.default_model().is_some() => return Ok(()),
+                // Its file is still being written: wait for it to settle (the caller's timeout bounds this).
+                Some(entry)
+                    if report.pending
+                        && entry
+                            .versions
+                            .values()
+                            .any(|s| s.reason.as_deref() == Some(load::WAITING)) =>
+                {
+                    drop(state);
+                    tokio::time::sleep(self.settle.max(Duration::from_millis(10))).await;
+                }
+                Some(entry) => return Err(entry.failure_summary()),
+                None => return Err("it is not in the repository".into()),
+            }
         }
     }
 
@@ -134,32 +149,43 @@ impl RepositoryManager {
             return;
         }
         let map = self.registry.snapshot();
-        let resident = map.values().filter(|e| e.default_model().is_some()).count();
+        // Resident, or on the way: loaded models and lazy ones asked for (a load may still wait for its file).
+        let resident: HashSet<&str> = map
+            .iter()
+            .filter(|(_, e)| e.default_model().is_some())
+            .map(|(name, _)| name.as_str())
+            .chain(state.demanded.keys().map(String::as_str))
+            .filter(|name| *name != model)
+            .collect();
+        let resident = resident.len();
         if resident < self.max_loaded_models {
             return;
         }
+        // Only lazy models leave, and not those routing or a default_version pins.
         let pinned = |name: &str| {
             self.pins
                 .as_ref()
                 .is_some_and(|p| !p.pinned(name).is_empty())
-                || state
-                    .configs
-                    .get(name)
-                    .is_some_and(|c| c.default_version.is_some())
+                || state.configs.get(name).is_none_or(|c| {
+                    c.default_version.is_some()
+                        || c.load.unwrap_or(self.default_load) == LoadMode::Eager
+                })
         };
+        // Last used: its last inference, or when it was asked for (a model just loaded has served nothing yet).
         let mut candidates: Vec<(u64, String)> = state
             .demanded
             .iter()
-            .filter(|name| name.as_str() != model && !pinned(name))
-            .filter_map(|name| {
-                let entry = map.get(name)?;
-                let last_used = entry
-                    .versions
-                    .values()
+            .filter(|(name, _)| name.as_str() != model && !pinned(name))
+            .map(|(name, asked)| {
+                let last_inference = map
+                    .get(name)
+                    .into_iter()
+                    .flat_map(|entry| entry.versions.values())
                     .filter_map(|s| s.model.as_ref())
                     .map(|m| m.stats.read().last_inference)
-                    .max()?;
-                Some((last_used, name.clone()))
+                    .max()
+                    .unwrap_or(0);
+                (last_inference.max(*asked), name.clone())
             })
             .collect();
         candidates.sort();
@@ -173,6 +199,13 @@ impl RepositoryManager {
             state.evicted.insert(name);
         }
     }
+}
+
+/// Now, in Unix milliseconds (the clock of Triton's `last_inference`).
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl OnDemand for RepositoryManager {

@@ -27,7 +27,7 @@ make_repo() { # <dir> <count>
   done
 }
 
-port=18700
+port="${BENCH_PORT:-18700}"
 serve() { # <repo> <extra env...>: starts sluice on the next port and waits until ready; sets pid and ready_ms
   local repo="$1"; shift
   port=$((port + 1))
@@ -35,7 +35,10 @@ serve() { # <repo> <extra env...>: starts sluice on the next port and waits unti
   env "$@" SLUICE__SERVER__GRPC_PORT=0 SLUICE__LOG__LEVEL=warn "$bin" --models "$repo" --host 127.0.0.1 --port "$port" \
     > "$work/server-$port.log" 2>&1 &
   pid=$!
-  until curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null; do sleep 0.01; done
+  until curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { cat "$work/server-$port.log" >&2; exit 1; }
+    sleep 0.01
+  done
   ready_ms=$(( ($(date +%s%N) - started) / 1000000 ))
 }
 

@@ -107,9 +107,7 @@ impl Server {
                     // Automatic rollbacks go to the bucket's routing file, so every replica follows them.
                     let (sink, rollbacks) = tokio::sync::mpsc::channel(16);
                     state.routing.send_rollbacks_to(sink);
-                    let key = key
-                        .split('/')
-                        .fold(bucket.prefix.clone(), |path, part| path.join(part));
+                    let key = bucket.location(&key);
                     crate::routing::writeback::spawn(Arc::clone(&bucket.store), key, rollbacks);
                 }
                 tracing::info!(bucket = %bucket.url, cache = %cache_dir.display(), "model repository in object storage");

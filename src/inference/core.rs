@@ -56,9 +56,7 @@ impl InferenceService {
             self.registry.demand(&call.model).await?;
             resolved = self.registry.resolve(&call.model, call.version.as_deref());
             if resolved.is_ok() {
-                self.metrics
-                    .models
-                    .first_request_waited(&call.model, started.elapsed());
+                self.metrics.models.first_request_waited(started.elapsed());
             }
         }
         let target = resolved?;

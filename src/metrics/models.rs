@@ -94,7 +94,7 @@ impl ModelMetrics {
         self.evictions.with_label_values(&[model]).inc();
     }
 
-    pub fn first_request_waited(&self, _model: &str, waited: std::time::Duration) {
+    pub fn first_request_waited(&self, waited: std::time::Duration) {
         self.first_request_wait.observe(waited.as_secs_f64());
     }
 

@@ -82,6 +82,12 @@ impl std::fmt::Debug for Bucket {
 }
 
 impl Bucket {
+    /// The object at `key` (relative to the repository, `/`-separated) in the store.
+    pub fn location(&self, key: &str) -> object_store::path::Path {
+        key.split('/')
+            .fold(self.prefix.clone(), |path, part| path.join(part))
+    }
+
     /// Builds the client for `url`. Requests give up quickly (a few retries within 10 s) so an outage is reported
     /// and retried by the mirror's own back-off rather than hidden in one call; a download has no overall deadline
     /// (a large model takes what it takes) but stalls are cut by the mirror.

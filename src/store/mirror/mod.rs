@@ -416,9 +416,7 @@ impl Mirror {
         expected: &layout::FileTag,
         target: &Path,
     ) -> Result<(), FetchError> {
-        let location = key
-            .split('/')
-            .fold(self.bucket.prefix.clone(), |path, part| path.join(part));
+        let location = self.bucket.location(key);
         let store_error = |source| FetchError::Store {
             file: key.to_owned(),
             source,

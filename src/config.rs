@@ -123,6 +123,9 @@ pub struct ModelsSettings {
     pub default_load: LoadMode,
     /// Most models resident at once; beyond it the least recently used lazy model is unloaded. 0: no cap.
     pub max_loaded_models: usize,
+    /// Most estimated bytes of resident versions; beyond it the least recently used lazy versions are unloaded.
+    /// 0: no cap.
+    pub max_loaded_bytes: u64,
     /// How long a request waits for its lazy model to load before 503.
     pub lazy_load_timeout_ms: u64,
 }

@@ -138,6 +138,24 @@ pub fn scan(root: &Path) -> Result<Vec<ModelDir>, RepositoryError> {
     Ok(models)
 }
 
+/// The named models under `root` that exist there, sorted by name (one model's reconcile reads only its own
+/// directory). A name that is not a plain directory name is skipped.
+pub fn scan_models<'a>(root: &Path, names: impl IntoIterator<Item = &'a str>) -> Vec<ModelDir> {
+    let mut models: Vec<ModelDir> = names
+        .into_iter()
+        .filter(|name| !name.is_empty() && !name.starts_with('.') && !name.contains('/'))
+        .map(|name| (name, root.join(name)))
+        .filter(|(_, path)| path.is_dir())
+        .map(|(name, path)| ModelDir {
+            config: read_config(&path),
+            versions: versions(&path),
+            name: name.to_owned(),
+        })
+        .collect();
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    models
+}
+
 fn read_config(dir: &Path) -> Result<ModelConfig, String> {
     let path = dir.join("model.toml");
     match std::fs::read_to_string(&path) {

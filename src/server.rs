@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::middleware::{ApiKeys, App, Overload};
 use crate::model::LoadOptions;
 use crate::monitoring::payload::PayloadLog;
+use crate::registry::manager::Residency;
 use crate::registry::watch::{self, WatchSettings};
 use crate::registry::{PinnedVersions, Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
@@ -645,10 +646,11 @@ fn repository_manager(
         Duration::from_millis(settings.models.settle_ms),
     )
     .with_pins(Arc::clone(routing) as Arc<dyn PinnedVersions>)
-    .with_residency(
-        settings.models.default_load,
-        settings.models.max_loaded_models,
-    )
+    .with_residency(Residency {
+        default_load: settings.models.default_load,
+        max_models: settings.models.max_loaded_models,
+        max_bytes: settings.models.max_loaded_bytes,
+    })
     .with_load_concurrency(settings.models.load_concurrency)
     .with_memory(
         memory.counts_loads.then(|| budget.clone()),

@@ -231,3 +231,149 @@ fn no_request_fails_while_models_churn_through_a_small_cap() {
         "models were evicted and reloaded"
     );
 }
+
+/// Gives m00 a second version, and a policy that serves both.
+fn second_version(root: &Path) {
+    let iris = std::fs::read(common::models_dir().join("iris/2/model.onnx")).unwrap();
+    common::place(root, "m00", 2, &iris);
+    std::fs::write(root.join("m00/model.toml"), "version_policy = \"all\"\n").unwrap();
+}
+
+/// A lazy model with two versions: each loads on its own first request, and the index shows each version's
+/// residency.
+#[test]
+fn each_version_of_a_lazy_model_loads_on_its_own_first_request() {
+    let repo = repo(1);
+    std::fs::remove_dir_all(repo.path().join("digits_mlp")).unwrap();
+    second_version(repo.path());
+    let server = start(repo.path(), &[]);
+    let state = |v: u64| common::index_row(&server, TOKEN, "m00", v).unwrap()["state"].clone();
+    assert_eq!((state(1), state(2)), (json!("UNLOADED"), json!("UNLOADED")));
+
+    // Version 1, named: only it loads; the default (2) stays unloaded.
+    assert_eq!(infer(&server, "m00/versions/1").0, 200);
+    assert_eq!((state(1), state(2)), (json!("READY"), json!("UNLOADED")));
+    let (status, described) = get_json(&server, "/v2/models/m00/versions/2");
+    assert_eq!(status, 200, "an unloaded version is described: {described}");
+    assert_eq!(row(&server, "m00")["state"], "READY");
+
+    // No version: the default, 2, loads.
+    let response = client()
+        .post(server.url("/v2/models/m00/infer"))
+        .json(&iris_body())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-model-version"], "2");
+    assert_eq!((state(1), state(2)), (json!("READY"), json!("READY")));
+    assert_eq!(
+        metric(&server, "sluice_model_loads_total{cause=\"lazy\"} "),
+        2.0
+    );
+}
+
+/// `models.max_loaded_bytes`: versions leave one at a time, least recently used first, to keep the estimated
+/// resident bytes under the cap; a version that cannot fit beside what may not leave is refused with 503.
+#[test]
+fn the_byte_cap_evicts_single_versions_and_refuses_what_cannot_fit() {
+    let repo = repo(2);
+    second_version(repo.path());
+    // What one iris version and the eager digits model are estimated to hold, measured on a server without a cap.
+    let (one, eager) = {
+        let server = start(repo.path(), &[]);
+        let eager = metric(&server, "sluice_models_resident_bytes ");
+        assert_eq!(infer(&server, "m01").0, 200);
+        (
+            metric(&server, "sluice_models_resident_bytes ") - eager,
+            eager,
+        )
+    };
+    assert!(one > 0.0 && eager > 0.0, "{one} {eager}");
+
+    // Room for the eager model and two iris versions.
+    let cap = (eager + 2.5 * one) as u64;
+    let server = start(
+        repo.path(),
+        &[("SLUICE__MODELS__MAX_LOADED_BYTES", &cap.to_string())],
+    );
+    let state = |m: &str, v: u64| common::index_row(&server, TOKEN, m, v).unwrap();
+    assert_eq!(infer(&server, "m00/versions/1").0, 200);
+    assert_eq!(infer(&server, "m00/versions/2").0, 200);
+    assert_eq!(infer(&server, "m00/versions/2").0, 200);
+    // A third version: the least recently used one (m00 version 1) leaves, its sibling stays.
+    assert_eq!(infer(&server, "m01").0, 200);
+    let v1 = state("m00", 1);
+    assert_eq!(v1["state"], "UNLOADED", "{v1}");
+    assert!(v1["reason"].as_str().unwrap().contains("evicted"), "{v1}");
+    assert_eq!(state("m00", 2)["state"], "READY");
+    assert_eq!(state("m01", 1)["state"], "READY");
+    assert!(metric(&server, "sluice_models_resident_bytes ") <= cap as f64);
+    assert_eq!(
+        metric(&server, "sluice_model_evictions_total{model=\"m00\"} "),
+        1.0
+    );
+    drop(server);
+
+    // A cap the eager model alone fills: a lazy version cannot fit, and is refused, saying why.
+    let server = start(
+        repo.path(),
+        &[(
+            "SLUICE__MODELS__MAX_LOADED_BYTES",
+            &(eager as u64).to_string(),
+        )],
+    );
+    let (status, body) = infer(&server, "m01");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("models.max_loaded_bytes"),
+        "{body}"
+    );
+    assert_eq!(row(&server, "m01")["state"], "UNLOADED");
+}
+
+/// A lazy version whose load fails: 503 saying why, shown as unloaded and failed in the index, and not tried again
+/// on every request (only once its files change).
+#[test]
+fn a_lazy_version_that_fails_to_load_says_why_and_is_not_retried_until_it_changes() {
+    let repo = repo(1);
+    std::fs::write(
+        repo.path().join("m00/model.toml"),
+        "[warmup]\nrequest = \"missing.json\"\n",
+    )
+    .unwrap();
+    let server = start(repo.path(), &[]);
+    for _ in 0..3 {
+        let (status, body) = infer(&server, "m00");
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("missing.json"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        metric(&server, "sluice_model_load_failures_total{model=\"m00\"} "),
+        1.0,
+        "tried once"
+    );
+    let failed = row(&server, "m00");
+    assert_eq!(failed["state"], "UNLOADED", "{failed}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed to load"),
+        "{failed}"
+    );
+    let (status, _) = get_json(&server, "/v2/health/ready");
+    assert_eq!(status, 200, "a lazy model does not hold readiness back");
+
+    // Fixed: the next request loads it.
+    std::fs::write(repo.path().join("m00/model.toml"), "").unwrap();
+    wait_for("the fixed model to load on request", || {
+        infer(&server, "m00").0 == 200
+    });
+    assert_eq!(row(&server, "m00")["state"], "READY");
+}

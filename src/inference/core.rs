@@ -47,13 +47,13 @@ impl InferenceService {
     async fn infer(self, call: InferCall) -> Result<Inferred, InferenceError> {
         let started = Instant::now();
         let mut resolved = self.registry.resolve(&call.model, call.version.as_deref());
-        // A lazy model's first request (or the first after an eviction): load it, then resolve again; once more if
+        // A lazy version's first request (or the first after an eviction): load it, then resolve again; once more if
         // other models' loads evicted it in between.
         for _ in 0..3 {
-            if !matches!(resolved, Err(RegistryError::Unloaded { .. })) {
+            let Err(RegistryError::Unloaded { version, .. }) = resolved else {
                 break;
-            }
-            self.registry.demand(&call.model).await?;
+            };
+            self.registry.demand(&call.model, version).await?;
             resolved = self.registry.resolve(&call.model, call.version.as_deref());
             if resolved.is_ok() {
                 self.metrics.models.first_request_waited(started.elapsed());

@@ -17,6 +17,7 @@ pub struct ModelMetrics {
     loads: IntCounterVec,
     evictions: IntCounterVec,
     resident: IntGauge,
+    resident_bytes: IntGauge,
     first_request_wait: Histogram,
 }
 
@@ -26,6 +27,8 @@ pub struct VersionGauges<'a> {
     pub version: u64,
     pub ready: bool,
     pub files_removed: bool,
+    /// What the loaded version is estimated to hold (0 when not loaded).
+    pub bytes: u64,
 }
 
 impl ModelMetrics {
@@ -69,12 +72,16 @@ impl ModelMetrics {
             )?,
             evictions: add.counters(
                 "sluice_model_evictions_total",
-                "Lazy models unloaded to stay within models.max_loaded_models (least recently used first).",
+                "Lazy model versions unloaded to stay within models.max_loaded_models or models.max_loaded_bytes (least recently used first).",
                 &["model"],
             )?,
             resident: add.int_gauge(
                 "sluice_models_resident",
-                "Models with a loaded default version (what models.max_loaded_models caps).",
+                "Models with a loaded version (what models.max_loaded_models caps).",
+            )?,
+            resident_bytes: add.int_gauge(
+                "sluice_models_resident_bytes",
+                "What the loaded versions are estimated to hold: per version, its sessions × (2 × model file + 4 MiB) (what models.max_loaded_bytes caps).",
             )?,
             first_request_wait: add.add(Histogram::with_opts(
                 HistogramOpts::new(
@@ -122,7 +129,9 @@ impl ModelMetrics {
         self.info.reset();
         let mut loaded = 0;
         let mut resident = std::collections::BTreeSet::new();
+        let mut bytes = 0u64;
         for state in states {
+            bytes += state.bytes;
             if state.ready {
                 resident.insert(state.model);
             }
@@ -138,5 +147,7 @@ impl ModelMetrics {
         }
         self.loaded.set(loaded);
         self.resident.set(resident.len() as i64);
+        self.resident_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }

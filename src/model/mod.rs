@@ -137,6 +137,8 @@ pub struct ModelVersion {
     pub footprint: Footprint,
     /// The memory its sessions were estimated to take, held from the budget while it is loaded (when loads count).
     resident: Reservation,
+    /// That estimate in bytes ([`ModelVersion::estimate_load`]): what `models.max_loaded_bytes` counts.
+    pub resident_bytes: usize,
 }
 
 impl std::fmt::Debug for ModelVersion {
@@ -227,6 +229,7 @@ impl ModelVersion {
             stats,
             footprint: Footprint::default(),
             resident: Reservation::none(),
+            resident_bytes: Self::estimate_load(path, settings),
         })
     }
 

@@ -42,7 +42,8 @@ pub struct ModelEntry {
     pub payload_log: Arc<crate::repository::PayloadPolicy>,
     /// An operator unloaded it: it is not expected to be ready.
     pub operator_unloaded: bool,
-    /// Lazy and not resident: listed with its declared signatures, loaded on its first request.
+    /// Lazy (`load = "lazy"`): its versions load on their first request and may be evicted; readiness does not
+    /// wait for it.
     pub lazy: bool,
 }
 
@@ -57,8 +58,16 @@ pub struct VersionSlot {
     pub incompatible: Option<String>,
     /// Its files were removed, but it keeps serving from memory because no other version is ready to replace it.
     pub files_removed: bool,
-    /// For a lazy model not resident: the signature its file declares (read without a session).
+    /// For a version of a lazy model that is not resident but loads on its next request: the signature its file
+    /// declares (read without a session).
     pub declared: Option<Arc<crate::model::Signature>>,
+}
+
+impl VersionSlot {
+    /// Not resident, and its next request loads it.
+    pub fn loads_on_demand(&self) -> bool {
+        self.model.is_none() && self.declared.is_some()
+    }
 }
 
 impl ModelEntry {
@@ -102,19 +111,24 @@ pub enum RegistryError {
     ModelsNotReady { reasons: String },
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// A lazy model that is not resident: its first request loads it ([`Registry::demand`]).
-    #[error("model '{model}' is not loaded: {reason}")]
-    Unloaded { model: String, reason: String },
+    /// A version of a lazy model that is not resident: its first request loads it ([`Registry::demand`]).
+    #[error("model '{model}' version {version} is not loaded: {reason}")]
+    Unloaded {
+        model: String,
+        version: u64,
+        reason: String,
+    },
     #[error("model '{model}' did not load within {waited_ms} ms; it is still loading, retry")]
     LoadTimedOut { model: String, waited_ms: u64 },
 }
 
-/// Loads a lazy model on demand: the repository manager, reached through the registry so the request path needs
-/// nothing else. `Ok` once the model has a ready default version; `Err` says why it has none.
+/// Loads a version of a lazy model on demand: the repository manager, reached through the registry so the request
+/// path needs nothing else. `Ok` once the version is resident; `Err` says why it is not.
 pub trait OnDemand: Send + Sync {
     fn demand(
         &self,
         model: String,
+        version: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
 }
 
@@ -193,8 +207,9 @@ impl Registry {
         self.lazy_timeout.store(timeout_ms, Ordering::Relaxed);
     }
 
-    /// Loads the lazy `model` (concurrent callers share one load), waiting at most the lazy-load timeout.
-    pub async fn demand(&self, model: &str) -> Result<(), RegistryError> {
+    /// Loads `version` of the lazy `model` (concurrent callers share one load), waiting at most the lazy-load
+    /// timeout.
+    pub async fn demand(&self, model: &str, version: u64) -> Result<(), RegistryError> {
         let loader = self.on_demand.get().and_then(std::sync::Weak::upgrade);
         let Some(loader) = loader else {
             return Err(RegistryError::NotReady {
@@ -205,7 +220,7 @@ impl Registry {
         let waited_ms = self.lazy_timeout.load(Ordering::Relaxed);
         // Spawned: a request that gives up leaves the load running for the next one.
         let name = model.to_owned();
-        let load = tokio::spawn(async move { loader.demand(name).await });
+        let load = tokio::spawn(async move { loader.demand(name, version).await });
         match tokio::time::timeout(std::time::Duration::from_millis(waited_ms), load).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(reason))) => Err(RegistryError::NotReady {
@@ -310,14 +325,18 @@ impl Registry {
             reason,
         };
         if entry.lazy {
-            let version = version
-                .and_then(|v| v.parse::<u64>().ok())
-                .or(entry.default);
-            if let Some(slot) = version.and_then(|v| entry.versions.get(&v)) {
-                return Err(RegistryError::Unloaded {
-                    model: model.to_owned(),
-                    reason: slot.reason.clone().unwrap_or_default(),
-                });
+            let target = match version {
+                Some(v) => v.parse::<u64>().ok(),
+                None => entry.default,
+            };
+            if let Some((v, slot)) = target.and_then(|v| Some((v, entry.versions.get(&v)?))) {
+                if slot.loads_on_demand() {
+                    return Err(RegistryError::Unloaded {
+                        model: model.to_owned(),
+                        version: v,
+                        reason: slot.reason.clone().unwrap_or_default(),
+                    });
+                }
             }
         }
         let Some(version) = version else {
@@ -352,8 +371,8 @@ impl Registry {
         }
     }
 
-    /// For a lazy model that is not resident: the version a request would load (`version`, else the default) and
-    /// the signature its file declares.
+    /// For a version of a lazy model that is not resident (`version`, else the default): that version and the
+    /// signature its file declares.
     pub fn declared(
         &self,
         model: &str,
@@ -365,7 +384,8 @@ impl Registry {
             Some(v) => v.parse::<u64>().ok()?,
             None => entry.default?,
         };
-        Some((version, entry.versions.get(&version)?.declared.clone()?))
+        let slot = entry.versions.get(&version).filter(|s| s.model.is_none())?;
+        Some((version, slot.declared.clone()?))
     }
 
     /// The loaded versions a statistics request names: every model's (`None`), one model's, or one version (which

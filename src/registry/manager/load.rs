@@ -75,7 +75,13 @@ impl RepositoryManager {
             work.reason = Some(format!("{} does not exist", work.path.display()));
             return work;
         };
-        let failed = state.failed.get(&key) == Some(&fingerprint);
+        let failed = state
+            .failed
+            .get(&key)
+            .filter(|(seen, _)| *seen == fingerprint)
+            .map(|(_, reason)| reason.clone());
+        let failed_reason = failed.clone();
+        let failed = failed.is_some();
         match (previous, state.loaded.get(&key) == Some(&fingerprint)) {
             (Some(_), true) => work.state = VersionState::Ready,
             (Some(_), false) if failed => {
@@ -88,7 +94,7 @@ impl RepositoryManager {
             }
             (None, _) if failed => {
                 work.state = VersionState::Failed;
-                work.reason = old.and_then(|s| s.reason.clone());
+                work.reason = failed_reason;
             }
             (None, _) if !self.settled(&fingerprint) => {
                 work.state = VersionState::Waiting;
@@ -136,7 +142,7 @@ impl RepositoryManager {
                 }
                 Err(LoadFailure { reason, retry }) => {
                     if !retry {
-                        state.failed.insert(key, fingerprint);
+                        state.failed.insert(key, (fingerprint, reason.clone()));
                     }
                     if w.model.is_some() {
                         w.state = VersionState::Ready;

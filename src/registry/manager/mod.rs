@@ -34,6 +34,7 @@ use crate::model::{LoadOptions, ModelVersion, VersionSettings};
 use crate::repository::{self, ModelConfig, ModelDir, RepositoryError};
 
 use self::load::{judge, Fingerprint, WAITING};
+pub use self::residency::Residency;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManageError {
@@ -70,8 +71,8 @@ type Key = (String, u64);
 struct ManagerState {
     /// Fingerprint of the file each loaded version came from.
     loaded: HashMap<Key, Fingerprint>,
-    /// Fingerprint of the last failed attempt, not retried until the file or settings change.
-    failed: HashMap<Key, Fingerprint>,
+    /// Fingerprint of the last failed attempt, not retried until the file or settings change, and why it failed.
+    failed: HashMap<Key, (Fingerprint, String)>,
     /// The last `model.toml` applied per model; a change clears operator overrides of the default.
     configs: HashMap<String, ModelConfig>,
     /// Models an operator unloaded: left unloaded until an operator loads them again.
@@ -84,11 +85,11 @@ struct ManagerState {
     overrides: HashMap<String, LoadOverride>,
     /// Versions that left the map in this change, released once the new map is installed.
     retired: Vec<Arc<ModelVersion>>,
-    /// Lazy models requested since they were last unloaded, with when (Unix ms): resident like eager ones until
-    /// evicted.
-    demanded: HashMap<String, u64>,
-    /// Lazy models evicted (least recently used), until they are requested again.
-    evicted: HashSet<String>,
+    /// Versions of lazy models requested since they were last unloaded, with when (Unix ms): resident like eager
+    /// ones until evicted.
+    demanded: HashMap<Key, u64>,
+    /// Versions of lazy models evicted (least recently used), until they are requested again.
+    evicted: HashSet<Key>,
     /// Signatures read from lazy versions' files, by the fingerprint they were read at.
     declared: HashMap<Key, (Fingerprint, Arc<crate::model::Signature>)>,
     /// What the loads of the change under way are counted as.
@@ -122,9 +123,9 @@ pub struct RepositoryManager {
     load_slots: Arc<Semaphore>,
     /// The budget a load reserves its estimated memory from, when loads count (`memory::plan`).
     memory: Option<(MemoryBudget, Duration)>,
-    /// When models load (`models.default_load`) and how many may be resident (`models.max_loaded_models`, 0: any).
-    default_load: LoadMode,
-    max_loaded_models: usize,
+    /// When models load (`models.default_load`) and what may be resident (`models.max_loaded_models`,
+    /// `models.max_loaded_bytes`).
+    residency: Residency,
 }
 
 impl RepositoryManager {
@@ -146,16 +147,14 @@ impl RepositoryManager {
             load_options: LoadOptions::default(),
             load_slots: Arc::new(Semaphore::new(1)),
             memory: None,
-            default_load: LoadMode::Eager,
-            max_loaded_models: 0,
+            residency: Residency::default(),
         }
     }
 
-    /// Models without a `load` in `model.toml` load as `default_load`; at most `max_loaded_models` are resident
-    /// (0: no cap), lazy ones evicted least recently used first.
-    pub fn with_residency(mut self, default_load: LoadMode, max_loaded_models: usize) -> Self {
-        self.default_load = default_load;
-        self.max_loaded_models = max_loaded_models;
+    /// Models without a `load` in `model.toml` load as `default_load`; the caps on what is resident are kept by
+    /// evicting lazy versions, least recently used first.
+    pub fn with_residency(mut self, residency: Residency) -> Self {
+        self.residency = residency;
         self
     }
 
@@ -230,9 +229,14 @@ impl RepositoryManager {
         if force {
             state.force_once.insert(model.to_owned());
         }
-        // A load call makes a lazy model resident, as its first request would.
-        state.demanded.insert(model.to_owned(), residency::now_ms());
-        state.evicted.remove(model);
+        // A load call makes a lazy model's default version resident, as its first request would.
+        if state.configs.get(model).is_some_and(|c| self.is_lazy(c)) {
+            self.demand_default(&mut state, model)
+                .map_err(|reason| ManageError::LoadFailed {
+                    model: model.to_owned(),
+                    reason,
+                })?;
+        }
         state.cause = LoadCause::LoadCall;
         let result = self.reconcile_locked(&mut state).await;
         state.force_once.remove(model);
@@ -270,7 +274,7 @@ impl RepositoryManager {
             return Err(ManageError::UnknownModel(model.to_owned()));
         }
         state.unloaded.insert(model.to_owned());
-        state.demanded.remove(model);
+        state.demanded.retain(|(m, _), _| m != model);
         self.reconcile_locked(&mut state).await.map(|_| ())
     }
 
@@ -301,12 +305,37 @@ impl RepositoryManager {
     }
 
     async fn reconcile_locked(&self, state: &mut ManagerState) -> Result<Reconciled, ManageError> {
+        self.reconcile_scope(state, None).await
+    }
+
+    /// Reconciles the models named in `only` (their directories alone are read; the rest of the map stays as it
+    /// is), or the whole repository.
+    async fn reconcile_scope(
+        &self,
+        state: &mut ManagerState,
+        only: Option<BTreeSet<String>>,
+    ) -> Result<Reconciled, ManageError> {
         let root = self.root.clone();
-        let dirs = tokio::task::spawn_blocking(move || repository::scan(&root))
-            .await
-            .map_err(|e| ManageError::Repository(e.to_string()))??;
         let current = self.registry.snapshot();
-        let mut next = ModelMap::new();
+        let (dirs, mut next) = match &only {
+            None => {
+                let dirs = tokio::task::spawn_blocking(move || repository::scan(&root))
+                    .await
+                    .map_err(|e| ManageError::Repository(e.to_string()))??;
+                (dirs, ModelMap::new())
+            }
+            Some(names) => {
+                let names = names.clone();
+                let dirs = tokio::task::spawn_blocking(move || {
+                    repository::scan_models(&root, names.iter().map(String::as_str))
+                })
+                .await
+                .map_err(|e| ManageError::Repository(e.to_string()))?;
+                let mut next = (*current).clone();
+                next.retain(|name, _| !only.as_ref().is_some_and(|o| o.contains(name)));
+                (dirs, next)
+            }
+        };
         let mut report = Reconciled::default();
         for dir in dirs {
             let name = dir.name.clone();
@@ -321,6 +350,7 @@ impl RepositoryManager {
         }
         // A model whose directory was removed is unloaded: an explicit intent.
         for (name, old) in current.iter().filter(|(n, _)| !next.contains_key(*n)) {
+            state.demanded.retain(|(m, _), _| m != name);
             tracing::info!(model = %name, "model directory removed; unloading the model");
             self.retire_all(state, name, old);
         }
@@ -329,6 +359,14 @@ impl RepositoryManager {
         state.failed.retain(|(m, _), _| names.contains(m));
         state.configs.retain(|m, _| names.contains(m));
         state.overrides.retain(|m, _| names.contains(m));
+        state.declared.retain(|(m, _), _| names.contains(m));
+        // A version asked for that did not load (failed, or its file still settling) holds no place under the caps;
+        // its next request asks again.
+        state.demanded.retain(|(m, v), _| {
+            next.get(m)
+                .and_then(|e| e.versions.get(v))
+                .is_some_and(|s| s.model.is_some())
+        });
         self.install(next);
         drop(current);
         self.release(std::mem::take(&mut state.retired)).await;
@@ -367,11 +405,11 @@ impl RepositoryManager {
         );
         let force = config.force || state.force_once.contains(&name);
         let settings = config.version_settings();
-        // A lazy model nothing asked for (and routing does not refer to) is listed, not loaded.
-        if config.load.unwrap_or(self.default_load) == LoadMode::Lazy
-            && !state.demanded.contains_key(&name)
-            && keep.iter().all(|v| Some(*v) == pinned)
-        {
+        // A lazy model holds resident only the versions asked for and those routing refers to; with none, it is
+        // listed, not loaded.
+        let lazy = self.is_lazy(&config);
+        let resident = lazy.then(|| self.resident_set(state, &name));
+        if resident.as_ref().is_some_and(BTreeSet::is_empty) {
             self.retire_all(state, &name, &old);
             return self.lazy_entry(state, &name, versions, &config, pinned);
         }
@@ -386,8 +424,21 @@ impl RepositoryManager {
                 (v.version, work)
             })
             .collect();
-        self.load_selected(state, &name, &mut work, &config, &keep, pinned, &old, force)
-            .await;
+        if let Some(resident) = &resident {
+            self.leave_unasked(state, &name, &mut work, resident);
+        }
+        self.load_selected(
+            state,
+            &name,
+            &mut work,
+            &config,
+            &keep,
+            resident.as_ref(),
+            pinned,
+            &old,
+            force,
+        )
+        .await;
         let wanted = config.version_policy.select(&states(&work), &keep);
         let candidates: Vec<Candidate> = wanted
             .iter()
@@ -398,9 +449,34 @@ impl RepositoryManager {
             })
             .collect();
         // Successor before retirement: when nothing selected can be the default, the default that served stays.
-        let default = choose_default(&candidates, pinned)
+        let mut default = choose_default(&candidates, pinned)
             .or(old.default.filter(|_| old.default_model().is_some()));
-        self.assemble(state, &name, work, &wanted, default, old, force, &config)
+        if lazy {
+            // The version a request without one loads, when it is not resident.
+            let policy_default = pinned
+                .filter(|p| wanted.contains(p))
+                .or_else(|| wanted.iter().max().copied());
+            if let Some(d) = policy_default.filter(|d| work[d].model.is_none()) {
+                default = Some(d);
+            }
+        }
+        // Versions of a lazy model that are not resident load on their next request.
+        let on_demand: Vec<(u64, PathBuf)> = work
+            .iter()
+            .filter(|(v, w)| {
+                lazy && w.model.is_none()
+                    && (w.state == VersionState::Failed
+                        || (w.state == VersionState::Loadable && wanted.contains(v)))
+            })
+            .map(|(v, w)| (*v, w.path.clone()))
+            .collect();
+        let mut entry = self.assemble(state, &name, work, &wanted, default, old, force, &config);
+        for (version, path) in on_demand {
+            let slot = self.lazy_slot(state, &name, version, &path, &settings);
+            entry.versions.insert(version, slot);
+        }
+        entry.lazy = lazy;
+        entry
     }
 
     /// The model's `model.toml` with the load call's override applied; a changed configuration drops a default set
@@ -425,6 +501,7 @@ impl RepositoryManager {
     /// Loads what the version policy selects until nothing selected is left to load (a failed load makes the
     /// policy pick again), judging each load with the schema guard: against the default that serves now, or, on a
     /// first load, against the pinned or newest version that loads.
+    /// `only` (a lazy model's resident versions) limits what loads.
     #[allow(clippy::too_many_arguments)]
     async fn load_selected(
         &self,
@@ -433,6 +510,7 @@ impl RepositoryManager {
         work: &mut BTreeMap<u64, Work>,
         config: &ModelConfig,
         keep: &BTreeSet<u64>,
+        only: Option<&BTreeSet<u64>>,
         pinned: Option<u64>,
         old: &ModelEntry,
         force: bool,
@@ -445,6 +523,7 @@ impl RepositoryManager {
                 .iter()
                 .copied()
                 .filter(|v| work[v].state == VersionState::Loadable)
+                .filter(|v| only.is_none_or(|o| o.contains(v)))
                 .collect();
             if to_load.is_empty() {
                 return;
@@ -466,6 +545,7 @@ impl RepositoryManager {
                 version: *v,
                 ready: slot.model.is_some(),
                 files_removed: slot.files_removed,
+                bytes: slot.model.as_ref().map_or(0, |m| m.resident_bytes as u64),
             })
         });
         self.metrics.set_model_states(states);

@@ -4,7 +4,8 @@
 # time, hit ratio, latencies of hits and of requests that waited for a load, resident memory against the cap. Then
 # the hit path's cost: the 50 most requested models resident, lazy against the same 50 as a plain (eager)
 # repository, interleaved runs of the same traffic.
-#   scripts/perf/many-models.sh            # BENCH_REQUESTS (default 40000) per run, BENCH_REPEATS (3) rounds
+#   scripts/perf/many-models.sh            # BENCH_REQUESTS (default 40000) per run, BENCH_REPEATS (3) rounds,
+#                                          # BENCH_HIT_REQUESTS (200000) per hit-path run
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -15,6 +16,7 @@ bin="$root/target/pgo/sluice"
 zipf="$root/target/pgo/examples/zipf"
 requests="${BENCH_REQUESTS:-40000}"
 repeats="${BENCH_REPEATS:-3}"
+hit_requests="${BENCH_HIT_REQUESTS:-200000}"
 work="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -63,6 +65,6 @@ lazy_port=$port
 serve "$work/fifty"
 eager_port=$port
 for r in $(seq 1 "$repeats"); do
-  printf 'lazy  '; "$zipf" "http://127.0.0.1:$lazy_port" 50 8 "$requests" 1.1 "$r"
-  printf 'eager '; "$zipf" "http://127.0.0.1:$eager_port" 50 8 "$requests" 1.1 "$r"
+  printf 'lazy  '; "$zipf" "http://127.0.0.1:$lazy_port" 50 8 "$hit_requests" 1.1 "$r"
+  printf 'eager '; "$zipf" "http://127.0.0.1:$eager_port" 50 8 "$hit_requests" 1.1 "$r"
 done

@@ -80,6 +80,33 @@ pub fn trim() {
     }
 }
 
+/// Coalesced [`trim`]s: releases that come in a burst (lazy versions evicted one after another) share one trim
+/// [`Trimmer::DELAY`] after the first of them, instead of walking the allocators' arenas for each; memory still goes
+/// back shortly after the last release.
+#[derive(Debug, Default)]
+pub struct Trimmer {
+    pending: std::sync::atomic::AtomicBool,
+}
+
+impl Trimmer {
+    pub const DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+    /// Asks for a trim on a blocking thread within [`Trimmer::DELAY`]; an ask while one is pending joins it. Needs a
+    /// Tokio runtime.
+    pub fn soon(self: &std::sync::Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = std::sync::Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Self::DELAY).await;
+            this.pending.store(false, Ordering::Release);
+            let _ = tokio::task::spawn_blocking(trim).await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,12 +63,14 @@ impl Metrics {
         })
     }
 
-    /// Replaces the per-version series with the versions now known (a version that went away leaves no series
-    /// behind): readiness, files removed and the loaded count from `states`; model cards and drift are set again by
-    /// their owners.
+    /// Brings the per-version series in line with the versions now known (a version that went away leaves no series
+    /// behind): readiness, files removed, model cards and the resident totals from `states`; drift is set again by
+    /// its owner.
     pub fn set_model_states<'a>(&self, states: impl Iterator<Item = VersionGauges<'a>>) {
-        self.models.set_states(states);
-        self.monitoring.reset_drift();
+        if self.models.set_states(states) {
+            // Drift series of versions that left go; the next report sets those of the others again.
+            self.monitoring.reset_drift();
+        }
     }
 
     /// Exports the memory budget, read when scraped: `sluice_memory_budget_bytes`, `sluice_memory_reserved_bytes`,

@@ -1,6 +1,9 @@
 //! The model versions' family: which versions are loaded and ready, which serve from memory after their files were
 //! removed, what their model cards say, and how long loads take and how often they fail.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
 use super::labels::LoadCause;
@@ -19,6 +22,8 @@ pub struct ModelMetrics {
     resident: IntGauge,
     resident_bytes: IntGauge,
     first_request_wait: Histogram,
+    /// What the per-version series show now, so a change touches only those that differ.
+    shown: Mutex<HashMap<(String, u64), Shown>>,
 }
 
 /// One version's state for [`ModelMetrics::set_states`].
@@ -29,6 +34,16 @@ pub struct VersionGauges<'a> {
     pub files_removed: bool,
     /// What the loaded version is estimated to hold (0 when not loaded).
     pub bytes: u64,
+    /// A loaded version's model card: owner, source, sha256 (empty when the card does not say).
+    pub card: Option<[String; 3]>,
+}
+
+/// What the gauges show for one version.
+#[derive(PartialEq)]
+struct Shown {
+    ready: bool,
+    files_removed: bool,
+    card: Option<[String; 3]>,
 }
 
 impl ModelMetrics {
@@ -90,6 +105,7 @@ impl ModelMetrics {
                 )
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             )?)?,
+            shown: Mutex::new(HashMap::new()),
         })
     }
 
@@ -115,39 +131,75 @@ impl ModelMetrics {
         self.load_failures.with_label_values(&[model]).inc();
     }
 
-    /// Sets `sluice_model_info` (1) for a loaded version, labelled from its card.
-    pub fn set_info(&self, model: &str, version: u64, owner: &str, source: &str, sha256: &str) {
-        self.info
-            .with_label_values(&[model, &version.to_string(), owner, source, sha256])
-            .set(1);
-    }
-
-    /// Replaces the per-version gauges and the loaded count with `states` (the model cards are set again after).
-    pub(super) fn set_states<'a>(&self, states: impl Iterator<Item = VersionGauges<'a>>) {
-        self.ready.reset();
-        self.files_removed.reset();
-        self.info.reset();
-        let mut loaded = 0;
+    /// Brings the per-version gauges, the model cards' info and the resident totals in line with `states`, every
+    /// version known: only the series that changed are touched, so a registry of thousands of versions costs little
+    /// per change. Returns whether a version that was loaded no longer is.
+    pub(super) fn set_states<'a>(&self, states: impl Iterator<Item = VersionGauges<'a>>) -> bool {
+        let mut shown = self
+            .shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next: HashMap<(String, u64), Shown> = HashMap::with_capacity(shown.len());
+        let (mut loaded, mut bytes) = (0i64, 0u64);
         let mut resident = std::collections::BTreeSet::new();
-        let mut bytes = 0u64;
+        let mut left = false;
         for state in states {
-            bytes += state.bytes;
             if state.ready {
                 resident.insert(state.model);
             }
-            let version = state.version.to_string();
-            let labels = [state.model, version.as_str()];
-            self.ready
-                .with_label_values(&labels)
-                .set(i64::from(state.ready));
-            if state.files_removed {
-                self.files_removed.with_label_values(&labels).set(1);
-            }
             loaded += i64::from(state.ready);
+            bytes += state.bytes;
+            let now = Shown {
+                ready: state.ready,
+                files_removed: state.files_removed,
+                card: state.card,
+            };
+            let key = (state.model.to_owned(), state.version);
+            let before = shown.remove(&key);
+            left |= before.as_ref().is_some_and(|b| b.ready && !now.ready);
+            if before.as_ref() != Some(&now) {
+                self.show(&key, before.as_ref(), Some(&now));
+            }
+            next.insert(key, now);
         }
+        for (key, before) in shown.drain() {
+            left |= before.ready;
+            self.show(&key, Some(&before), None);
+        }
+        *shown = next;
         self.loaded.set(loaded);
         self.resident.set(resident.len() as i64);
         self.resident_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        left
+    }
+
+    /// Replaces one version's series: `before` as they were (removed), `now` as they are (`None`: gone).
+    fn show(&self, (model, version): &(String, u64), before: Option<&Shown>, now: Option<&Shown>) {
+        let version = version.to_string();
+        let labels = [model.as_str(), version.as_str()];
+        if let Some(before) = before {
+            let _ = self.ready.remove_label_values(&labels);
+            if before.files_removed {
+                let _ = self.files_removed.remove_label_values(&labels);
+            }
+            if let Some([owner, source, sha256]) = &before.card {
+                let _ = self
+                    .info
+                    .remove_label_values(&[model, &version, owner, source, sha256]);
+            }
+        }
+        let Some(now) = now else { return };
+        self.ready
+            .with_label_values(&labels)
+            .set(i64::from(now.ready));
+        if now.files_removed {
+            self.files_removed.with_label_values(&labels).set(1);
+        }
+        if let Some([owner, source, sha256]) = &now.card {
+            self.info
+                .with_label_values(&[model, &version, owner, source, sha256])
+                .set(1);
+        }
     }
 }

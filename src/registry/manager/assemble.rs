@@ -2,6 +2,7 @@
 //! default whose files are gone keeps serving from memory, and the retirement and release of the rest.
 
 use super::*;
+use crate::memory::Trimmer;
 
 /// What [`RepositoryManager::assemble`] decided about a loaded version that serves.
 pub(super) struct Serving<'a> {
@@ -25,15 +26,12 @@ pub(super) fn unserved_reason(state: VersionState, reason: Option<String>) -> St
     }
 }
 
-/// Drops a version's sessions on a blocking thread, within a load slot.
-pub(super) async fn release_now(slots: &Semaphore, version: ModelVersion) {
+/// Drops a version's sessions on a blocking thread, within a load slot, and has freed memory returned soon after.
+pub(super) async fn release_now(slots: &Semaphore, trimmer: &Arc<Trimmer>, version: ModelVersion) {
     let _permit = slots.acquire().await;
     let (model, number) = (version.name.clone(), version.version);
-    let _ = tokio::task::spawn_blocking(move || {
-        drop(version);
-        crate::memory::trim();
-    })
-    .await;
+    let _ = tokio::task::spawn_blocking(move || drop(version)).await;
+    trimmer.soon();
     tracing::debug!(model, version = number, "retired model version released");
 }
 
@@ -215,14 +213,15 @@ impl RepositoryManager {
     pub(super) async fn release(&self, retired: Vec<Arc<ModelVersion>>) {
         for version in retired {
             match Arc::try_unwrap(version) {
-                Ok(version) => release_now(&self.load_slots, version).await,
+                Ok(version) => release_now(&self.load_slots, &self.trimmer, version).await,
                 Err(version) => {
                     let slots = Arc::clone(&self.load_slots);
+                    let trimmer = Arc::clone(&self.trimmer);
                     tokio::spawn(async move {
                         let mut version = version;
                         loop {
                             match Arc::try_unwrap(version) {
-                                Ok(unique) => break release_now(&slots, unique).await,
+                                Ok(unique) => break release_now(&slots, &trimmer, unique).await,
                                 Err(shared) => version = shared,
                             }
                             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -126,6 +126,8 @@ pub struct RepositoryManager {
     /// When models load (`models.default_load`) and what may be resident (`models.max_loaded_models`,
     /// `models.max_loaded_bytes`).
     residency: Residency,
+    /// Returns the memory of released versions to the system, once per burst of releases.
+    trimmer: Arc<crate::memory::Trimmer>,
 }
 
 impl RepositoryManager {
@@ -148,6 +150,7 @@ impl RepositoryManager {
             load_slots: Arc::new(Semaphore::new(1)),
             memory: None,
             residency: Residency::default(),
+            trimmer: Arc::default(),
         }
     }
 
@@ -546,22 +549,20 @@ impl RepositoryManager {
                 ready: slot.model.is_some(),
                 files_removed: slot.files_removed,
                 bytes: slot.model.as_ref().map_or(0, |m| m.resident_bytes as u64),
+                card: slot.model.as_ref().map(|m| {
+                    let card = m.card.as_ref();
+                    let field = |f: fn(&crate::model::ModelCard) -> &Option<String>| {
+                        card.and_then(|c| f(c).clone()).unwrap_or_default()
+                    };
+                    [
+                        field(|c| &c.owner),
+                        field(|c| &c.source),
+                        field(|c| &c.sha256),
+                    ]
+                }),
             })
         });
         self.metrics.set_model_states(states);
-        for (name, entry) in &map {
-            for model in entry.versions.values().filter_map(|s| s.model.as_ref()) {
-                let card = model.card.clone().unwrap_or_default();
-                let field = |v: &Option<String>| v.clone().unwrap_or_default();
-                self.metrics.models.set_info(
-                    name,
-                    model.version,
-                    &field(&card.owner),
-                    &field(&card.source),
-                    &field(&card.sha256),
-                );
-            }
-        }
         self.registry.install(map);
     }
 }

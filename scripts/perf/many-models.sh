@@ -6,6 +6,7 @@
 # repository, interleaved runs of the same traffic.
 #   scripts/perf/many-models.sh            # BENCH_REQUESTS (default 40000) per run, BENCH_REPEATS (3) rounds,
 #                                          # BENCH_HIT_REQUESTS (200000) per hit-path run
+#   BENCH_MAX_BYTES=268435456 scripts/perf/many-models.sh   # cap the 1,000 by models.max_loaded_bytes instead
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -49,12 +50,17 @@ rss_mib() { echo $(( $(awk '/VmRSS/ {print $2}' "/proc/$1/status") / 1024 )); }
 make_repo "$work/many" 1000
 make_repo "$work/fifty" 50
 
-echo "== 1,000 lazy models, max_loaded_models = 50, Zipf s = 1.1, c = 8, $requests requests per run"
-serve "$work/many" SLUICE__MODELS__DEFAULT_LOAD=lazy SLUICE__MODELS__MAX_LOADED_MODELS=50
+if [ -n "${BENCH_MAX_BYTES:-}" ]; then
+  cap="SLUICE__MODELS__MAX_LOADED_BYTES=$BENCH_MAX_BYTES"
+else
+  cap="SLUICE__MODELS__MAX_LOADED_MODELS=50"
+fi
+echo "== 1,000 lazy models, ${cap#SLUICE__MODELS__}, Zipf s = 1.1, c = 8, $requests requests per run"
+serve "$work/many" SLUICE__MODELS__DEFAULT_LOAD=lazy "$cap"
 echo "start to ready: ${ready_ms} ms; RSS at ready: $(rss_mib "$pid") MiB"
 for r in $(seq 1 "$repeats"); do
   "$zipf" "http://127.0.0.1:$port" 1000 8 "$requests" 1.1 "$r"
-  echo "RSS: $(rss_mib "$pid") MiB; resident: $(curl -s "http://127.0.0.1:$port/metrics" | awk '/^sluice_models_resident /{print $2}')"
+  echo "RSS: $(rss_mib "$pid") MiB; resident: $(curl -s "http://127.0.0.1:$port/metrics" | awk '/^sluice_models_resident /{print $2} /^sluice_models_resident_bytes /{print $2, "bytes"}' | paste -sd' ')"
 done
 kill "$pid"; wait "$pid" 2>/dev/null || true
 

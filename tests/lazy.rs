@@ -377,3 +377,39 @@ fn a_lazy_version_that_fails_to_load_says_why_and_is_not_retried_until_it_change
     });
     assert_eq!(row(&server, "m00")["state"], "READY");
 }
+
+/// What routing refers to and a `default_version` are pinned: they stay resident while other lazy models churn
+/// through the cap, and count towards it.
+#[test]
+fn versions_that_routing_or_default_version_pin_are_never_evicted() {
+    let repo = repo(5);
+    std::fs::remove_dir_all(repo.path().join("digits_mlp")).unwrap();
+    std::fs::write(repo.path().join("m00/model.toml"), "default_version = 1\n").unwrap();
+    let routing = repo.path().join("routing.toml");
+    std::fs::write(&routing, "[m01]\nstable = 1\n").unwrap();
+    let server = start(
+        repo.path(),
+        &[
+            ("SLUICE__MODELS__MAX_LOADED_MODELS", "3"),
+            ("SLUICE__ROUTING__FILE", routing.to_str().unwrap()),
+        ],
+    );
+    // Routing's version loads with the policy; the default_version one on its first request.
+    wait_for("routing's version to load", || {
+        row(&server, "m01")["state"] == "READY"
+    });
+    assert_eq!(infer(&server, "m00").0, 200);
+    for _ in 0..2 {
+        for model in ["m02", "m03", "m04"] {
+            assert_eq!(infer(&server, model).0, 200, "{model}");
+            assert_eq!(row(&server, "m00")["state"], "READY");
+            assert_eq!(row(&server, "m01")["state"], "READY");
+            assert!(metric(&server, "sluice_models_resident ") <= 3.0);
+        }
+    }
+    assert_eq!(
+        metric(&server, "sluice_model_evictions_total{model=\"m03\"} "),
+        2.0,
+        "the unpinned models took turns in the one free place"
+    );
+}

@@ -27,6 +27,55 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub monitoring: MonitoringSettings,
     pub payload_log: PayloadLogSettings,
+    pub tracing: TracingSettings,
+}
+
+/// Distributed tracing: OTLP export of a span per request and its phases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    pub enabled: bool,
+    /// The collector's OTLP endpoint; empty: the standard `OTEL_EXPORTER_OTLP_*` variables, else the protocol's
+    /// default on localhost.
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// Share of new traces recorded; a caller's sampling decision (its `traceparent`) is followed.
+    pub sample_ratio: f64,
+    /// `service.name`; empty: `OTEL_SERVICE_NAME`, else "sluice".
+    pub service_name: String,
+    /// More resource attributes, `key=value,key=value` (as `OTEL_RESOURCE_ATTRIBUTES`, which also applies).
+    pub resource_attributes: String,
+    /// Spans waiting for export; beyond it new spans are dropped and counted.
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub export_interval_ms: u64,
+    pub export_timeout_ms: u64,
+}
+
+impl TracingSettings {
+    /// `resource_attributes` as (key, value) pairs, or the pair that is not `key=value`.
+    pub fn resource_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.resource_attributes
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|pair| match pair.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    Ok((key.trim().to_owned(), value.trim().to_owned()))
+                }
+                _ => Err(pair.to_owned()),
+            })
+            .collect()
+    }
+}
+
+/// How spans are sent to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -404,6 +453,21 @@ impl Settings {
             return Err(ConfigError::InvalidValue {
                 key: "models.load_concurrency",
                 message: "must be at least 1".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err(ConfigError::InvalidValue {
+                key: "tracing.sample_ratio",
+                message: format!(
+                    "{} is not a share between 0 and 1",
+                    self.tracing.sample_ratio
+                ),
+            });
+        }
+        if let Err(pair) = self.tracing.resource_pairs() {
+            return Err(ConfigError::InvalidValue {
+                key: "tracing.resource_attributes",
+                message: format!("'{pair}' is not key=value"),
             });
         }
         if self

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod model;
 pub mod monitoring;
+pub mod otel;
 pub mod proto;
 pub mod registry;
 pub mod repository;

@@ -235,13 +235,18 @@ impl Server {
             }
             served
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = serve => result,
             () = grace_expired(closing_rx, timings.grace) => {
                 tracing::warn!("shutdown grace period over; exiting with requests still in flight");
                 Ok(())
             }
+        };
+        // The last requests' spans go out before the process does (bounded: a collector that is down costs 2 s).
+        if let Some(tracing) = &state.tracing {
+            tracing.flush(Duration::from_secs(2)).await;
         }
+        result
     }
 }
 
@@ -586,6 +591,8 @@ fn build_state_with(
     let admin = settings
         .admin_access()
         .map_err(|e| StartError::Config(e.to_string()))?;
+    let tracing = crate::otel::Tracing::start(&settings.tracing, metrics.traces.clone())
+        .map_err(|e| StartError::Config(e.to_string()))?;
     if admin == AdminAccess::Open {
         tracing::warn!(
             port = settings.admin.port,
@@ -603,6 +610,7 @@ fn build_state_with(
         max_body_bytes: settings.server.max_body_bytes,
         memory: budget,
         memory_wait: Duration::from_millis(settings.limits.memory_wait_ms),
+        tracing,
     }))
 }
 

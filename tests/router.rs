@@ -261,7 +261,7 @@ async fn panics_become_500s_with_v2_bodies() {
     let router = axum::Router::new()
         .route("/boom", axum::routing::get(boom))
         .route("/ok", axum::routing::get(|| async { "ok" }));
-    let app = sluice::middleware::with_common_layers(router, &settings);
+    let app = sluice::middleware::with_common_layers(router, &settings, None);
     let response = app
         .clone()
         .oneshot(Request::builder().uri("/boom").body(Body::empty()).unwrap())

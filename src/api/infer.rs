@@ -23,6 +23,7 @@ use super::{ApiError, AppState, V2Path};
 use crate::inference::{InferCall, Payload, OFF_WORKER_BYTES};
 use crate::memory::{Footprint, MemoryError, Reservation, SMALL_BODY};
 use crate::model::InferError;
+use crate::otel::RequestTrace;
 use crate::tensor::json::{encode_binary_response, encode_response, encoded_size, InferResponse};
 use crate::tensor::Tensor;
 
@@ -72,15 +73,17 @@ async fn serve(
     version: Option<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (headers, body, memory) =
+    let (headers, body, memory, trace) =
         read_reserved(state, &model, version.as_deref(), request, None).await?;
     let mut call = call(model, version, headers, body)?;
     call.memory = memory;
+    call.trace = trace;
     run(state, call).await
 }
 
 /// The request's headers (moved out: axum's `HeaderMap` extractor would copy them), its whole body (at most
-/// `server.max_body_bytes` after decompression, else 413) and the memory reserved for it.
+/// `server.max_body_bytes` after decompression, else 413), the memory reserved for it, and its place in a trace
+/// (when tracing is on).
 ///
 /// A large body's memory is reserved before it is read, waiting for it if need be: what the version's requests of
 /// that size held (`memory::Footprint`), or `per_body_byte` times its length when the front end holds more (V1's
@@ -92,8 +95,9 @@ pub(super) async fn read_reserved(
     version: Option<&str>,
     request: Request,
     per_body_byte: Option<usize>,
-) -> Result<(HeaderMap, Bytes, Reservation), ApiError> {
-    let (parts, body) = request.into_parts();
+) -> Result<(HeaderMap, Bytes, Reservation, Option<RequestTrace>), ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let trace = parts.extensions.remove::<RequestTrace>();
     let declared = declared_length(&parts.headers);
     let estimate = |bytes: usize| {
         let footprint = match state.registry.resolve(model, version) {
@@ -130,7 +134,7 @@ pub(super) async fn read_reserved(
         ReadError::Memory(e) => ApiError::Memory(e),
         ReadError::Body(e) => body_error(e, state.max_body_bytes),
     })?;
-    Ok((parts.headers, body, memory))
+    Ok((parts.headers, body, memory, trace))
 }
 
 /// The body's length when the client declared it and it is not compressed (a compressed body inflates to an
@@ -312,6 +316,7 @@ fn call(
 /// The body is parsed as JSON whatever its `Content-Type` (some standard clients send none); with
 /// `Inference-Header-Content-Length` it is a JSON header followed by raw tensor bytes.
 async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
+    let trace = call.trace.as_ref().filter(|t| t.sampled()).cloned();
     let mut done = state.pipeline.clone().oneshot(call).await?;
     let mut memory = std::mem::take(&mut done.memory);
     let response = InferResponse {
@@ -364,6 +369,16 @@ async fn run(state: &AppState, call: InferCall) -> Result<Response, ApiError> {
         ApiError::Inference(InferError::Internal(format!("encoding the response: {e}")).into())
     })?;
     done.model.stats.output(encoding.elapsed());
+    if let Some(trace) = &trace {
+        let attributes = || {
+            vec![opentelemetry::KeyValue::new(
+                "sluice.response.bytes",
+                body.len() as i64,
+            )]
+        };
+        let span = (encoding, std::time::Instant::now());
+        trace.phase("encode", span, attributes, crate::otel::PhaseEnd::Ok);
+    }
     // The variant's own buffer becomes the header value (no copy).
     let variant = match done.variant {
         Cow::Borrowed(name) => HeaderValue::from_static(name),

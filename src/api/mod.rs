@@ -68,6 +68,8 @@ pub struct Shared {
     pub memory: MemoryBudget,
     /// How long a request waits for memory (`limits.memory_wait_ms`).
     pub memory_wait: std::time::Duration,
+    /// Distributed tracing, when `[tracing]` is on.
+    pub tracing: Option<crate::otel::Tracing>,
 }
 
 /// `axum::extract::Path` whose rejection is an [`ApiError`] (so a bad path gets a V2 error body too).

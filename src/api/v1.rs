@@ -56,7 +56,7 @@ pub async fn predict(
         return Err(ApiError::RouteNotFound(format!("/v1/models/{target}")));
     };
     // A JSON tree takes many times its text.
-    let (headers, body, memory) =
+    let (headers, body, memory, trace) =
         super::infer::read_reserved(&state, model, None, request, Some(V1_BYTES_PER_BODY_BYTE))
             .await?;
     let request: Value = serde_json::from_slice(&body)
@@ -76,6 +76,7 @@ pub async fn predict(
     };
     let mut call = InferCall::new(model.to_owned(), None, headers.into(), payload);
     call.memory = memory;
+    call.trace = trace;
     let done = state.pipeline.clone().oneshot(call).await?;
     let encoding = std::time::Instant::now();
     let body = V1Response {

@@ -23,6 +23,7 @@ use crate::config::AdminAccess;
 use crate::inference::{InferCall, Payload};
 use crate::middleware::{ApiKeys, Overload};
 use crate::model::{IoSpec, ModelVersion};
+use crate::otel::{PhaseEnd, RequestTrace};
 use crate::proto::grpc_inference_service_server::GrpcInferenceService;
 use crate::proto::model_metadata_response::TensorMetadata;
 use crate::proto::repository_index_response::ModelIndex;
@@ -84,6 +85,7 @@ impl Inference {
         &self,
         mut headers: HeaderMap,
         request: ModelInferRequest,
+        trace: Option<RequestTrace>,
     ) -> Result<Response<ModelInferResponse>, GrpcError> {
         let started = Instant::now();
         let request_id = match headers.get(REQUEST_ID) {
@@ -111,15 +113,27 @@ impl Inference {
         });
         let admitted = async {
             let _slot = self.admission.admit().await.ok_or(GrpcError::Shed)?;
-            self.run(headers, request, request_id).await
+            self.run(headers, request, request_id, trace.clone()).await
         };
         let result = tokio::time::timeout(limit, admitted.instrument(span))
             .await
             .unwrap_or(Err(GrpcError::Deadline {
                 ms: limit.as_millis(),
             }));
-        self.log(&result, &id, &model, started);
+        self.log(&result, &id, &model, started, trace.as_ref());
+        if let Some(trace) = &trace {
+            match &result {
+                Ok(_) => trace.finish_call(tonic::Code::Ok as i32, None),
+                Err(e) => trace.finish_call(e.code() as i32, Some(&e.to_string())),
+            }
+        }
         result
+    }
+
+    /// The call's server span, inside the trace its metadata carries, when tracing is on.
+    fn trace(&self, metadata: &HeaderMap) -> Option<RequestTrace> {
+        let tracing = self.state.tracing.as_ref()?;
+        Some(tracing.call(metadata, "inference.GRPCInferenceService", "ModelInfer"))
     }
 
     /// The request log line, as the HTTP access log writes it: failures always (an internal error at ERROR, others at
@@ -130,8 +144,11 @@ impl Inference {
         id: &str,
         model: &str,
         started: Instant,
+        trace: Option<&RequestTrace>,
     ) {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let trace_id = trace.map(RequestTrace::trace_id);
+        let span_id = trace.map(RequestTrace::span_id);
         match result {
             Ok(reply) if self.log_every_request => tracing::info!(
                 request_id = id,
@@ -140,6 +157,8 @@ impl Inference {
                 model_version = reply.get_ref().model_version.as_str(),
                 code = "OK",
                 latency_ms,
+                trace_id = trace_id.as_deref(),
+                span_id = span_id.as_deref(),
                 "request"
             ),
             Ok(_) => {}
@@ -155,6 +174,8 @@ impl Inference {
                             code = ?code,
                             latency_ms,
                             error = %e,
+                            trace_id = trace_id.as_deref(),
+                            span_id = span_id.as_deref(),
                             $message
                         )
                     };
@@ -176,6 +197,7 @@ impl Inference {
         headers: HeaderMap,
         request: ModelInferRequest,
         request_id: http::HeaderValue,
+        trace: Option<RequestTrace>,
     ) -> Result<Response<ModelInferResponse>, GrpcError> {
         let typed = wants_typed_outputs(&request);
         let wire_len = request.encoded_len();
@@ -186,7 +208,8 @@ impl Inference {
             request: Box::new(request),
             wire_len,
         };
-        let call = InferCall::new(model, version, headers.into(), payload);
+        let mut call = InferCall::new(model, version, headers.into(), payload);
+        call.trace = trace.clone();
         let mut done = self.state.pipeline.clone().oneshot(call).await?;
         // The encoding is about to be allocated beside the outputs: counted, and the version learns what requests of
         // this size hold.
@@ -204,6 +227,10 @@ impl Inference {
         );
         // Triton's statistics count the output phase of every successful request (perf_analyzer checks it).
         done.model.stats.output(encoding.elapsed());
+        if let Some(trace) = trace.as_ref().filter(|t| t.sampled()) {
+            let span = (encoding, Instant::now());
+            trace.phase("encode", span, Vec::new, PhaseEnd::Ok);
+        }
         let mut reply = Response::new(response);
         let metadata = reply.metadata_mut();
         metadata.insert(MODEL_VERSION, MetadataValue::from(done.model.version));
@@ -220,6 +247,20 @@ impl Inference {
 
     fn resolve(&self, name: &str, version: &str) -> Result<Arc<ModelVersion>, GrpcError> {
         Ok(self.state.registry.resolve(name, version_of(version))?)
+    }
+}
+
+/// Writes the call's trace context (`traceparent`, `tracestate`) into response metadata.
+fn inject(trace: &RequestTrace, metadata: &mut tonic::metadata::MetadataMap) {
+    let mut headers = HeaderMap::new();
+    trace.inject(&mut headers);
+    for (name, value) in &headers {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
+            MetadataValue::try_from(value.as_bytes()),
+        ) {
+            metadata.insert(key, value);
+        }
     }
 }
 
@@ -318,7 +359,24 @@ impl GrpcInferenceService for Inference {
     async fn model_infer(&self, request: Request<ModelInferRequest>) -> Reply<ModelInferResponse> {
         self.authorize(request.metadata())?;
         let (metadata, _, message) = request.into_parts();
-        Ok(self.infer(metadata.into_headers(), message).await?)
+        let headers = metadata.into_headers();
+        let trace = self.trace(&headers);
+        // The answer names the trace (`traceparent`), success or not.
+        match self.infer(headers, message, trace.clone()).await {
+            Ok(mut reply) => {
+                if let Some(trace) = &trace {
+                    inject(trace, reply.metadata_mut());
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                let mut status = Status::from(e);
+                if let Some(trace) = &trace {
+                    inject(trace, status.metadata_mut());
+                }
+                Err(status)
+            }
+        }
     }
 
     type ModelStreamInferStream = InferStream;
@@ -343,7 +401,8 @@ impl GrpcInferenceService for Inference {
                         status
                     }
                 })?;
-                Ok(match service.infer(headers, message).await {
+                let trace = service.trace(&headers);
+                Ok(match service.infer(headers, message, trace).await {
                     Ok(reply) => ModelStreamInferResponse {
                         error_message: String::new(),
                         infer_response: Some(reply.into_inner()),

@@ -12,6 +12,7 @@ use http::HeaderMap;
 use crate::memory::{MemoryError, Reservation};
 use crate::metrics::{Outcome, Protocol, PINNED};
 use crate::model::{InferError, ModelVersion};
+use crate::otel::RequestTrace;
 use crate::proto::ModelInferRequest;
 use crate::registry::RegistryError;
 use crate::tensor::json::{BinaryOutputs, DecodeError};
@@ -89,6 +90,8 @@ pub struct InferCall {
     /// The memory reserved for the request (empty when the front end reserved none: the core reserves the version's
     /// estimate then, waiting for it if need be).
     pub memory: Reservation,
+    /// The request's place in its trace, when tracing is on: the stages record their phases on it.
+    pub trace: Option<RequestTrace>,
 }
 
 impl InferCall {
@@ -106,6 +109,7 @@ impl InferCall {
             payload,
             capture_inputs: false,
             memory: Reservation::none(),
+            trace: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
 use tower::Service;
 
 use super::call::{InferCall, InferFuture, InferenceError, Inferred, Payload};
@@ -13,6 +14,7 @@ use crate::memory::Reservation;
 use crate::metrics::{Metrics, Outcome, VersionSeries};
 use crate::model::stats::RequestPhases;
 use crate::model::{InferError, ModelVersion};
+use crate::otel::{PhaseEnd, RequestTrace};
 use crate::registry::{Registry, RegistryError};
 use crate::tensor::json::{
     decode_with_binary, BinaryOutputs, DecodeError, DecodeLimits, InferRequest,
@@ -78,11 +80,23 @@ impl InferenceService {
             payload,
             capture_inputs,
             mut memory,
+            trace,
             ..
         } = call;
+        let mut marks = Marks::default();
         let result = self
-            .run(&target, series, payload, capture_inputs, &mut memory)
+            .run(
+                &target,
+                series,
+                payload,
+                capture_inputs,
+                &mut memory,
+                &mut marks,
+            )
             .await;
+        if let Some(trace) = trace.as_ref().filter(|t| t.sampled()) {
+            marks.record(trace, &target, &variant, &result);
+        }
         let outcome = match &result {
             Ok(_) => Outcome::Success,
             Err(e) => e.outcome(),
@@ -139,6 +153,7 @@ impl InferenceService {
         payload: Payload,
         capture_inputs: bool,
         memory: &mut Reservation,
+        marks: &mut Marks,
     ) -> Result<Ran, InferenceError> {
         // What the version's requests of this size held: waited for when the front end reserved nothing (its body
         // is small and read already), else taken if free (routing may have chosen a hungrier version).
@@ -146,11 +161,14 @@ impl InferenceService {
         memory
             .grow_to(target.footprint.estimate(wire_len), self.memory_wait)
             .await?;
+        marks.decode = Some(Instant::now());
         let request = self.decode(payload, memory).await?;
+        marks.decoded = Some(Instant::now());
         let inputs_len = Tensor::bytes_of(&request.inputs);
         let mut held = wire_len + inputs_len;
         memory.charge(held);
         let outputs = validate(&target.signature, &request)?;
+        marks.validated = Some(Instant::now());
         let captured = capture_inputs.then(|| request.inputs.clone());
         if captured.is_some() {
             held = wire_len + 2 * inputs_len;
@@ -161,6 +179,7 @@ impl InferenceService {
             drift.observe(&request.inputs);
         }
         let run_started = Instant::now();
+        marks.run = Some(run_started);
         let result = target.infer_timed(request.inputs, outputs, memory).await;
         let finished = match &result {
             Ok((_, timing)) => timing.finished,
@@ -208,6 +227,61 @@ impl InferenceService {
                 .map_err(|e| InferError::Internal(format!("decoding task failed: {e}")))?;
         memory.merge(held);
         request
+    }
+}
+
+/// When the request's phases began and ended, for its trace (set as the request passes them).
+#[derive(Default)]
+struct Marks {
+    decode: Option<Instant>,
+    decoded: Option<Instant>,
+    validated: Option<Instant>,
+    run: Option<Instant>,
+}
+
+impl Marks {
+    /// Writes the phases the request went through as spans of its trace: decode, validate, queue (waiting for a
+    /// session or a batch) and run; a failure marks the phase it happened in.
+    fn record(
+        &self,
+        trace: &RequestTrace,
+        target: &ModelVersion,
+        variant: &str,
+        result: &Result<Ran, InferenceError>,
+    ) {
+        let now = Instant::now();
+        let message = result.as_ref().err().map(ToString::to_string);
+        let mut phases: Vec<(&'static str, Instant, Instant)> = Vec::with_capacity(4);
+        if let Some(start) = self.decode {
+            phases.push(("decode", start, self.decoded.unwrap_or(now)));
+        }
+        if let Some(start) = self.decoded {
+            phases.push(("validate", start, self.validated.unwrap_or(now)));
+        }
+        match (self.run, result) {
+            (Some(start), Ok(ran)) => {
+                phases.push(("queue", start, start + ran.queued));
+                phases.push(("run", start + ran.queued, ran.finished));
+            }
+            (Some(start), Err(_)) => phases.push(("run", start, now)),
+            (None, _) => {}
+        }
+        let last = phases.len().saturating_sub(1);
+        for (i, (name, start, end)) in phases.into_iter().enumerate() {
+            let outcome = match &message {
+                Some(message) if i == last => PhaseEnd::Failed(message),
+                _ => PhaseEnd::Ok,
+            };
+            let attributes = || match name {
+                "run" => vec![
+                    KeyValue::new("sluice.model", target.name.clone()),
+                    KeyValue::new("sluice.model.version", target.version.to_string()),
+                    KeyValue::new("sluice.variant", variant.to_owned()),
+                ],
+                _ => Vec::new(),
+            };
+            trace.phase(name, (start, end), attributes, outcome);
+        }
     }
 }
 

@@ -119,3 +119,21 @@ impl LoadCause {
         }
     }
 }
+
+/// Why spans were not exported, as the `reason` label of `sluice_trace_spans_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanDrop {
+    QueueFull,
+    ExportFailed,
+}
+
+impl SpanDrop {
+    pub const ALL: [SpanDrop; 2] = [SpanDrop::QueueFull, SpanDrop::ExportFailed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SpanDrop::QueueFull => "queue_full",
+            SpanDrop::ExportFailed => "export_failed",
+        }
+    }
+}

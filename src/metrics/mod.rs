@@ -1,7 +1,7 @@
-//! Prometheus metrics, held in a [`Metrics`] value with its own registry (no process-global state), in five
+//! Prometheus metrics, held in a [`Metrics`] value with its own registry (no process-global state), in six
 //! families: [`RequestMetrics`] (inference requests), [`ModelMetrics`] (the versions and their loads),
-//! [`RoutingMetrics`] (shadow comparison, automatic rollback), [`MonitoringMetrics`] (drift, the payload log) and
-//! [`StoreMetrics`] (a repository in a bucket);
+//! [`RoutingMetrics`] (shadow comparison, automatic rollback), [`MonitoringMetrics`] (drift, the payload log),
+//! [`StoreMetrics`] (a repository in a bucket) and [`TraceMetrics`] (span export);
 //! plus the memory budget and the process, read when scraped.
 //!
 //! Names follow Prometheus conventions: `sluice_` prefix, base units, counters ending in `_total`, and bounded
@@ -14,6 +14,7 @@ mod monitoring;
 mod requests;
 mod routing;
 mod store;
+mod traces;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -22,13 +23,14 @@ use prometheus::{
 };
 
 pub use self::labels::{
-    LoadCause, Outcome, Protocol, ShadowOutcome, StoreOperation, PINNED, STABLE,
+    LoadCause, Outcome, Protocol, ShadowOutcome, SpanDrop, StoreOperation, PINNED, STABLE,
 };
 pub use self::models::{ModelMetrics, VersionGauges};
 pub use self::monitoring::MonitoringMetrics;
 pub use self::requests::{InFlight, RequestMetrics, VersionSeries};
 pub use self::routing::{Comparison, RoutingMetrics};
 pub use self::store::StoreMetrics;
+pub use self::traces::TraceMetrics;
 use crate::memory::MemoryBudget;
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
@@ -44,6 +46,7 @@ pub struct Metrics {
     pub routing: RoutingMetrics,
     pub monitoring: MonitoringMetrics,
     pub store: StoreMetrics,
+    pub traces: TraceMetrics,
 }
 
 impl Metrics {
@@ -59,6 +62,7 @@ impl Metrics {
             routing: RoutingMetrics::new(&add)?,
             monitoring: MonitoringMetrics::new(&add)?,
             store: StoreMetrics::new(&add)?,
+            traces: TraceMetrics::new(&add)?,
             registry,
         })
     }

@@ -42,12 +42,15 @@ use tracing::Instrument;
 
 use super::errors;
 use crate::api::Failure;
+use crate::otel::{route_template, RequestTrace, Tracing};
 
 /// Gives every request an id, catches panics, shapes errors and logs requests (see the module documentation).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AccessLayer {
     /// An INFO line for every request, not only for failures.
     pub every_request: bool,
+    /// Distributed tracing: a server span per request, its context in the request's extensions.
+    pub tracing: Option<Tracing>,
 }
 
 impl<S> Layer<S> for AccessLayer {
@@ -57,6 +60,7 @@ impl<S> Layer<S> for AccessLayer {
         Access {
             inner,
             every_request: self.every_request,
+            tracing: self.tracing.clone(),
         }
     }
 }
@@ -65,6 +69,7 @@ impl<S> Layer<S> for AccessLayer {
 pub struct Access<S> {
     inner: S,
     every_request: bool,
+    tracing: Option<Tracing>,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Access<S>
@@ -100,7 +105,20 @@ where
             model = tracing::field::Empty,
             version = tracing::field::Empty,
             variant = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
+        // The server span, inside the caller's trace (its `traceparent`) or a new one; handlers find it in the
+        // request's extensions.
+        let trace = self
+            .tracing
+            .as_ref()
+            .map(|t| t.request(request.headers(), request.method().as_str()));
+        if let Some(trace) = &trace {
+            if !span.is_disabled() {
+                span.record("trace_id", trace.trace_id());
+            }
+            request.extensions_mut().insert(trace.clone());
+        }
         let method = request.method().clone();
         let uri = request.uri().clone();
         let (inner, panicked) = match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
@@ -115,6 +133,7 @@ where
             id: Some(id),
             method,
             uri,
+            trace,
         }
     }
 }
@@ -132,6 +151,8 @@ pin_project! {
         id: Option<HeaderValue>,
         method: Method,
         uri: Uri,
+        // The request's server span, ended with the response.
+        trace: Option<RequestTrace>,
     }
 }
 
@@ -167,7 +188,19 @@ where
             this.uri,
             *this.started,
             *this.every_request,
+            this.trace.as_ref(),
         );
+        if let Some(trace) = this.trace.take() {
+            let status = response.status();
+            let failed = status.is_client_error() || status.is_server_error();
+            trace.finish(
+                this.method.as_str(),
+                &route_template(this.uri.path()),
+                status.as_u16(),
+                failed.then(|| failure(&response)),
+            );
+            trace.inject(response.headers_mut());
+        }
         Poll::Ready(Ok(response))
     }
 }
@@ -205,12 +238,22 @@ fn request_id(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
+/// What a failed response says went wrong: the message it came with, else its status's reason.
+fn failure<B>(response: &Response<B>) -> &str {
+    response
+        .extensions()
+        .get::<Failure>()
+        .map(|f| &*f.0)
+        .unwrap_or_else(|| response.status().canonical_reason().unwrap_or(""))
+}
+
 fn log<B>(
     response: &Response<B>,
     method: &Method,
     uri: &Uri,
     started: Instant,
     every_request: bool,
+    trace: Option<&RequestTrace>,
 ) {
     let status = response.status();
     let failed = status.is_client_error() || status.is_server_error();
@@ -219,11 +262,9 @@ fn log<B>(
     }
     let headers = response.headers();
     let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let error = response
-        .extensions()
-        .get::<Failure>()
-        .map(|f| &*f.0)
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or(""));
+    let error = failure(response);
+    let trace_id = trace.map(RequestTrace::trace_id);
+    let span_id = trace.map(RequestTrace::span_id);
     macro_rules! line {
         ($level:ident, $message:literal) => {
             tracing::$level!(
@@ -235,6 +276,8 @@ fn log<B>(
                 variant = header(&crate::api::VARIANT),
                 latency_ms = started.elapsed().as_secs_f64() * 1000.0,
                 error = failed.then_some(error),
+                trace_id = trace_id.as_deref(),
+                span_id = span_id.as_deref(),
                 $message
             )
         };
@@ -266,6 +309,7 @@ mod tests {
     > {
         AccessLayer {
             every_request: false,
+            tracing: None,
         }
         .layer(tower::service_fn(|request: Request<Body>| async move {
             let seen = request_id(request.headers()).to_owned();
@@ -311,6 +355,7 @@ mod tests {
     async fn an_id_the_handler_set_on_the_response_is_not_replaced() {
         let service = AccessLayer {
             every_request: false,
+            tracing: None,
         }
         .layer(tower::service_fn(|_: Request<Body>| async {
             let mut response = Response::new(Body::empty());
@@ -349,10 +394,12 @@ mod tests {
     async fn panics_in_call_or_while_polled_become_500s_with_v2_bodies_and_ids() {
         let in_call = AccessLayer {
             every_request: false,
+            tracing: None,
         }
         .layer(PanicsInCall);
         let while_polled = AccessLayer {
             every_request: false,
+            tracing: None,
         }
         .layer(tower::service_fn(|_: Request<Body>| async {
             if true {
@@ -393,6 +440,7 @@ mod tests {
     async fn credentials_reach_the_inside_marked_sensitive_and_other_headers_do_not() {
         let service = AccessLayer {
             every_request: false,
+            tracing: None,
         }
         .layer(tower::service_fn(|request: Request<Body>| async move {
             let sensitive = |name: &str| {

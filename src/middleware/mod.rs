@@ -28,6 +28,7 @@ use self::limits::RefuseOversizedLayer;
 pub use self::overload::Overload;
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::otel::Tracing;
 
 /// The largest body the management API reads: its requests are a few hundred bytes of JSON.
 const MANAGEMENT_BODY_BYTES: usize = 1 << 20;
@@ -72,8 +73,9 @@ where
     let routes = DefaultBodyLimit::max(settings.server.max_body_bytes.min(MANAGEMENT_BODY_BYTES))
         .layer(api::with_fallbacks(routes).with_state(state.clone()));
     // The inference routes ahead of the router, unless keys must be checked (the router does that per route).
+    let tracing = state.tracing.clone();
     let routes = api::InferRoutes::new(state, routes, open);
-    with_common_layers(admission.layer(routes), settings)
+    with_common_layers(admission.layer(routes), settings, tracing)
 }
 
 /// What [`app`] and [`with_common_layers`] build: a service for requests with bodies of type `B` (hyper's for the
@@ -100,9 +102,10 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError> + Send + Sync,
 {
+    let tracing = state.tracing.clone();
     let routes = DefaultBodyLimit::max(MANAGEMENT_BODY_BYTES)
         .layer(api::with_fallbacks(api::admin_routes()).with_state(state));
-    with_common_layers(routes, settings)
+    with_common_layers(routes, settings, tracing)
 }
 
 /// A router serving only `/metrics`, for `server.metrics_port`.
@@ -115,8 +118,12 @@ pub fn metrics_app(state: AppState) -> Router {
 /// router, served as it is (no outer router). `Router::layer` would box every route once per layer and clone that
 /// box on every request, and axum's middleware functions box their future and the rest of the stack on every
 /// request; on a small model those cost more than the inference itself. Only API-key checking,
-/// which runs only when keys are configured, is such a function.
-pub fn with_common_layers<S, B>(inner: S, settings: &Settings) -> impl App<B>
+/// which runs only when keys are configured, is such a function. With `tracing`, every request gets a server span.
+pub fn with_common_layers<S, B>(
+    inner: S,
+    settings: &Settings,
+    tracing: Option<Tracing>,
+) -> impl App<B>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible>
         + Clone
@@ -136,6 +143,7 @@ where
         // shape, and a panic anywhere inside leaves the connection and the process serving.
         .layer(AccessLayer {
             every_request: settings.log.access,
+            tracing,
         })
         // CORS before authentication, so preflight requests are answered without credentials.
         .option_layer(cors)

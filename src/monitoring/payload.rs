@@ -266,6 +266,8 @@ where
         let shadow_wanted = call.capture_inputs;
         call.capture_inputs = true;
         let request_id = call.metadata.request_id().unwrap_or("").to_owned();
+        // With tracing on, the record names the request's trace and server span.
+        let trace = call.trace.as_ref().map(|t| (t.trace_id(), t.span_id()));
         let variant = call.variant.clone();
         let started = Instant::now();
         let future = self.inner.call(call);
@@ -302,7 +304,7 @@ where
             let time = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            let record = json!({
+            let mut record = json!({
                 "time": time,
                 "request_id": request_id,
                 "model": done.model.name,
@@ -312,6 +314,10 @@ where
                 "outputs": done.outputs,
                 "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
             });
+            if let Some((trace_id, span_id)) = trace {
+                record["trace_id"] = Value::String(trace_id);
+                record["span_id"] = Value::String(span_id);
+            }
             log.offer(&done.model.name, record, memory);
             if !shadow_wanted {
                 done.captured_inputs = None;

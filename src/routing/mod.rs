@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use opentelemetry::KeyValue;
 use rand::Rng;
 use tower::{Layer, Service};
 
@@ -23,6 +24,7 @@ pub use self::table::{Rollback, RoutingChange, RoutingError, RoutingTable, Stage
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::metrics::{Outcome, PINNED, STABLE};
 use crate::model::Signature;
+use crate::otel::PhaseEnd;
 use crate::registry::policy::incompatibility;
 use crate::registry::{ManageError, Registry, RepositoryManager};
 
@@ -229,7 +231,25 @@ where
     }
 
     fn call(&mut self, mut call: InferCall) -> Self::Future {
+        let started = std::time::Instant::now();
         self.route(&mut call);
+        if let Some(trace) = call.trace.as_ref().filter(|t| t.sampled()) {
+            let attributes = || {
+                let mut kv = vec![KeyValue::new("sluice.variant", call.variant.to_string())];
+                kv.extend(
+                    call.version
+                        .clone()
+                        .map(|v| KeyValue::new("sluice.model.version", v)),
+                );
+                kv
+            };
+            trace.phase(
+                "route",
+                (started, std::time::Instant::now()),
+                attributes,
+                PhaseEnd::Ok,
+            );
+        }
         // Only a routed variant's outcomes are recorded (automatic rollback); other requests need nothing after
         // the run, so their future is passed on as it is.
         if call.variant == PINNED || call.variant == STABLE {

@@ -228,3 +228,51 @@ def test_standard_health_service_reports_readiness(grpc):
     with pytest.raises(grpcio.RpcError) as unknown:
         stub.Check(health_pb2.HealthCheckRequest(service="nope"))
     assert unknown.value.code() == grpcio.StatusCode.NOT_FOUND
+
+
+def test_a_traced_call_continues_the_callers_trace():
+    """`traceparent` in the call's metadata, written by the Python OpenTelemetry SDK: sluice's server span continues
+    it, its phases are its children, and the answer's metadata names the trace."""
+    from opentelemetry import propagate
+    from opentelemetry.proto.trace.v1 import trace_pb2
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from collector import Collector, attributes, http_collector
+
+    received = Collector()
+    endpoint, stop = http_collector(received)
+    port = free_port()
+    try:
+        for _ in sluice({
+            "SLUICE__SERVER__GRPC_PORT": str(port),
+            "SLUICE__TRACING__ENABLED": "true",
+            "SLUICE__TRACING__ENDPOINT": endpoint,
+            "SLUICE__TRACING__EXPORT_INTERVAL_MS": "50",
+        }):
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(grpcio.insecure_channel(f"127.0.0.1:{port}"))
+            request = service_pb2.ModelInferRequest(model_name="iris")
+            tensor = request.inputs.add(name="float_input", datatype="FP32", shape=[1, 4])
+            tensor.contents.fp32_contents.extend([5.1, 3.5, 1.4, 0.2])
+            with TracerProvider().get_tracer("conformance-client").start_as_current_span("client") as span:
+                headers = {}
+                propagate.inject(headers)
+                _, call = stub.ModelInfer.with_call(request, metadata=list(headers.items()))
+            trace_id = span.get_span_context().trace_id
+            client_span = span.get_span_context().span_id
+            answered = dict(call.initial_metadata())
+            assert answered["traceparent"].startswith(f"00-{trace_id:032x}-")
+
+            def mine(spans):
+                return [s for s in spans if int.from_bytes(s.trace_id, "big") == trace_id]
+
+            spans = mine(received.wait_for(lambda s: len(mine(s)) >= 7))
+            (root,) = [s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
+            assert root.name == "inference.GRPCInferenceService/ModelInfer"
+            assert int.from_bytes(root.parent_span_id, "big") == client_span
+            assert attributes(root)["rpc.system"] == "grpc"
+            assert attributes(root)["rpc.grpc.status_code"] == 0
+            assert answered["traceparent"].split("-")[2] == root.span_id.hex()
+            children = {s.name for s in spans if s.parent_span_id == root.span_id}
+            assert children == {"route", "decode", "validate", "queue", "run", "encode"}
+    finally:
+        stop()

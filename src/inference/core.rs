@@ -12,6 +12,7 @@ use super::call::{InferCall, InferFuture, InferenceError, Inferred, Payload};
 use crate::config::Limits;
 use crate::memory::Reservation;
 use crate::metrics::{Metrics, Outcome, VersionSeries};
+use crate::model::batch::BatchRun;
 use crate::model::stats::RequestPhases;
 use crate::model::{InferError, ModelVersion};
 use crate::otel::{PhaseEnd, RequestTrace};
@@ -83,7 +84,13 @@ impl InferenceService {
             trace,
             ..
         } = call;
-        let mut marks = Marks::default();
+        let mut marks = Marks {
+            link: trace
+                .as_ref()
+                .filter(|t| t.sampled())
+                .map(RequestTrace::span_context),
+            ..Marks::default()
+        };
         let result = self
             .run(
                 &target,
@@ -180,7 +187,10 @@ impl InferenceService {
         }
         let run_started = Instant::now();
         marks.run = Some(run_started);
-        let result = target.infer_timed(request.inputs, outputs, memory).await;
+        let link = marks.link.take();
+        let result = target
+            .infer_timed(request.inputs, outputs, memory, link)
+            .await;
         let finished = match &result {
             Ok((_, timing)) => timing.finished,
             Err(_) => Instant::now(),
@@ -199,6 +209,7 @@ impl InferenceService {
             binary_outputs: request.binary_outputs,
             run_started,
             queued: timing.queued,
+            batch: timing.batch,
             finished,
             held,
             wire_len,
@@ -233,6 +244,8 @@ impl InferenceService {
 /// When the request's phases began and ended, for its trace (set as the request passes them).
 #[derive(Default)]
 struct Marks {
+    /// The request's server span, when sampled, for a batched run to link to.
+    link: Option<opentelemetry::trace::SpanContext>,
     decode: Option<Instant>,
     decoded: Option<Instant>,
     validated: Option<Instant>,
@@ -262,6 +275,9 @@ impl Marks {
             (Some(start), Ok(ran)) => {
                 phases.push(("queue", start, start + ran.queued));
                 phases.push(("run", start + ran.queued, ran.finished));
+                if let Some(batch) = &ran.batch {
+                    batch_span(trace, batch);
+                }
             }
             (Some(start), Err(_)) => phases.push(("run", start, now)),
             (None, _) => {}
@@ -272,17 +288,42 @@ impl Marks {
                 Some(message) if i == last => PhaseEnd::Failed(message),
                 _ => PhaseEnd::Ok,
             };
+            let batched = result.as_ref().ok().and_then(|r| r.batch.as_ref());
             let attributes = || match name {
-                "run" => vec![
-                    KeyValue::new("sluice.model", target.name.clone()),
-                    KeyValue::new("sluice.model.version", target.version.to_string()),
-                    KeyValue::new("sluice.variant", variant.to_owned()),
-                ],
+                "run" => {
+                    let mut kv = vec![
+                        KeyValue::new("sluice.model", target.name.clone()),
+                        KeyValue::new("sluice.model.version", target.version.to_string()),
+                        KeyValue::new("sluice.variant", variant.to_owned()),
+                    ];
+                    kv.extend(
+                        batched.map(|b| KeyValue::new("sluice.batch.requests", b.requests as i64)),
+                    );
+                    kv
+                }
                 _ => Vec::new(),
             };
             trace.phase(name, (start, end), attributes, outcome);
         }
     }
+}
+
+/// The span of a batched run, written once, by the first traced request it served: its size, linked to the server
+/// span of every traced request in it.
+fn batch_span(trace: &RequestTrace, batch: &BatchRun) {
+    if batch.members.first() != Some(&trace.span_context()) {
+        return;
+    }
+    let attributes = vec![
+        KeyValue::new("sluice.batch.requests", batch.requests as i64),
+        KeyValue::new("sluice.batch.rows", batch.rows as i64),
+    ];
+    trace.linked_phase(
+        "batch",
+        (batch.started, batch.ran),
+        attributes,
+        &batch.members,
+    );
 }
 
 /// A payload's tensors, checked against `limits`.
@@ -335,6 +376,8 @@ struct Ran {
     finished: Instant,
     held: usize,
     wire_len: usize,
+    /// The batched run that served it, when it was batched and traced.
+    batch: Option<Arc<BatchRun>>,
 }
 
 impl Service<InferCall> for InferenceService {

@@ -6,6 +6,7 @@
 //! the next batch. Batches run on the version's session pool, so several can run at once. The queue is bounded:
 //! when it is full a request is refused at once (overloaded).
 
+use opentelemetry::trace::SpanContext;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,8 +63,19 @@ pub fn check_batchable(signature: &Signature) -> Result<(), String> {
     Ok(())
 }
 
-/// A request's share of a batch's outputs, and how long it queued.
-type Answer = Result<(Vec<Tensor>, Duration), InferError>;
+/// A request's share of a batch's outputs, how long it queued, and the batch's run when a traced request was in it.
+type Answer = Result<(Vec<Tensor>, Duration, Option<Arc<BatchRun>>), InferError>;
+
+/// One batched run, for the traces of the requests it served: its size, when it ran, and the (sampled) server spans
+/// of its requests, in queue order, which the run's span links to.
+#[derive(Debug)]
+pub struct BatchRun {
+    pub requests: usize,
+    pub rows: usize,
+    pub started: Instant,
+    pub ran: Instant,
+    pub members: Vec<SpanContext>,
+}
 
 /// One request waiting in the queue.
 pub struct Job {
@@ -71,6 +83,8 @@ pub struct Job {
     pub outputs: Vec<String>,
     rows: usize,
     enqueued: Instant,
+    /// The request's server span, when its trace is sampled.
+    link: Option<SpanContext>,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -105,12 +119,14 @@ impl Batcher {
         Batcher { queue, capacity }
     }
 
-    /// Queues a request and waits for its share of a batch's outputs (and how long it queued).
+    /// Queues a request and waits for its share of a batch's outputs (and how long it queued, and the batch's run
+    /// when `link`, the request's sampled server span, is given).
     pub async fn submit(
         &self,
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
-    ) -> Result<(Vec<Tensor>, Duration), InferError> {
+        link: Option<SpanContext>,
+    ) -> Result<(Vec<Tensor>, Duration, Option<Arc<BatchRun>>), InferError> {
         let rows = inputs
             .first()
             .and_then(|t| t.shape.first().copied())
@@ -121,6 +137,7 @@ impl Batcher {
             outputs,
             rows,
             enqueued: Instant::now(),
+            link,
             reply,
         };
         self.queue
@@ -202,7 +219,8 @@ async fn run_batch(batch: Vec<Job>, rows: usize, run: RunBatch, stats: Arc<Stati
             stats.execution();
             stats.batch(rows, Duration::ZERO, started.elapsed(), Duration::ZERO);
         }
-        let _ = job.reply.send(result.map(|out| (out, waited[0])));
+        let traced = traced(started, rows, std::slice::from_ref(&job.link));
+        let _ = job.reply.send(result.map(|out| (out, waited[0], traced)));
         return;
     }
     let outputs = batch[0].outputs.clone();
@@ -224,8 +242,10 @@ async fn run_batch(batch: Vec<Job>, rows: usize, run: RunBatch, stats: Arc<Stati
     }
     match result {
         Ok(parts) => {
+            let links: Vec<Option<SpanContext>> = batch.iter().map(|j| j.link.clone()).collect();
+            let traced = traced(started, rows, &links);
             for ((job, part), waited) in batch.into_iter().zip(parts).zip(waited) {
-                let _ = job.reply.send(Ok((part, waited)));
+                let _ = job.reply.send(Ok((part, waited, traced.clone())));
             }
         }
         Err(e) => {
@@ -237,6 +257,20 @@ async fn run_batch(batch: Vec<Job>, rows: usize, run: RunBatch, stats: Arc<Stati
             }
         }
     }
+}
+
+/// The batch's run as its traced requests see it; `None` when none of them is traced.
+fn traced(started: Instant, rows: usize, links: &[Option<SpanContext>]) -> Option<Arc<BatchRun>> {
+    let members: Vec<SpanContext> = links.iter().flatten().cloned().collect();
+    (!members.is_empty()).then(|| {
+        Arc::new(BatchRun {
+            requests: links.len(),
+            rows,
+            started,
+            ran: Instant::now(),
+            members,
+        })
+    })
 }
 
 /// Concatenates requests' inputs (same names, datatypes and inner shapes) along dimension 0 into `rows` rows.
@@ -345,6 +379,7 @@ mod tests {
                 outputs: vec!["y".into()],
                 rows,
                 enqueued: Instant::now(),
+                link: None,
                 reply,
             },
             answer,

@@ -259,7 +259,7 @@ impl ModelVersion {
         outputs: Vec<String>,
     ) -> Result<Vec<Tensor>, InferError> {
         let mut memory = Reservation::none();
-        self.infer_timed(inputs, outputs, &mut memory)
+        self.infer_timed(inputs, outputs, &mut memory, None)
             .await
             .map(|(out, _)| out)
     }
@@ -272,12 +272,20 @@ impl ModelVersion {
         inputs: Vec<Tensor>,
         outputs: Vec<String>,
         memory: &mut Reservation,
+        link: Option<opentelemetry::trace::SpanContext>,
     ) -> Result<(Vec<Tensor>, RunTiming), InferError> {
         match &self.batcher {
             Some(batcher) => {
-                let (outputs, queued) = batcher.submit(inputs, outputs).await?;
+                let (outputs, queued, batch) = batcher.submit(inputs, outputs, link).await?;
                 let finished = std::time::Instant::now();
-                Ok((outputs, RunTiming { queued, finished }))
+                Ok((
+                    outputs,
+                    RunTiming {
+                        queued,
+                        finished,
+                        batch,
+                    },
+                ))
             }
             None => {
                 let held = memory.split(usize::MAX);

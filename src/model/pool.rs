@@ -78,9 +78,11 @@ impl RunCost {
 }
 
 /// How long a run waited for a session, and when it ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunTiming {
     pub queued: Duration,
+    /// The batched run that served the request, when it was batched and traced.
+    pub batch: Option<Arc<super::batch::BatchRun>>,
     /// The clock read that timed the run (inline), or read when the blocking thread handed the result back: callers
     /// measure up to here without a clock read of their own.
     pub finished: Instant,
@@ -196,6 +198,7 @@ impl SessionPool {
             (result, Instant::now())
         };
         let timing = RunTiming {
+            batch: None,
             queued: waited,
             finished,
         };

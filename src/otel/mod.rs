@@ -254,6 +254,11 @@ impl RequestTrace {
         self.sampled
     }
 
+    /// The server span's context (for links).
+    pub fn span_context(&self) -> opentelemetry::trace::SpanContext {
+        self.cx.span().span_context().clone()
+    }
+
     /// The trace's id, as 32 hex digits.
     pub fn trace_id(&self) -> String {
         self.cx.span().span_context().trace_id().to_string()
@@ -286,6 +291,60 @@ impl RequestTrace {
             .with_kind(SpanKind::Internal)
             .with_start_time(self.wall(start))
             .with_attributes(attributes())
+            .start_with_context(tracer, &self.cx);
+        if let PhaseEnd::Failed(message) = outcome {
+            span.set_status(Status::error(message.to_owned()));
+        }
+        span.end_with_timestamp(self.wall(end));
+    }
+
+    /// Records a phase (sampled requests only) that links to other requests' server spans: a batched run that
+    /// served them all.
+    pub fn linked_phase(
+        &self,
+        name: &'static str,
+        (start, end): (Instant, Instant),
+        attributes: Vec<KeyValue>,
+        links: &[opentelemetry::trace::SpanContext],
+    ) {
+        if !self.sampled {
+            return;
+        }
+        let tracer = &self.tracing.inner.tracer;
+        let links = links
+            .iter()
+            .map(|cx| opentelemetry::trace::Link::with_context(cx.clone()))
+            .collect();
+        let mut span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(self.wall(start))
+            .with_attributes(attributes)
+            .with_links(links)
+            .start_with_context(tracer, &self.cx);
+        span.end_with_timestamp(self.wall(end));
+    }
+
+    /// Records work done for the request after it was answered, off its critical path (a shadow run): a span in
+    /// the request's trace that starts after the server span ended, and links to it.
+    pub fn follow_up(
+        &self,
+        name: &'static str,
+        (start, end): (Instant, Instant),
+        attributes: Vec<KeyValue>,
+        outcome: PhaseEnd<'_>,
+    ) {
+        if !self.sampled {
+            return;
+        }
+        let tracer = &self.tracing.inner.tracer;
+        let link = opentelemetry::trace::Link::with_context(self.span_context());
+        let mut span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Internal)
+            .with_start_time(self.wall(start))
+            .with_attributes(attributes)
+            .with_links(vec![link])
             .start_with_context(tracer, &self.cx);
         if let PhaseEnd::Failed(message) = outcome {
             span.set_status(Status::error(message.to_owned()));

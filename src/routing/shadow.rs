@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -21,6 +22,7 @@ use super::RoutingTable;
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::memory::Reservation;
 use crate::metrics::{Comparison, Metrics, ShadowOutcome};
+use crate::otel::{PhaseEnd, RequestTrace};
 use crate::registry::Registry;
 use crate::tensor::json::InferRequest;
 use crate::tensor::{Tensor, TensorData};
@@ -35,6 +37,8 @@ struct ShadowJob {
     primary_outputs: Vec<Tensor>,
     /// The inputs, the copy of the primary's outputs and the shadow run's own, held until the job is done.
     _memory: Reservation,
+    /// The primary request's trace, when sampled: the shadow run is a span in it, after its answer.
+    trace: Option<RequestTrace>,
 }
 
 /// Comparison totals of one output.
@@ -142,8 +146,9 @@ impl ShadowMirror {
         });
     }
 
-    async fn run(&self, registry: &Registry, job: ShadowJob) {
+    async fn run(&self, registry: &Registry, mut job: ShadowJob) {
         let key = (job.model.clone(), job.primary_version, job.shadow_version);
+        let (started, trace) = (Instant::now(), job.trace.take());
         let outcome = async {
             let target = registry
                 .resolve(&job.model, Some(&job.shadow_version.to_string()))
@@ -162,6 +167,18 @@ impl ShadowMirror {
                 .map_err(|e| e.to_string())
         }
         .await;
+        if let Some(trace) = &trace {
+            let attributes = vec![
+                KeyValue::new("sluice.model", key.0.clone()),
+                KeyValue::new("sluice.model.version", key.2.to_string()),
+                KeyValue::new("sluice.primary.version", key.1.to_string()),
+            ];
+            let end = match &outcome {
+                Ok(_) => PhaseEnd::Ok,
+                Err(reason) => PhaseEnd::Failed(reason),
+            };
+            trace.follow_up("shadow", (started, Instant::now()), attributes, end);
+        }
         match outcome {
             Ok(shadow_outputs) => {
                 self.update(&key, |s| {
@@ -341,6 +358,7 @@ where
             return self.inner.call(call);
         };
         call.capture_inputs = true;
+        let trace = call.trace.as_ref().filter(|t| t.sampled()).cloned();
         let future = self.inner.call(call);
         let mirror = self.mirror.clone();
         Box::pin(async move {
@@ -361,6 +379,7 @@ where
                             inputs,
                             primary_outputs: done.outputs.clone(),
                             _memory: memory,
+                            trace,
                         }),
                         Err(_) => mirror.dropped(model, primary_version, shadow_version),
                     }

@@ -66,13 +66,15 @@ def server(admin_port, grpc_port):
     })
 
 
-def sluice(settings):
+def sluice(settings, prepare=None):
     """Runs sluice on a copy of models/ plus the echo fixture with `settings` (environment variables); yields its
-    HTTP address once it is ready, stops it afterwards."""
+    HTTP address once it is ready, stops it afterwards. `prepare(repo)` may change the copy first."""
     repo = Path(tempfile.mkdtemp(prefix="sluice-conformance-"))
     for source in list((ROOT / "models").iterdir()) + [ROOT / "tests" / "fixtures" / "models" / "echo"]:
         if source.is_dir():
             shutil.copytree(source, repo / source.name)
+    if prepare:
+        prepare(repo)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE__")}
     env.update(settings)
     proc = subprocess.Popen(

@@ -20,7 +20,7 @@ IRIS = {"inputs": [{"name": "float_input", "datatype": "FP32", "shape": [1, 4], 
 PHASES = {"route", "decode", "validate", "queue", "run", "encode"}
 
 
-def traced(settings, collector_endpoint, **more):
+def traced(settings, collector_endpoint, prepare=None):
     env = {
         "SLUICE__TRACING__ENABLED": "true",
         "SLUICE__TRACING__ENDPOINT": collector_endpoint,
@@ -28,8 +28,7 @@ def traced(settings, collector_endpoint, **more):
         "SLUICE__SERVER__GRPC_PORT": "0",
     }
     env.update(settings)
-    env.update(more)
-    return sluice(env)
+    return sluice(env, prepare)
 
 
 @pytest.fixture(scope="module")
@@ -187,5 +186,49 @@ def test_a_slow_or_absent_collector_costs_no_request_anything(collector_state):
                 deadline -= 1
             assert metric(address, 'sluice_trace_spans_dropped_total{reason="export_failed"}') > 0
             assert metric(address, "sluice_trace_spans_exported_total") == 0
+    finally:
+        stop()
+
+
+def test_a_batched_run_links_to_every_request_it_served_and_a_shadow_run_follows_its_primary(tmp_path):
+    """iris batches (a 200 ms queue delay gathers concurrent requests) and mirrors every request to version 3: the
+    batch is one span, linked to the server span of each traced request it served; the shadow run is a span of the
+    primary's trace, after its answer, linked to its server span."""
+    received = Collector()
+    endpoint, stop = http_collector(received)
+    routing = tmp_path / "routing.toml"
+    routing.write_text("[iris]\nshadow = { version = 3, sample_rate = 1.0 }\n")
+
+    def batching(repo):
+        with open(repo / "iris" / "model.toml", "a") as f:
+            f.write("\n[batching]\nmax_batch_size = 8\nmax_queue_delay_us = 200000\n")
+
+    try:
+        for address in traced({"SLUICE__ROUTING__FILE": str(routing)}, endpoint, prepare=batching):
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(4) as pool:
+                calls = list(pool.map(lambda _: client_call(address, "/v2/models/iris/infer", IRIS), range(4)))
+            assert [c[0] for c in calls] == [200] * 4
+            traces = {c[3] for c in calls}
+
+            def ours(spans):
+                return [s for s in spans if int.from_bytes(s.trace_id, "big") in traces]
+
+            spans = ours(received.wait_for(lambda s: sum(x.name == "shadow" for x in ours(s)) == 4
+                                           and any(x.name == "batch" for x in ours(s))))
+            servers = {s.span_id: s for s in spans if s.kind == trace_pb2.Span.SPAN_KIND_SERVER}
+            assert len(servers) == 4
+            batches = [s for s in spans if s.name == "batch"]
+            linked = [bytes(link.span_id) for b in batches for link in b.links]
+            assert sorted(linked) == sorted(servers), "each request is linked from the batch that served it"
+            for batch in batches:
+                assert attributes(batch)["sluice.batch.requests"] == len(batch.links)
+            assert any(len(b.links) > 1 for b in batches), "concurrent requests shared a run"
+            for shadow in (s for s in spans if s.name == "shadow"):
+                primary = servers[shadow.parent_span_id]
+                assert [bytes(link.span_id) for link in shadow.links] == [primary.span_id]
+                assert shadow.start_time_unix_nano >= primary.end_time_unix_nano, "off the critical path"
+                assert attributes(shadow)["sluice.model.version"] == "3"
     finally:
         stop()

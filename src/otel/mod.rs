@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
@@ -278,24 +278,13 @@ impl RequestTrace {
     pub fn phase(
         &self,
         name: &'static str,
-        (start, end): (Instant, Instant),
+        span: (Instant, Instant),
         attributes: impl FnOnce() -> Vec<KeyValue>,
         outcome: PhaseEnd<'_>,
     ) {
-        if !self.sampled {
-            return;
+        if self.sampled {
+            self.child(name, span, attributes(), Vec::new(), outcome);
         }
-        let tracer = &self.tracing.inner.tracer;
-        let mut span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Internal)
-            .with_start_time(self.wall(start))
-            .with_attributes(attributes())
-            .start_with_context(tracer, &self.cx);
-        if let PhaseEnd::Failed(message) = outcome {
-            span.set_status(Status::error(message.to_owned()));
-        }
-        span.end_with_timestamp(self.wall(end));
     }
 
     /// Records a phase (sampled requests only) that links to other requests' server spans: a batched run that
@@ -303,26 +292,14 @@ impl RequestTrace {
     pub fn linked_phase(
         &self,
         name: &'static str,
-        (start, end): (Instant, Instant),
+        span: (Instant, Instant),
         attributes: Vec<KeyValue>,
         links: &[opentelemetry::trace::SpanContext],
     ) {
-        if !self.sampled {
-            return;
+        if self.sampled {
+            let links = links.iter().cloned().map(Link::with_context).collect();
+            self.child(name, span, attributes, links, PhaseEnd::Ok);
         }
-        let tracer = &self.tracing.inner.tracer;
-        let links = links
-            .iter()
-            .map(|cx| opentelemetry::trace::Link::with_context(cx.clone()))
-            .collect();
-        let mut span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Internal)
-            .with_start_time(self.wall(start))
-            .with_attributes(attributes)
-            .with_links(links)
-            .start_with_context(tracer, &self.cx);
-        span.end_with_timestamp(self.wall(end));
     }
 
     /// Records work done for the request after it was answered, off its critical path (a shadow run): a span in
@@ -330,21 +307,31 @@ impl RequestTrace {
     pub fn follow_up(
         &self,
         name: &'static str,
-        (start, end): (Instant, Instant),
+        span: (Instant, Instant),
         attributes: Vec<KeyValue>,
         outcome: PhaseEnd<'_>,
     ) {
-        if !self.sampled {
-            return;
+        if self.sampled {
+            let link = Link::with_context(self.span_context());
+            self.child(name, span, attributes, vec![link], outcome);
         }
+    }
+
+    fn child(
+        &self,
+        name: &'static str,
+        (start, end): (Instant, Instant),
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+        outcome: PhaseEnd<'_>,
+    ) {
         let tracer = &self.tracing.inner.tracer;
-        let link = opentelemetry::trace::Link::with_context(self.span_context());
         let mut span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Internal)
             .with_start_time(self.wall(start))
             .with_attributes(attributes)
-            .with_links(vec![link])
+            .with_links(links)
             .start_with_context(tracer, &self.cx);
         if let PhaseEnd::Failed(message) = outcome {
             span.set_status(Status::error(message.to_owned()));

@@ -5,7 +5,8 @@
 # sends (Accept-Encoding: gzip, deflate; Content-Type: application/json) and no traceparent, so the ratio decides.
 # The spans go to an OTLP/HTTP endpoint where nothing listens: each export is built and sent and fails at once, so
 # the figures are sluice's own cost (spans, queue, protobuf encoding) without a collector competing for the two
-# cores. Prints requests/s per round and the medians' ratios to tracing off.
+# cores. Prints requests/s and the server's CPU time per request (utime + stime from /proc) per round, and the
+# medians' ratios to tracing off. The order rotates from round to round.
 #   scripts/perf/tracing.sh            # BENCH_ROUNDS (default 5) rounds
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -25,7 +26,7 @@ small_model_fixture "$work"
 printf 'wrk.headers["Accept-Encoding"] = "gzip, deflate"\n' >> "$work/json.lua"
 
 port=18900
-declare -A ports
+declare -A ports pids
 serve() { # <name> <env...>
   local name="$1"; shift
   port=$((port + 1))
@@ -36,21 +37,32 @@ serve() { # <name> <env...>
     sleep 0.05
   done
   ports[$name]=$port
+  pids[$name]=$!
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick_us=$((1000000 / $(getconf CLK_TCK)))
 collector="http://127.0.0.1:9/v1/traces"
 serve off
 serve ratio_1 SLUICE__TRACING__ENABLED=true SLUICE__TRACING__ENDPOINT="$collector" SLUICE__TRACING__SAMPLE_RATIO=0.01
 serve ratio_100 SLUICE__TRACING__ENABLED=true SLUICE__TRACING__ENDPOINT="$collector" SLUICE__TRACING__SAMPLE_RATIO=1
 
 names=(off ratio_1 ratio_100)
-declare -A results
+declare -A results cpu
 for r in $(seq 1 "$rounds"); do
   line="round $r:"
-  for name in "${names[@]}"; do
+  # Each round starts with the next configuration: the slot a server is measured in biases it by a few per cent.
+  order=("${names[@]:$((r % 3))}" "${names[@]:0:$((r % 3))}")
+  for name in "${order[@]}"; do
     url="http://127.0.0.1:${ports[$name]}/v2/models/m/infer"
-    rps=$(wrk -t2 -c8 -d"${seconds}s" -s "$work/json.lua" "$url" | awk '/Requests\/sec/ {print $2}')
+    before=$(cpu_ticks "${pids[$name]}")
+    out=$(wrk -t2 -c8 -d"${seconds}s" -s "$work/json.lua" "$url")
+    after=$(cpu_ticks "${pids[$name]}")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    us=$(python3 -c "print(f'{($after - $before) * $tick_us / $total:.2f}')")
     results[$name]+="$rps "
-    line+=" $name $rps"
+    cpu[$name]+="$us "
+    line+=" $name $rps req/s ${us} µs CPU/req;"
   done
   echo "$line"
 done
@@ -58,10 +70,12 @@ for name in "${names[@]}"; do
   dropped=$(curl -s "http://127.0.0.1:${ports[$name]}/metrics" | awk '/^sluice_trace_spans_dropped_total/ {s += $2} END {print s + 0}')
   echo "$name: dropped spans $dropped"
 done
-python3 - "${results[off]}" "${results[ratio_1]}" "${results[ratio_100]}" <<'EOF'
+python3 - "${results[off]}" "${results[ratio_1]}" "${results[ratio_100]}" "${cpu[off]}" "${cpu[ratio_1]}" "${cpu[ratio_100]}" <<'EOF'
 import statistics, sys
-off, one, full = ([float(x) for x in arg.split()] for arg in sys.argv[1:])
-base = statistics.median(off)
-print(f"median requests/s: off {base:.0f}, 1 % {statistics.median(one):.0f} "
-      f"({statistics.median(one) / base:.3f}x), 100 % {statistics.median(full):.0f} ({statistics.median(full) / base:.3f}x)")
+off, one, full, c_off, c_one, c_full = ([float(x) for x in arg.split()] for arg in sys.argv[1:])
+m = statistics.median
+print(f"median requests/s: off {m(off):.0f}, 1 % {m(one):.0f} ({m(one) / m(off):.3f}x), "
+      f"100 % {m(full):.0f} ({m(full) / m(off):.3f}x)")
+print(f"median CPU µs/request: off {m(c_off):.2f}, 1 % {m(c_one):.2f} ({m(c_off) / m(c_one):.3f}x the requests per "
+      f"CPU second), 100 % {m(c_full):.2f} ({m(c_off) / m(c_full):.3f}x)")
 EOF

@@ -42,7 +42,7 @@ use tracing::Instrument;
 
 use super::errors;
 use crate::api::Failure;
-use crate::otel::{route_template, RequestTrace, Tracing};
+use crate::otel::{RequestTrace, Tracing};
 
 /// Gives every request an id, catches panics, shapes errors and logs requests (see the module documentation).
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ where
         let trace = self
             .tracing
             .as_ref()
-            .map(|t| t.request(request.headers(), request.method().as_str()));
+            .map(|t| t.request(request.headers(), request.method()));
         if let Some(trace) = &trace {
             if !span.is_disabled() {
                 span.record("trace_id", trace.trace_id());
@@ -195,7 +195,7 @@ where
             let failed = status.is_client_error() || status.is_server_error();
             trace.finish(
                 this.method.as_str(),
-                &route_template(this.uri.path()),
+                this.uri.path(),
                 status.as_u16(),
                 failed.then(|| failure(&response)),
             );

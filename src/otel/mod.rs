@@ -122,9 +122,15 @@ impl Tracing {
 
     /// Starts an HTTP request's server span: inside the trace `headers` carry (`traceparent`, `tracestate`), else in
     /// a new one. Its name becomes `{method} {route}` once the route is known ([`RequestTrace::finish`]).
-    pub fn request(&self, headers: &HeaderMap, method: &str) -> RequestTrace {
-        let attributes = vec![KeyValue::new("http.request.method", method.to_owned())];
-        self.server_span(headers, Cow::Owned(method.to_owned()), attributes)
+    pub fn request(&self, headers: &HeaderMap, method: &http::Method) -> RequestTrace {
+        // The common methods' names are static: nothing is allocated for a span that will not be recorded.
+        let name: Cow<'static, str> = match *method {
+            http::Method::POST => Cow::Borrowed("POST"),
+            http::Method::GET => Cow::Borrowed("GET"),
+            ref other => Cow::Owned(other.as_str().to_owned()),
+        };
+        let attributes = vec![KeyValue::new("http.request.method", name.clone())];
+        self.server_span(headers, name, attributes)
     }
 
     /// Starts a gRPC call's server span (`service/method`), inside the trace its metadata carries.
@@ -339,12 +345,13 @@ impl RequestTrace {
         span.end_with_timestamp(self.wall(end));
     }
 
-    /// Ends the server span: its name becomes `{method} {route}`, with the route template and the status.
-    pub fn finish(&self, method: &str, route: &str, status: u16, error: Option<&str>) {
+    /// Ends the server span: its name becomes `{method} {route}`, with the route template of `path` and the status.
+    pub fn finish(&self, method: &str, path: &str, status: u16, error: Option<&str>) {
         let span = self.cx.span();
         if self.sampled {
+            let route = route_template(path);
             span.update_name(Cow::Owned(format!("{method} {route}")));
-            span.set_attribute(KeyValue::new("http.route", route.to_owned()));
+            span.set_attribute(KeyValue::new("http.route", route));
             span.set_attribute(KeyValue::new(
                 "http.response.status_code",
                 i64::from(status),
@@ -379,10 +386,38 @@ impl RequestTrace {
     /// Writes `traceparent` (and `tracestate`) for this request's server span into `headers`, so a caller without
     /// tracing of its own can find the trace.
     pub fn inject(&self, headers: &mut HeaderMap) {
+        let span = self.cx.span();
+        let context = span.span_context();
+        if context.trace_state().header().is_empty() {
+            // The common case, written straight into the header (what the propagator writes, without its
+            // intermediate strings): version 00, trace id, span id, flags.
+            let mut value = [0u8; 55];
+            value[..3].copy_from_slice(b"00-");
+            hex(&context.trace_id().to_bytes(), &mut value[3..35]);
+            value[35] = b'-';
+            hex(&context.span_id().to_bytes(), &mut value[36..52]);
+            value[52] = b'-';
+            hex(&[context.trace_flags().to_u8()], &mut value[53..55]);
+            if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+                headers.insert(TRACEPARENT, value);
+            }
+            return;
+        }
         self.tracing
             .inner
             .propagator
             .inject_context(&self.cx, &mut HeaderInjector(headers));
+    }
+}
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// Lower-case hex digits of `bytes` into `out` (twice as long).
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
     }
 }
 
@@ -408,7 +443,48 @@ pub fn route_template(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::route_template;
+    use super::*;
+
+    fn settings(ratio: f64) -> TracingSettings {
+        TracingSettings {
+            enabled: true,
+            endpoint: "http://127.0.0.1:9/v1/traces".into(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            sample_ratio: ratio,
+            service_name: String::new(),
+            resource_attributes: String::new(),
+            queue_capacity: 16,
+            batch_size: 4,
+            export_interval_ms: 1000,
+            export_timeout_ms: 100,
+        }
+    }
+
+    /// The traceparent written straight into the response is the one the propagator writes, sampled or not.
+    #[tokio::test]
+    async fn the_written_traceparent_is_the_propagators() {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        for ratio in [0.0, 1.0] {
+            let tracing = Tracing::start(&settings(ratio), metrics.traces.clone())
+                .unwrap()
+                .unwrap();
+            for caller in [None, Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")] {
+                let mut headers = HeaderMap::new();
+                if let Some(caller) = caller {
+                    headers.insert("traceparent", caller.parse().unwrap());
+                }
+                let trace = tracing.request(&headers, &http::Method::POST);
+                let (mut fast, mut propagated) = (HeaderMap::new(), HeaderMap::new());
+                trace.inject(&mut fast);
+                tracing
+                    .inner
+                    .propagator
+                    .inject_context(&trace.cx, &mut HeaderInjector(&mut propagated));
+                assert_eq!(fast["traceparent"], propagated["traceparent"], "{ratio} {caller:?}");
+                trace.finish("POST", "/v2/models/m/infer", 200, None);
+            }
+        }
+    }
 
     #[test]
     fn routes_hold_no_ids() {

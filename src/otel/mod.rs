@@ -468,7 +468,10 @@ mod tests {
             let tracing = Tracing::start(&settings(ratio), metrics.traces.clone())
                 .unwrap()
                 .unwrap();
-            for caller in [None, Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")] {
+            for caller in [
+                None,
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
+            ] {
                 let mut headers = HeaderMap::new();
                 if let Some(caller) = caller {
                     headers.insert("traceparent", caller.parse().unwrap());
@@ -480,7 +483,10 @@ mod tests {
                     .inner
                     .propagator
                     .inject_context(&trace.cx, &mut HeaderInjector(&mut propagated));
-                assert_eq!(fast["traceparent"], propagated["traceparent"], "{ratio} {caller:?}");
+                assert_eq!(
+                    fast["traceparent"], propagated["traceparent"],
+                    "{ratio} {caller:?}"
+                );
                 trace.finish("POST", "/v2/models/m/infer", 200, None);
             }
         }

@@ -147,23 +147,32 @@ impl Inference {
         trace: Option<&RequestTrace>,
     ) {
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let trace_id = trace.map(RequestTrace::trace_id);
-        let span_id = trace.map(RequestTrace::span_id);
+        // Formatted only for a line that is written.
+        let ids = || {
+            (
+                trace.map(RequestTrace::trace_id),
+                trace.map(RequestTrace::span_id),
+            )
+        };
         match result {
-            Ok(reply) if self.log_every_request => tracing::info!(
-                request_id = id,
-                method = "grpc ModelInfer",
-                model,
-                model_version = reply.get_ref().model_version.as_str(),
-                code = "OK",
-                latency_ms,
-                trace_id = trace_id.as_deref(),
-                span_id = span_id.as_deref(),
-                "request"
-            ),
+            Ok(reply) if self.log_every_request => {
+                let (trace_id, span_id) = ids();
+                tracing::info!(
+                    request_id = id,
+                    method = "grpc ModelInfer",
+                    model,
+                    model_version = reply.get_ref().model_version.as_str(),
+                    code = "OK",
+                    latency_ms,
+                    trace_id = trace_id.as_deref(),
+                    span_id = span_id.as_deref(),
+                    "request"
+                )
+            }
             Ok(_) => {}
             Err(e) => {
                 let code = e.code();
+                let (trace_id, span_id) = ids();
                 macro_rules! line {
                     ($level:ident, $message:literal) => {
                         tracing::$level!(

@@ -28,6 +28,19 @@ pub struct Settings {
     pub monitoring: MonitoringSettings,
     pub payload_log: PayloadLogSettings,
     pub tracing: TracingSettings,
+    pub feedback: FeedbackSettings,
+}
+
+/// Outcome feedback: the store of predictions awaiting their truth, the quality window, the retraining webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackSettings {
+    pub max_pending: usize,
+    pub max_age_s: u64,
+    pub window: usize,
+    pub max_classes: usize,
+    pub webhook: String,
+    pub webhook_min_interval_s: u64,
 }
 
 /// Distributed tracing: OTLP export of a span per request and its phases.
@@ -394,6 +407,26 @@ impl Settings {
             return Err(ConfigError::InvalidValue {
                 key: "limits.max_tensor_elements",
                 message: "must be at least 1".into(),
+            });
+        }
+        for (key, value) in [
+            ("feedback.max_pending", self.feedback.max_pending),
+            ("feedback.window", self.feedback.window),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::InvalidValue {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if !self.feedback.webhook.is_empty() && !self.feedback.webhook.starts_with("http") {
+            return Err(ConfigError::InvalidValue {
+                key: "feedback.webhook",
+                message: format!(
+                    "'{}' is not an http:// or https:// URL",
+                    self.feedback.webhook
+                ),
             });
         }
         if self.server.max_body_bytes == 0 {

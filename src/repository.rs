@@ -35,6 +35,8 @@ pub struct ModelConfig {
     /// Prediction logging: sample rate and redaction.
     #[serde(default)]
     pub payload_log: PayloadPolicy,
+    /// Outcome feedback: which outputs hold the prediction, so delayed ground truth can be scored against it.
+    pub feedback: Option<FeedbackPolicy>,
     /// When its versions load: at once (`eager`) or on the first request (`lazy`); unset: `models.default_load`.
     pub load: Option<LoadMode>,
 }
@@ -87,6 +89,177 @@ pub struct PayloadPolicy {
     /// Feature columns (indexes into an input's last dimension) replaced by null.
     #[serde(default)]
     pub remove_features: BTreeMap<String, Vec<usize>>,
+}
+
+/// A model's outcome-feedback policy (`[feedback]` in `model.toml`): what its predictions are and where they are in
+/// the outputs, so that ground truth posted later can be scored against them.
+///
+/// ```toml
+/// [feedback]
+/// task = "classification"
+/// label_output = "label"            # the predicted class of each row
+/// score_output = "probabilities"    # optional: a row of class probabilities, in `classes` order
+/// classes = [0, 1, 2]               # optional: the class labels (default 0 .. columns of score_output)
+/// [feedback.retrain]
+/// metric = "accuracy"
+/// threshold = 0.9
+/// sustained_windows = 3
+/// new_data_rows = 5000
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackPolicy {
+    pub task: FeedbackTask,
+    /// The output with the predicted label (classification) or value (regression), one per row.
+    pub label_output: String,
+    /// The output with each row's class probabilities (classification only).
+    pub score_output: Option<String>,
+    /// The class labels, in the order of `score_output`'s columns.
+    pub classes: Option<Vec<ClassLabel>>,
+    /// When to call the retraining webhook.
+    pub retrain: Option<RetrainRule>,
+}
+
+impl FeedbackPolicy {
+    /// Checks what serde cannot: the class list and the rule fit the task.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.task == FeedbackTask::Regression
+            && (self.score_output.is_some() || self.classes.is_some())
+        {
+            return Err(
+                "[feedback]: score_output and classes are for task = \"classification\"".into(),
+            );
+        }
+        if let Some(classes) = &self.classes {
+            let distinct: std::collections::BTreeSet<String> =
+                classes.iter().map(ClassLabel::text).collect();
+            if classes.is_empty() || distinct.len() != classes.len() {
+                return Err(
+                    "[feedback] classes: must be a non-empty list of distinct labels".into(),
+                );
+            }
+        }
+        if let Some(rule) = &self.retrain {
+            if !rule.metric.fits(self.task) {
+                return Err(format!(
+                    "[feedback.retrain] metric '{}' is not a {:?} metric",
+                    rule.metric.as_str(),
+                    self.task
+                ));
+            }
+            if rule.metric.per_score() && self.score_output.is_none() {
+                return Err(format!(
+                    "[feedback.retrain] metric '{}' needs score_output",
+                    rule.metric.as_str()
+                ));
+            }
+            if !rule.threshold.is_finite() || rule.sustained_windows == 0 {
+                return Err(
+                    "[feedback.retrain]: threshold must be finite and sustained_windows at least 1"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackTask {
+    Classification,
+    Regression,
+}
+
+/// A class label as `model.toml` writes it: an integer or a string.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ClassLabel {
+    Int(i64),
+    Text(String),
+}
+
+impl ClassLabel {
+    /// The label as predictions and truths are compared: its text.
+    pub fn text(&self) -> String {
+        match self {
+            ClassLabel::Int(i) => i.to_string(),
+            ClassLabel::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// A quality metric over a window of labelled predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityMetric {
+    Accuracy,
+    LogLoss,
+    Brier,
+    Ece,
+    Mae,
+    Rmse,
+}
+
+impl QualityMetric {
+    pub const ALL: [QualityMetric; 6] = [
+        QualityMetric::Accuracy,
+        QualityMetric::LogLoss,
+        QualityMetric::Brier,
+        QualityMetric::Ece,
+        QualityMetric::Mae,
+        QualityMetric::Rmse,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityMetric::Accuracy => "accuracy",
+            QualityMetric::LogLoss => "log_loss",
+            QualityMetric::Brier => "brier",
+            QualityMetric::Ece => "ece",
+            QualityMetric::Mae => "mae",
+            QualityMetric::Rmse => "rmse",
+        }
+    }
+
+    /// Larger is better (accuracy); every other metric is an error or a loss.
+    pub fn higher_is_better(self) -> bool {
+        self == QualityMetric::Accuracy
+    }
+
+    /// Computed from class probabilities.
+    pub fn per_score(self) -> bool {
+        matches!(
+            self,
+            QualityMetric::LogLoss | QualityMetric::Brier | QualityMetric::Ece
+        )
+    }
+
+    pub fn fits(self, task: FeedbackTask) -> bool {
+        match self {
+            QualityMetric::Accuracy
+            | QualityMetric::LogLoss
+            | QualityMetric::Brier
+            | QualityMetric::Ece => task == FeedbackTask::Classification,
+            QualityMetric::Mae | QualityMetric::Rmse => task == FeedbackTask::Regression,
+        }
+    }
+}
+
+/// The retraining trigger of `[feedback.retrain]`: the metric past `threshold` (below it for accuracy, above it for
+/// the losses and errors) for `sustained_windows` windows in a row, or `new_data_rows` labels since the last trigger.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainRule {
+    pub metric: QualityMetric,
+    pub threshold: f64,
+    #[serde(default = "default_sustained_windows")]
+    pub sustained_windows: u32,
+    pub new_data_rows: Option<u64>,
+}
+
+fn default_sustained_windows() -> u32 {
+    3
 }
 
 /// One model directory as found on disk.
@@ -160,7 +333,14 @@ fn read_config(dir: &Path) -> Result<ModelConfig, String> {
     let path = dir.join("model.toml");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+            let config: ModelConfig = toml::from_str(&text)
+                .map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+            if let Some(feedback) = &config.feedback {
+                feedback
+                    .validate()
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Ok(config)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfig::default()),
         Err(e) => Err(format!("{}: {e}", path.display())),

@@ -23,6 +23,7 @@ use crate::memory::{self, MemoryBudget};
 use crate::metrics::Metrics;
 use crate::middleware::{ApiKeys, App, Overload};
 use crate::model::LoadOptions;
+use crate::monitoring::feedback::{Feedback, QualityObserver};
 use crate::monitoring::payload::PayloadLog;
 use crate::registry::manager::Residency;
 use crate::registry::watch::{self, WatchSettings};
@@ -572,16 +573,30 @@ fn build_state_with(
             .reload_file()
             .map_err(|e| StartError::Config(e.to_string()))?;
     }
+    let feedback = Feedback::new(
+        settings.feedback.clone(),
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+    );
+    // Routing's quality rollback judges variants on the served quality each truth post reports.
+    feedback.observe_with(Arc::clone(&routing) as Arc<dyn QualityObserver>);
     let mirror = ShadowMirror::start(
         Arc::clone(&registry),
         Arc::clone(&metrics),
+        feedback.clone(),
         settings.routing.shadow_queue_capacity,
         Duration::from_millis(settings.routing.shadow_delay_ms),
     );
     let core = InferenceService::new(Arc::clone(&registry), Arc::clone(&metrics), settings.limits);
     let payload_log = PayloadLog::start(&settings.payload_log, Arc::clone(&metrics))
         .map_err(StartError::Config)?;
-    let pipeline = inference::pipeline(core, Arc::clone(&routing), mirror.clone(), payload_log);
+    let pipeline = inference::pipeline(
+        core,
+        Arc::clone(&routing),
+        mirror.clone(),
+        feedback.clone(),
+        payload_log,
+    );
     let manager = Arc::new(repository_manager(
         settings, env, &registry, &metrics, &routing, &memory, &budget,
     ));
@@ -605,6 +620,7 @@ fn build_state_with(
         pipeline,
         routing,
         mirror,
+        feedback,
         manager,
         admin,
         max_body_bytes: settings.server.max_body_bytes,

@@ -12,6 +12,7 @@ use axum::Json;
 use crate::inference::InferenceError;
 use crate::memory::MemoryError;
 use crate::model::InferError;
+use crate::monitoring::feedback::FeedbackError;
 use crate::registry::{ManageError, RegistryError};
 use crate::routing::RoutingError;
 
@@ -34,6 +35,8 @@ pub enum ApiError {
     Manage(#[from] ManageError),
     #[error(transparent)]
     Routing(#[from] RoutingError),
+    #[error(transparent)]
+    Feedback(#[from] FeedbackError),
     #[error("missing or wrong admin token (send 'Authorization: Bearer <token>')")]
     Unauthorized,
     #[error("missing or wrong API key (send 'Authorization: Bearer <key>' or 'x-api-key: <key>')")]
@@ -76,6 +79,9 @@ impl ApiError {
             ApiError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             ApiError::Memory(m) => memory_status(m),
             ApiError::Path(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Feedback(e) => match e {
+                FeedbackError::NotEnabled(_) => StatusCode::BAD_REQUEST,
+            },
             ApiError::Manage(e) => match e {
                 ManageError::UnknownModel(_) | ManageError::NotInRepository(_) => {
                     StatusCode::NOT_FOUND

@@ -4,6 +4,7 @@
 //! unknown routes, wrong methods and rejected bodies or paths, is an [`ApiError`] with a V2 `{"error": …}` body.
 
 mod error;
+mod feedback;
 mod health;
 mod infer;
 pub mod management;
@@ -28,6 +29,7 @@ use crate::config::AdminAccess;
 use crate::inference::Pipeline;
 use crate::memory::MemoryBudget;
 use crate::metrics::Metrics;
+use crate::monitoring::feedback::Feedback;
 use crate::registry::{Registry, RepositoryManager};
 use crate::routing::shadow::ShadowMirror;
 use crate::routing::RoutingTable;
@@ -59,6 +61,8 @@ pub struct Shared {
     pub pipeline: Pipeline,
     pub routing: Arc<RoutingTable>,
     pub mirror: ShadowMirror,
+    /// Outcome feedback: kept predictions, posted truths, quality.
+    pub feedback: Feedback,
     pub manager: Arc<RepositoryManager>,
     /// Who may call the management API.
     pub admin: AdminAccess,
@@ -151,6 +155,8 @@ pub fn model_routes() -> Router<AppState> {
         .route("/v2/models/{model}/routing", get(routing::show))
         .route("/v1/models/{model}", get(v1::status).post(v1::predict))
         .route("/v2/models/{model}/drift", get(monitoring::drift))
+        .route("/v2/models/{model}/feedback", post(feedback::post))
+        .route("/v2/models/{model}/quality", get(feedback::quality))
         .route("/v2/models/{model}/card", get(monitoring::card))
         .route(
             "/v2/models/{model}/versions/{version}/card",

@@ -5,8 +5,13 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::feedback::FeedbackBody;
 use super::schema::*;
 use crate::model::stats::{BatchSnapshot, BatchTotals, InferenceTotals, Snapshot, Total};
+use crate::monitoring::feedback::quality::{ClassQuality, Quality};
+use crate::monitoring::feedback::{
+    ModelQuality, PostReply, RecordError, SeriesQuality, Set, TruthRecord,
+};
 use crate::registry::IndexEntry;
 
 /// Adds the two bearer schemes: API keys (inference, metadata) and the admin token (management).
@@ -52,6 +57,8 @@ impl Modify for Security {
         super::monitoring::drift,
         super::monitoring::card,
         super::monitoring::card_version,
+        super::feedback::post,
+        super::feedback::quality,
         document,
     ),
     components(schemas(
@@ -59,7 +66,8 @@ impl Modify for Security {
         TritonTensorConfig, TritonInstanceGroup, ModelStatistics, VersionStatistics, Snapshot, InferenceTotals,
         BatchSnapshot, BatchTotals, Total, RoutingState, ShadowPair, OutputComparison, RoutingChanged, Done,
         DefaultVersion, ModelDrift, VersionDrift, CardReply, IndexEntry, V1Status, V1Request, V1Response, V2Tensor,
-        V2RequestedOutput, V2InferRequest, V2InferResponse
+        V2RequestedOutput, V2InferRequest, V2InferResponse, FeedbackBody, TruthRecord, PostReply, RecordError,
+        ModelQuality, SeriesQuality, Set, Quality, ClassQuality
     )),
     modifiers(&Security)
 )]

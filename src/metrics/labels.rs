@@ -137,3 +137,29 @@ impl SpanDrop {
         }
     }
 }
+
+/// What became of a posted truth, as the `outcome` label of `sluice_feedback_labels_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOutcome {
+    Accepted,
+    /// No prediction is kept under its id.
+    Unknown,
+    /// Its prediction left the store before it came.
+    Late,
+    /// Its id was labelled already.
+    Duplicate,
+    /// It does not fit the prediction.
+    Invalid,
+}
+
+impl LabelOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            LabelOutcome::Accepted => "accepted",
+            LabelOutcome::Unknown => "unknown",
+            LabelOutcome::Late => "late",
+            LabelOutcome::Duplicate => "duplicate",
+            LabelOutcome::Invalid => "invalid",
+        }
+    }
+}

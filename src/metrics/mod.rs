@@ -1,12 +1,14 @@
-//! Prometheus metrics, held in a [`Metrics`] value with its own registry (no process-global state), in six
+//! Prometheus metrics, held in a [`Metrics`] value with its own registry (no process-global state), in seven
 //! families: [`RequestMetrics`] (inference requests), [`ModelMetrics`] (the versions and their loads),
 //! [`RoutingMetrics`] (shadow comparison, automatic rollback), [`MonitoringMetrics`] (drift, the payload log),
-//! [`StoreMetrics`] (a repository in a bucket) and [`TraceMetrics`] (span export);
+//! [`StoreMetrics`] (a repository in a bucket), [`TraceMetrics`] (span export) and [`FeedbackMetrics`] (model
+//! quality from ground truth);
 //! plus the memory budget and the process, read when scraped.
 //!
 //! Names follow Prometheus conventions: `sluice_` prefix, base units, counters ending in `_total`, and bounded
 //! labels only: every label value sluice chooses is in [`labels`].
 
+mod feedback;
 pub mod labels;
 mod memory;
 mod models;
@@ -22,8 +24,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub use self::feedback::{FeedbackMetrics, QualitySeries};
 pub use self::labels::{
-    LoadCause, Outcome, Protocol, ShadowOutcome, SpanDrop, StoreOperation, PINNED, STABLE,
+    LabelOutcome, LoadCause, Outcome, Protocol, ShadowOutcome, SpanDrop, StoreOperation, PINNED,
+    STABLE,
 };
 pub use self::models::{ModelMetrics, VersionGauges};
 pub use self::monitoring::MonitoringMetrics;
@@ -47,6 +51,7 @@ pub struct Metrics {
     pub monitoring: MonitoringMetrics,
     pub store: StoreMetrics,
     pub traces: TraceMetrics,
+    pub feedback: FeedbackMetrics,
 }
 
 impl Metrics {
@@ -63,6 +68,7 @@ impl Metrics {
             monitoring: MonitoringMetrics::new(&add)?,
             store: StoreMetrics::new(&add)?,
             traces: TraceMetrics::new(&add)?,
+            feedback: FeedbackMetrics::new(&add)?,
             registry,
         })
     }

@@ -40,6 +40,8 @@ pub struct ModelEntry {
     pub reason: Option<String>,
     /// Prediction logging policy from `model.toml`, read by the payload-log layer on each request.
     pub payload_log: Arc<crate::repository::PayloadPolicy>,
+    /// Outcome-feedback policy from `model.toml`: which outputs the feedback layer keeps predictions of.
+    pub feedback: Option<Arc<crate::repository::FeedbackPolicy>>,
     /// An operator unloaded it: it is not expected to be ready.
     pub operator_unloaded: bool,
     /// Lazy (`load = "lazy"`): its versions load on their first request and may be evicted; readiness does not

@@ -29,6 +29,19 @@ pub struct RoutingPolicy {
     pub key_header: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_rollback: Option<AutoRollback>,
+    /// Switches a variant off when its accuracy from outcome feedback falls too far below stable's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_rollback: Option<QualityRollback>,
+}
+
+/// Sets a variant's weight to 0 when its accuracy over the feedback window (the `served` set) is below stable's by
+/// more than `max_accuracy_drop`, once both windows hold at least `min_labels` labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QualityRollback {
+    /// Accuracy points (0 to 1) the variant may trail stable by.
+    pub max_accuracy_drop: f64,
+    pub min_labels: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -110,6 +123,14 @@ impl RoutingPolicy {
                     "auto_rollback needs max_error_rate between 0 and 1 and window_seconds > 0"
                         .into(),
                 );
+            }
+        }
+        if let Some(q) = &self.quality_rollback {
+            if !(0.0..=1.0).contains(&q.max_accuracy_drop) {
+                return Err(format!(
+                    "quality_rollback max_accuracy_drop {} is not between 0 and 1",
+                    q.max_accuracy_drop
+                ));
             }
         }
         if self

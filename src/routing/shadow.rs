@@ -22,6 +22,7 @@ use super::RoutingTable;
 use crate::inference::{InferCall, InferFuture, InferenceError, Inferred};
 use crate::memory::Reservation;
 use crate::metrics::{Comparison, Metrics, ShadowOutcome};
+use crate::monitoring::feedback::Feedback;
 use crate::otel::{PhaseEnd, RequestTrace};
 use crate::registry::Registry;
 use crate::tensor::json::InferRequest;
@@ -39,6 +40,8 @@ struct ShadowJob {
     _memory: Reservation,
     /// The primary request's trace, when sampled: the shadow run is a span in it, after its answer.
     trace: Option<RequestTrace>,
+    /// The request's feedback key (its V2 id or request id): the shadow's prediction joins the primary's under it.
+    feedback_key: Option<String>,
 }
 
 /// Comparison totals of one output.
@@ -91,6 +94,7 @@ pub struct ShadowMirror {
     /// A std mutex: updated once per finished comparison and read by the JSON endpoint; never held across an await.
     stats: Arc<Mutex<BTreeMap<PairKey, PairStats>>>,
     metrics: Arc<Metrics>,
+    feedback: Feedback,
 }
 
 impl ShadowMirror {
@@ -99,6 +103,7 @@ impl ShadowMirror {
     pub fn start(
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        feedback: Feedback,
         capacity: usize,
         delay: Duration,
     ) -> ShadowMirror {
@@ -108,6 +113,7 @@ impl ShadowMirror {
             queue,
             stats: Arc::clone(&stats),
             metrics: Arc::clone(&metrics),
+            feedback,
         };
         let worker = mirror.clone();
         tokio::spawn(async move {
@@ -129,6 +135,10 @@ impl ShadowMirror {
                     job
                 }
             };
+            if let Some(key) = &job.feedback_key {
+                self.feedback
+                    .shadow_done(&job.model, key, job.shadow_version, None);
+            }
             self.dropped(job.model, job.primary_version, job.shadow_version);
         }
     }
@@ -178,6 +188,14 @@ impl ShadowMirror {
                 Err(reason) => PhaseEnd::Failed(reason),
             };
             trace.follow_up("shadow", (started, Instant::now()), attributes, end);
+        }
+        if let Some(feedback_key) = &job.feedback_key {
+            self.feedback.shadow_done(
+                &key.0,
+                feedback_key,
+                key.2,
+                outcome.as_ref().ok().map(Vec::as_slice),
+            );
         }
         match outcome {
             Ok(shadow_outputs) => {
@@ -359,6 +377,8 @@ where
         };
         call.capture_inputs = true;
         let trace = call.trace.as_ref().filter(|t| t.sampled()).cloned();
+        let request_id = call.metadata.request_id().map(str::to_owned);
+        let feedback = self.mirror.feedback.clone();
         let future = self.inner.call(call);
         let mirror = self.mirror.clone();
         Box::pin(async move {
@@ -371,6 +391,10 @@ where
                         (Tensor::bytes_of(&inputs), Tensor::bytes_of(&done.outputs));
                     let mut memory = done.memory.split(inputs_len);
                     let (model, primary_version) = (done.model.name.clone(), done.model.version);
+                    let feedback_key =
+                        Feedback::request_key(done.id.as_deref(), request_id.as_deref())
+                            .filter(|_| feedback.policy(&model).is_some())
+                            .map(str::to_owned);
                     match memory.try_grow_to(2 * inputs_len + 3 * outputs_len) {
                         Ok(()) => mirror.offer(ShadowJob {
                             model,
@@ -380,8 +404,14 @@ where
                             primary_outputs: done.outputs.clone(),
                             _memory: memory,
                             trace,
+                            feedback_key,
                         }),
-                        Err(_) => mirror.dropped(model, primary_version, shadow_version),
+                        Err(_) => {
+                            if let Some(key) = &feedback_key {
+                                feedback.shadow_done(&model, key, shadow_version, None);
+                            }
+                            mirror.dropped(model, primary_version, shadow_version)
+                        }
                     }
                 }
             }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::policy::RoutingPolicy;
 use crate::metrics::Metrics;
 use crate::metrics::STABLE;
+use crate::monitoring::feedback::{QualityObserver, SeriesQuality};
 use crate::registry::PinnedVersions;
 
 /// Where a model's active policy came from.
@@ -317,11 +318,7 @@ impl RoutingTable {
             tripped.then_some((requests, errors))
         };
         if let Some((requests, errors)) = trip {
-            let change = RoutingChange::SetWeight {
-                variant: variant.to_owned(),
-                weight: 0.0,
-            };
-            if self.change(model, change).is_ok() {
+            if self.switch_off(model, variant, version) {
                 tracing::warn!(
                     model,
                     variant,
@@ -329,15 +326,80 @@ impl RoutingTable {
                     errors,
                     "automatic rollback: variant error rate over threshold, weight set to 0"
                 );
-                self.metrics.routing.auto_rollback(model, variant);
-                if let Some(sink) = self.rollbacks.get() {
-                    // Full (a burst of rollbacks): this replica's override holds regardless.
-                    let _ = sink.try_send(Rollback {
-                        model: model.to_owned(),
-                        variant: variant.to_owned(),
-                        version,
-                    });
-                }
+            }
+        }
+    }
+
+    /// Sets a variant's weight to 0 (an automatic rollback): counted, and sent to the rollback sink. False when the
+    /// change could not be made.
+    fn switch_off(&self, model: &str, variant: &str, version: u64) -> bool {
+        let change = RoutingChange::SetWeight {
+            variant: variant.to_owned(),
+            weight: 0.0,
+        };
+        if self.change(model, change).is_err() {
+            return false;
+        }
+        self.metrics.routing.auto_rollback(model, variant);
+        if let Some(sink) = self.rollbacks.get() {
+            // Full (a burst of rollbacks): this replica's override holds regardless.
+            let _ = sink.try_send(Rollback {
+                model: model.to_owned(),
+                variant: variant.to_owned(),
+                version,
+            });
+        }
+        true
+    }
+}
+
+impl QualityObserver for RoutingTable {
+    /// The quality rule of automatic rollback: a variant with weight whose served accuracy trails stable's by more
+    /// than the margin, both over at least `min_labels` labels, is switched off.
+    fn observe(&self, model: &str, served: &[SeriesQuality]) {
+        let Some(active) = self.get(model) else {
+            return;
+        };
+        let Some(rule) = &active.policy.quality_rollback else {
+            return;
+        };
+        let accuracy = |variant: &str, version: u64| {
+            served
+                .iter()
+                .find(|s| s.variant == variant && s.version == version.to_string())
+                .filter(|s| s.quality.labels as u64 >= rule.min_labels.max(1))
+                .and_then(|s| s.quality.accuracy)
+        };
+        // Stable's series: the version the policy names, else whichever version served as stable.
+        let stable = served
+            .iter()
+            .filter(|s| s.variant == STABLE)
+            .filter(|s| {
+                active
+                    .policy
+                    .stable
+                    .is_none_or(|v| s.version == v.to_string())
+            })
+            .filter(|s| s.quality.labels as u64 >= rule.min_labels.max(1))
+            .find_map(|s| s.quality.accuracy);
+        let Some(stable) = stable else {
+            return;
+        };
+        for v in active.policy.variants.iter().filter(|v| v.weight > 0.0) {
+            let Some(variant) = accuracy(&v.name, v.version) else {
+                continue;
+            };
+            if stable - variant > rule.max_accuracy_drop
+                && self.switch_off(model, &v.name, v.version)
+            {
+                tracing::warn!(
+                    model,
+                    variant = %v.name,
+                    accuracy = variant,
+                    stable_accuracy = stable,
+                    max_accuracy_drop = rule.max_accuracy_drop,
+                    "automatic rollback: variant accuracy below stable's by more than the margin, weight set to 0"
+                );
             }
         }
     }

@@ -591,6 +591,7 @@ fn unloaded_entry(old: ModelEntry, dir: &ModelDir) -> ModelEntry {
         default: None,
         reason: Some("unloaded by an operator".into()),
         payload_log: old.payload_log,
+        feedback: old.feedback,
         operator_unloaded: true,
         lazy: false,
     }

@@ -72,6 +72,7 @@ impl RepositoryManager {
             default,
             reason: None,
             payload_log: Arc::new(config.payload_log.clone()),
+            feedback: config.feedback.clone().map(Arc::new),
             operator_unloaded: false,
             lazy: true,
         }

@@ -1,0 +1,336 @@
+//! One request's prediction as outcome feedback keeps it (read from the output tensors named by the model's
+//! `[feedback]` policy) and the ground truth posted for it (read from JSON), row by row.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::repository::{ClassLabel, FeedbackPolicy, FeedbackTask};
+use crate::tensor::{Tensor, TensorData};
+
+/// A class label. Integer labels and their text (`2`, `"2"`, `2.0`) are one label, so a truth posted as a string
+/// matches an INT64 prediction.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Label {
+    Int(i64),
+    Text(Box<str>),
+}
+
+impl Label {
+    pub fn from_text(text: &str) -> Label {
+        match text.parse::<i64>() {
+            Ok(i) => Label::Int(i),
+            Err(_) => Label::Text(text.into()),
+        }
+    }
+
+    /// A number as a label: integral values only.
+    fn from_f64(x: f64) -> Option<Label> {
+        (x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e15).then_some(Label::Int(x as i64))
+    }
+}
+
+impl From<&ClassLabel> for Label {
+    fn from(c: &ClassLabel) -> Label {
+        match c {
+            ClassLabel::Int(i) => Label::Int(*i),
+            ClassLabel::Text(s) => Label::from_text(s),
+        }
+    }
+}
+
+impl fmt::Display for Label {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Label::Int(i) => write!(f, "{i}"),
+            Label::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What one request predicted, for each of its rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicted {
+    Classes {
+        labels: Vec<Label>,
+        /// Each row's class probabilities, `columns` a row, in the order of the policy's classes.
+        scores: Option<Scores>,
+    },
+    Values(Vec<f64>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    pub columns: usize,
+    pub values: Vec<f32>,
+}
+
+impl Scores {
+    pub fn row(&self, row: usize) -> &[f32] {
+        &self.values[row * self.columns..(row + 1) * self.columns]
+    }
+}
+
+impl Predicted {
+    pub fn rows(&self) -> usize {
+        match self {
+            Predicted::Classes { labels, .. } => labels.len(),
+            Predicted::Values(v) => v.len(),
+        }
+    }
+}
+
+/// The ground truth of one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Truth {
+    Class(Label),
+    Value(f64),
+}
+
+/// Reads the prediction the policy names from a request's outputs. Errors say what was missing or of the wrong form.
+pub fn extract(policy: &FeedbackPolicy, outputs: &[Tensor]) -> Result<Predicted, String> {
+    let find = |name: &str| outputs.iter().find(|t| t.name == name);
+    let scores = match &policy.score_output {
+        Some(name) => {
+            Some(scores_of(find(name).ok_or_else(|| {
+                format!("output '{name}' was not computed")
+            })?)?)
+        }
+        None => None,
+    };
+    let label = find(&policy.label_output);
+    match policy.task {
+        FeedbackTask::Regression => {
+            let t = label
+                .ok_or_else(|| format!("output '{}' was not computed", policy.label_output))?;
+            let values =
+                values_of(t).ok_or_else(|| format!("output '{}' is not numeric", t.name))?;
+            one_per_row(t, values.len())?;
+            Ok(Predicted::Values(values))
+        }
+        FeedbackTask::Classification => {
+            let labels = match (label, &scores) {
+                (Some(t), _) => {
+                    let labels = labels_of(t)
+                        .ok_or_else(|| format!("output '{}' holds no class labels", t.name))?;
+                    one_per_row(t, labels.len())?;
+                    labels
+                }
+                // The label output was not asked for: the most probable class of each row.
+                (None, Some(s)) => {
+                    let classes = classes(policy, s.columns);
+                    (0..s.values.len() / s.columns.max(1))
+                        .map(|r| classes[argmax(s.row(r))].clone())
+                        .collect()
+                }
+                (None, None) => {
+                    return Err(format!("output '{}' was not computed", policy.label_output))
+                }
+            };
+            if let Some(s) = &scores {
+                if s.values.len() != labels.len() * s.columns {
+                    return Err(format!(
+                        "output '{}' has {} rows of scores for {} labels",
+                        policy.score_output.as_deref().unwrap_or(""),
+                        s.values.len() / s.columns.max(1),
+                        labels.len()
+                    ));
+                }
+                if policy
+                    .classes
+                    .as_ref()
+                    .is_some_and(|c| c.len() != s.columns)
+                {
+                    return Err(format!(
+                        "output '{}' has {} columns, [feedback] classes names {}",
+                        policy.score_output.as_deref().unwrap_or(""),
+                        s.columns,
+                        policy.classes.as_ref().map_or(0, Vec::len)
+                    ));
+                }
+            }
+            Ok(Predicted::Classes { labels, scores })
+        }
+    }
+}
+
+/// The policy's class labels, or `0 .. columns` when it names none.
+pub fn classes(policy: &FeedbackPolicy, columns: usize) -> Vec<Label> {
+    match &policy.classes {
+        Some(c) => c.iter().map(Label::from).collect(),
+        None => (0..columns as i64).map(Label::Int).collect(),
+    }
+}
+
+/// The index of the largest value (the first of equals, as numpy's `argmax`).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A label or value output has one element a row: shape `[N]` or `[N, 1]`.
+fn one_per_row(t: &Tensor, len: usize) -> Result<(), String> {
+    match t.shape.as_slice() {
+        [n] | [n, 1] if *n == len => Ok(()),
+        _ => Err(format!(
+            "output '{}' has shape {:?}, not one value a row",
+            t.name, t.shape
+        )),
+    }
+}
+
+fn scores_of(t: &Tensor) -> Result<Scores, String> {
+    let columns = match t.shape.as_slice() {
+        [_, c] if *c > 0 => *c,
+        _ => {
+            return Err(format!(
+                "output '{}' has shape {:?}, not [rows, classes]",
+                t.name, t.shape
+            ))
+        }
+    };
+    let values = match &t.data {
+        TensorData::Fp32(v) => v.clone(),
+        TensorData::Fp64(v) => v.iter().map(|x| *x as f32).collect(),
+        _ => return Err(format!("output '{}' is not FP32 or FP64", t.name)),
+    };
+    Ok(Scores { columns, values })
+}
+
+fn labels_of(t: &Tensor) -> Option<Vec<Label>> {
+    Some(match &t.data {
+        TensorData::Int64(v) => v.iter().map(|x| Label::Int(*x)).collect(),
+        TensorData::Int32(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
+        TensorData::Int16(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
+        TensorData::Int8(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
+        TensorData::Uint8(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
+        TensorData::Uint16(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
+        TensorData::Uint32(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
+        TensorData::Bool(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
+        TensorData::Bytes(v) => v.iter().map(|s| Label::from_text(s)).collect(),
+        _ => return None,
+    })
+}
+
+fn values_of(t: &Tensor) -> Option<Vec<f64>> {
+    Some(match &t.data {
+        TensorData::Fp32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorData::Fp64(v) => v.clone(),
+        TensorData::Fp16(v) => v.iter().map(|x| x.to_f64()).collect(),
+        TensorData::Int64(v) => v.iter().map(|x| *x as f64).collect(),
+        TensorData::Int32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        _ => return None,
+    })
+}
+
+/// Reads the truth of a prediction of `rows` rows: a scalar for one row, else an array of one value a row.
+pub fn parse_truth(task: FeedbackTask, value: &Value, rows: usize) -> Result<Vec<Truth>, String> {
+    let one = |v: &Value| -> Result<Truth, String> {
+        match (task, v) {
+            (FeedbackTask::Regression, Value::Number(n)) => n
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .map(Truth::Value)
+                .ok_or_else(|| format!("truth {n} is not a finite number")),
+            (FeedbackTask::Regression, other) => Err(format!(
+                "truth {other} is not a number (task = \"regression\")"
+            )),
+            (FeedbackTask::Classification, Value::String(s)) => {
+                Ok(Truth::Class(Label::from_text(s)))
+            }
+            (FeedbackTask::Classification, Value::Number(n)) => n
+                .as_i64()
+                .map(Label::Int)
+                .or_else(|| n.as_f64().and_then(Label::from_f64))
+                .map(Truth::Class)
+                .ok_or_else(|| format!("truth {n} is not a class label (an integer or a string)")),
+            (FeedbackTask::Classification, Value::Bool(b)) => {
+                Ok(Truth::Class(Label::Int(i64::from(*b))))
+            }
+            (FeedbackTask::Classification, other) => Err(format!(
+                "truth {other} is not a class label (an integer or a string)"
+            )),
+        }
+    };
+    match value {
+        Value::Array(items) if items.len() == rows => items.iter().map(one).collect(),
+        Value::Array(items) => Err(format!(
+            "truth has {} values; the prediction has {rows} rows",
+            items.len()
+        )),
+        Value::Null => Err("truth is missing".into()),
+        scalar if rows == 1 => Ok(vec![one(scalar)?]),
+        _ => Err(format!(
+            "truth is one value; the prediction has {rows} rows (send an array)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(text: &str) -> FeedbackPolicy {
+        toml::from_str(text).unwrap()
+    }
+
+    fn tensor(name: &str, shape: Vec<usize>, data: TensorData) -> Tensor {
+        Tensor {
+            name: name.into(),
+            shape,
+            data,
+        }
+    }
+
+    #[test]
+    fn labels_and_scores_are_read_row_by_row() {
+        let p =
+            policy("task = \"classification\"\nlabel_output = \"label\"\nscore_output = \"p\"\n");
+        let outputs = [
+            tensor("label", vec![2], TensorData::Int64(vec![1, 0])),
+            tensor("p", vec![2, 2], TensorData::Fp32(vec![0.2, 0.8, 0.6, 0.4])),
+        ];
+        let Predicted::Classes { labels, scores } = extract(&p, &outputs).unwrap() else {
+            panic!("not classes")
+        };
+        assert_eq!(labels, [Label::Int(1), Label::Int(0)]);
+        assert_eq!(scores.unwrap().row(1), [0.6, 0.4]);
+        // Without the label output, the most probable class stands in.
+        let Predicted::Classes { labels, .. } = extract(&p, &outputs[1..]).unwrap() else {
+            panic!("not classes")
+        };
+        assert_eq!(labels, [Label::Int(1), Label::Int(0)]);
+        assert!(extract(&p, &outputs[..1])
+            .unwrap_err()
+            .contains("'p' was not computed"));
+    }
+
+    #[test]
+    fn truths_are_checked_against_the_task_and_the_rows() {
+        use FeedbackTask::*;
+        assert_eq!(
+            parse_truth(Classification, &json!("2"), 1).unwrap(),
+            [Truth::Class(Label::Int(2))]
+        );
+        assert_eq!(
+            parse_truth(Classification, &json!(2.0), 1).unwrap(),
+            [Truth::Class(Label::Int(2))]
+        );
+        assert!(parse_truth(Classification, &json!(2.5), 1).is_err());
+        assert!(parse_truth(Classification, &json!([1, 2]), 3).is_err());
+        assert!(parse_truth(Classification, &json!(1), 2).is_err());
+        assert!(parse_truth(Regression, &json!("x"), 1).is_err());
+        assert_eq!(
+            parse_truth(Regression, &json!([1.5, 2]), 2).unwrap(),
+            [Truth::Value(1.5), Truth::Value(2.0)]
+        );
+        assert!(parse_truth(Classification, &json!({"a": 1}), 1).is_err());
+        assert!(parse_truth(Classification, &Value::Null, 1).is_err());
+    }
+}

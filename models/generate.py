@@ -19,6 +19,9 @@ Outputs:
 - tests/fixtures/models/misdeclared/1 declares output shape [1] but returns the input's shape
 - tests/fixtures/models/slow/1        200 chained MatMul+Tanh: requests that stay in flight
 - tests/fixtures/reference.json       V2 requests and the outputs Python onnxruntime gives for them
+- tests/fixtures/feedback/            labelled held-out sets (digits, diabetes), a deliberately weak digits MLP
+                                      (same signature as digits_mlp, trained on 3 images a digit) and a diabetes
+                                      regressor, for the outcome-feedback tests
 """
 
 import hashlib
@@ -35,9 +38,9 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, Int64TensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris
 from sklearn.ensemble import GradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
@@ -410,12 +413,38 @@ def edge_cases() -> None:
     save(model, "slow", 1, FIXTURES / "models")
 
 
+def feedback_fixtures() -> None:
+    """Labelled data for the outcome-feedback tests: the digits test split (the rows digits_mlp never saw) with its
+    labels, a worse digits model of the same signature (trained on 3 images of each digit), and a diabetes regressor with its own
+    held-out split."""
+    out = FIXTURES / "feedback"
+    out.mkdir(parents=True, exist_ok=True)
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=SEED)
+    few = np.concatenate([np.flatnonzero(y_train == c)[:3] for c in range(10)])  # 3 images of each digit
+    weak = MLPClassifier(hidden_layer_sizes=(128, 64), max_iter=300, random_state=SEED).fit(x_train[few], y_train[few])
+    onx = to_onnx(weak, initial_types=float_input(64), target_opset=TARGET_OPSET, options={"zipmap": False})
+    (out / "digits_weak.onnx").write_bytes(onx.SerializeToString())
+    (out / "digits_heldout.json").write_text(json.dumps(
+        {"inputs": [[float(v) for v in row] for row in x_test], "labels": [int(v) for v in y_test]}) + "\n")
+    x, y = load_diabetes(return_X_y=True)
+    x = x.astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.2, random_state=SEED)
+    reg = LinearRegression().fit(x_train, y_train)
+    onx = to_onnx(reg, initial_types=float_input(10), target_opset=TARGET_OPSET)
+    (out / "diabetes.onnx").write_bytes(onx.SerializeToString())
+    (out / "diabetes_heldout.json").write_text(json.dumps(
+        {"inputs": [[float(v) for v in row] for row in x_test], "labels": [float(v) for v in y_test]}) + "\n")
+
+
 def main() -> None:
     for name in ("iris", "digits_mlp", "digits_mlp_int8", "tumor_risk"):
         for version_dir in (MODELS / name).glob("[0-9]*"):
             shutil.rmtree(version_dir)
     refs = iris() + digits() + tumor_risk() + echo()
     edge_cases()
+    feedback_fixtures()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "reference.json").write_text(json.dumps(refs, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(refs)} reference cases to {FIXTURES / 'reference.json'}")

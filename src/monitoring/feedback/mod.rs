@@ -427,7 +427,7 @@ impl Feedback {
                     if key.set == Set::Served {
                         if let Some(rule) = &policy.retrain {
                             if s.window.since_judged >= self.0.settings.window {
-                                s.window.since_judged = 0;
+                                s.window.since_judged -= self.0.settings.window;
                                 let value = q.get(rule.metric);
                                 let past = value.is_some_and(|v| {
                                     if rule.metric.higher_is_better() {

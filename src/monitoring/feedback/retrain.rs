@@ -1,8 +1,8 @@
 //! The retraining trigger of `[feedback.retrain]`: a CloudEvent (`io.sluice.feedback.retrain`, structured mode,
 //! `application/cloudevents+json`) POSTed to `feedback.webhook` when a served version's metric was past its
 //! threshold for `sustained_windows` windows in a row (reason `metric`), or when `new_data_rows` labels came since
-//! the model's last trigger (reason `new_data`). At most one per model per `feedback.webhook_min_interval_s`: a
-//! trigger due within it waits for the next window. Every trigger is counted and logged, with a webhook or without.
+//! the model's last `new_data` trigger (reason `new_data`). At most one of each reason per model per
+//! `feedback.webhook_min_interval_s`: a trigger due within it waits for the next window or post. Every trigger is counted and logged, with a webhook or without.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +19,8 @@ pub const EVENT_TYPE: &str = "io.sluice.feedback.retrain";
 
 #[derive(Default)]
 struct ModelState {
-    last: Option<Instant>,
+    last_metric: Option<Instant>,
+    last_new_data: Option<Instant>,
     labels_since: u64,
 }
 
@@ -98,11 +99,18 @@ impl Trigger {
         {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let s = state.entry(model.to_owned()).or_default();
-            if s.last.is_some_and(|t| t.elapsed() < self.min_interval) {
+            let last = if reason == "new_data" {
+                &mut s.last_new_data
+            } else {
+                &mut s.last_metric
+            };
+            if last.is_some_and(|t| t.elapsed() < self.min_interval) {
                 return false;
             }
-            s.last = Some(Instant::now());
-            s.labels_since = 0;
+            *last = Some(Instant::now());
+            if reason == "new_data" {
+                s.labels_since = 0;
+            }
         }
         self.metrics.feedback.retrain_trigger(model, reason);
         tracing::warn!(model, reason, %data, "retraining trigger");

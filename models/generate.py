@@ -242,6 +242,9 @@ def digits() -> list:
     )
     card("digits_mlp", "Handwritten digit classifier, FP32 multi-layer perceptron.",
          versions=[f"1: FP32 weights ({fp32.stat().st_size} bytes); test accuracy {acc_fp32:.3f} (360 images)"],
+         policy="\n# Outcome feedback (docs/feedback.md): predictions are kept for their ground truth, posted to\n"
+         "# /v2/models/digits_mlp/feedback; quality is at /v2/models/digits_mlp/quality and in /metrics.\n"
+         '[feedback]\ntask = "classification"\nlabel_output = "label"\nscore_output = "probabilities"\n',
          **common)
     card("digits_mlp_int8", "The digits_mlp network with int8 weights (onnxruntime quantize_dynamic).",
          versions=[f"1: int8 dynamic quantisation of digits_mlp v1 ({int8.stat().st_size} bytes); "

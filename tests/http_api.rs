@@ -807,12 +807,14 @@ fn openapi_documents_every_endpoint() {
         "/v2/models/stats",
         "/v2/models/{model}/stats",
         "/v2/models/{model}/versions/{version}/stats",
+        "/v2/models/{model}/feedback",
+        "/v2/models/{model}/quality",
     ] {
         assert!(paths.contains_key(path), "{path} is not documented");
     }
     assert_eq!(
         paths.len(),
-        27,
+        29,
         "a documented path the test does not know: {:?}",
         paths.keys().collect::<Vec<_>>()
     );

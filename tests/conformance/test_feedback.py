@@ -26,7 +26,6 @@ def sluice(settings, prepare):
 FIXTURES = ROOT / "tests" / "fixtures" / "feedback"
 DIGITS = json.loads((FIXTURES / "digits_heldout.json").read_text())
 DIABETES = json.loads((FIXTURES / "diabetes_heldout.json").read_text())
-FEEDBACK = '\n[feedback]\ntask = "classification"\nlabel_output = "label"\nscore_output = "probabilities"\n'
 
 
 def with_weak_version(extra="", default=1):
@@ -35,8 +34,9 @@ def with_weak_version(extra="", default=1):
         (repo / "digits_mlp" / "2").mkdir()
         shutil.copy(FIXTURES / "digits_weak.onnx", repo / "digits_mlp" / "2" / "model.onnx")
         toml = (repo / "digits_mlp" / "model.toml").read_text()
+        assert "[feedback]" in toml, "models/digits_mlp keeps its predictions for feedback"
         (repo / "digits_mlp" / "model.toml").write_text(
-            f'version_policy = "all"\ndefault_version = {default}\n' + toml + FEEDBACK + extra)
+            f'version_policy = "all"\ndefault_version = {default}\n' + toml + extra)
         (repo / "diabetes" / "1").mkdir(parents=True)
         shutil.copy(FIXTURES / "diabetes.onnx", repo / "diabetes" / "1" / "model.onnx")
         (repo / "diabetes" / "model.toml").write_text(

@@ -413,7 +413,12 @@ where
                             mirror.dropped(model, primary_version, shadow_version)
                         }
                     }
+                    return Ok(done);
                 }
+            }
+            // Not mirrored after all (routing chose the shadow's own version): feedback stops waiting for it.
+            if let Some(key) = Feedback::request_key(done.id.as_deref(), request_id.as_deref()) {
+                feedback.shadow_done(&done.model.name, key, shadow_version, None);
             }
             Ok(done)
         })

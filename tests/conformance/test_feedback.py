@@ -151,6 +151,9 @@ def test_quality_equals_the_offline_metrics_for_every_variant_and_the_paired_sha
 
     quality = requests.get(f"http://{split}/v2/models/digits_mlp/quality", timeout=10).json()
     series = {(s["version"], s["variant"], s["set"]): s for s in quality["series"]}
+    # Every labelled prediction left the store; what waits are the pinned requests made above, which had no id and
+    # were kept under their x-request-id.
+    assert quality["pending"] == len(stable_rows)
 
     def rows_of(indices, outputs):
         return [(int(o["label"].reshape(-1)[0]), DIGITS["labels"][i], o["probabilities"].reshape(-1))

@@ -418,6 +418,18 @@ fn api_keys_protect_inference_and_metadata_only() {
             );
         }
     }
+    // Outcome feedback is behind the keys too (iris keeps no predictions: past the key, its handler answers 400).
+    for (method, path) in [
+        ("POST", "/v2/models/iris/feedback"),
+        ("GET", "/v2/models/iris/quality"),
+    ] {
+        assert_eq!(send(method, path, None).0, 401, "{path} without a key");
+        assert_eq!(
+            send(method, path, Some(("x-api-key", "other-key".into()))).0,
+            400,
+            "{path} x-api-key"
+        );
+    }
     // Health, model readiness included (probes send no credentials, as with Triton and KServe), and metrics.
     for path in [
         "/v2/health/live",

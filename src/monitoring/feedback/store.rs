@@ -169,7 +169,7 @@ impl Store {
                 dropped.push((old.model, Dropped::Replaced));
             }
         }
-        self.expire(entry_now(), &mut dropped);
+        self.expire(Instant::now(), &mut dropped);
         while self.entries.len() > self.capacity {
             let Some((key, old)) = self.pop_oldest() else {
                 break;
@@ -189,7 +189,7 @@ impl Store {
     /// Removes entries older than `max_age`; returns those that left unlabelled.
     pub fn expire_now(&mut self) -> Vec<(Arc<str>, Dropped)> {
         let mut dropped = Vec::new();
-        self.expire(entry_now(), &mut dropped);
+        self.expire(Instant::now(), &mut dropped);
         dropped
     }
 
@@ -252,7 +252,7 @@ impl Store {
 
     /// The entry a truth names, if it is still waiting.
     pub fn lookup(&mut self, key: u64) -> Lookup<'_> {
-        let now = entry_now();
+        let now = Instant::now();
         let expired = self
             .entries
             .get(&key)
@@ -292,10 +292,6 @@ impl Store {
     pub fn footprint(&self) -> (usize, usize, usize) {
         (self.entries.len(), self.order.len(), self.tombs.len())
     }
-}
-
-fn entry_now() -> Instant {
-    Instant::now()
 }
 
 #[cfg(test)]

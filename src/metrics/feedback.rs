@@ -1,7 +1,7 @@
 //! The feedback family: model quality per model × version × variant × set from delayed ground truth, and the
 //! predictions, labels and retraining triggers behind it.
 
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec};
 
 use super::labels::LabelOutcome;
 use super::Registrar;
@@ -20,6 +20,15 @@ impl QualitySeries {
     fn labels(&self) -> [&str; 4] {
         [&self.model, &self.version, &self.variant, self.set]
     }
+}
+
+/// One model's `sluice_feedback_predictions_total{outcome="recorded"}` and
+/// `sluice_feedback_predictions_dropped_total` series.
+pub struct PredictionCounters {
+    pub recorded: IntCounter,
+    pub capacity: IntCounter,
+    pub expired: IntCounter,
+    pub replaced: IntCounter,
 }
 
 pub struct FeedbackMetrics {
@@ -76,20 +85,21 @@ impl FeedbackMetrics {
         })
     }
 
-    pub fn recorded(&self, model: &str) {
-        self.predictions
-            .with_label_values(&[model, "recorded"])
-            .inc();
+    /// A model's prediction counters, resolved once: the per-request path then only adds.
+    pub fn prediction_counters(&self, model: &str) -> PredictionCounters {
+        let dropped = |reason| self.dropped.with_label_values(&[model, reason]);
+        PredictionCounters {
+            recorded: self.predictions.with_label_values(&[model, "recorded"]),
+            capacity: dropped("capacity"),
+            expired: dropped("expired"),
+            replaced: dropped("replaced"),
+        }
     }
 
     pub fn not_recorded(&self, model: &str) {
         self.predictions
             .with_label_values(&[model, "not_recorded"])
             .inc();
-    }
-
-    pub fn dropped(&self, model: &str, reason: &str) {
-        self.dropped.with_label_values(&[model, reason]).inc();
     }
 
     pub fn label(&self, model: &str, outcome: LabelOutcome) {

@@ -24,7 +24,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::feedback::{FeedbackMetrics, QualitySeries};
+pub use self::feedback::{FeedbackMetrics, PredictionCounters, QualitySeries};
 pub use self::labels::{
     LabelOutcome, LoadCause, Outcome, Protocol, ShadowOutcome, SpanDrop, StoreOperation, PINNED,
     STABLE,

@@ -306,6 +306,11 @@ impl Registry {
         }
     }
 
+    /// The model's outcome-feedback policy, when its `model.toml` has one.
+    pub fn feedback_policy(&self, model: &str) -> Option<Arc<crate::repository::FeedbackPolicy>> {
+        self.models.load().get(model)?.feedback.clone()
+    }
+
     /// Finds the version a request targets: the one named, or the model's default.
     pub fn resolve(
         &self,

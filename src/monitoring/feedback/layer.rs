@@ -55,12 +55,17 @@ where
         };
         // The shadow layer (outside this one) asks for the inputs of the requests it mirrors.
         let mirrored = call.capture_inputs;
-        let request_id = call.metadata.request_id().map(str::to_owned);
         let feedback = self.feedback.clone();
+        // The V2 id (known once answered) comes first; the x-request-id's key is taken now, to keep no copy.
+        let by_request_id = Feedback::request_key(None, call.metadata.request_id())
+            .map(|id| feedback.key(&call.model, id));
         let future = self.inner.call(call);
         Box::pin(async move {
             let done = future.await?;
-            match Feedback::request_key(done.id.as_deref(), request_id.as_deref()) {
+            let key = Feedback::request_key(done.id.as_deref(), None)
+                .map(|id| feedback.key(&done.model.name, id))
+                .or(by_request_id);
+            match key {
                 Some(key) => feedback.record(&policy, key, &done, mirrored),
                 None => feedback.unkeyed(&done.model.name),
             }

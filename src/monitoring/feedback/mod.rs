@@ -23,10 +23,10 @@ use serde_json::Value;
 
 use self::prediction::{Label, Predicted, Truth};
 use self::quality::{Quality, Scored, Window};
-use self::store::{Dropped, Entry, Lookup, ShadowState, Store};
+use self::store::{Dropped, Entry, Keys, Lookup, ModelId, ShadowState, Store};
 use crate::config::FeedbackSettings;
 use crate::inference::Inferred;
-use crate::metrics::{LabelOutcome, Metrics, QualitySeries};
+use crate::metrics::{LabelOutcome, Metrics, PredictionCounters, QualitySeries};
 use crate::registry::Registry;
 use crate::repository::FeedbackPolicy;
 use crate::tensor::Tensor;
@@ -147,7 +147,8 @@ struct Inner {
     settings: FeedbackSettings,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
-    store: Mutex<Store>,
+    keys: Keys,
+    state: Mutex<State>,
     series: Mutex<BTreeMap<SeriesKey, Series>>,
     retrain: retrain::Trigger,
     observer: OnceLock<Arc<dyn QualityObserver>>,
@@ -160,10 +161,14 @@ impl Feedback {
         metrics: Arc<Metrics>,
     ) -> Feedback {
         Feedback(Arc::new(Inner {
-            store: Mutex::new(Store::new(
-                settings.max_pending,
-                Duration::from_secs(settings.max_age_s),
-            )),
+            keys: Keys::default(),
+            state: Mutex::new(State {
+                store: Store::new(
+                    settings.max_pending,
+                    Duration::from_secs(settings.max_age_s),
+                ),
+                counters: Vec::new(),
+            }),
             series: Mutex::default(),
             retrain: retrain::Trigger::new(&settings, Arc::clone(&metrics)),
             observer: OnceLock::new(),
@@ -180,29 +185,33 @@ impl Feedback {
 
     /// The model's feedback policy, when it has one.
     pub fn policy(&self, model: &str) -> Option<Arc<FeedbackPolicy>> {
-        self.0
-            .registry
-            .snapshot()
-            .get(model)
-            .and_then(|e| e.feedback.clone())
+        self.0.registry.feedback_policy(model)
     }
 
-    /// The key feedback keeps a request's prediction under: its V2 `id`, else its `x-request-id`.
+    /// The id feedback keeps a request's prediction under: its V2 `id`, else its `x-request-id`.
     pub fn request_key<'a>(id: Option<&'a str>, request_id: Option<&'a str>) -> Option<&'a str> {
         id.filter(|s| !s.is_empty())
             .or(request_id)
             .filter(|s| !s.is_empty())
     }
 
-    /// Keeps an answered request's prediction. `mirrored`: the shadow layer is sending it to the shadow too.
-    pub fn record(&self, policy: &FeedbackPolicy, key: &str, done: &Inferred, mirrored: bool) {
-        let model: Arc<str> = Arc::from(done.model.name.as_str());
-        let model = &model;
+    /// The store's key of a model's request id.
+    pub fn key(&self, model: &str, id: &str) -> u64 {
+        self.0.keys.key(model, id)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps an answered request's prediction under `key` ([`Feedback::key`]). `mirrored`: the shadow layer is
+    /// sending it to the shadow too.
+    pub fn record(&self, policy: &FeedbackPolicy, key: u64, done: &Inferred, mirrored: bool) {
         let predicted = match prediction::extract(policy, &done.outputs) {
             Ok(p) => p,
             Err(reason) => {
-                tracing::debug!(model = %model, %reason, "prediction not kept for feedback");
-                self.0.metrics.feedback.not_recorded(model);
+                tracing::debug!(model = %done.model.name, %reason, "prediction not kept for feedback");
+                self.0.metrics.feedback.not_recorded(&done.model.name);
                 return;
             }
         };
@@ -211,31 +220,25 @@ impl Feedback {
         } else {
             ShadowState::None
         };
+        let mut state = self.state();
+        let model = state.model(&done.model.name, &self.0.metrics);
         let entry = Entry::new(
-            Arc::clone(model),
+            model,
             done.model.version,
             done.variant.clone(),
             predicted,
             shadow,
         );
-        let dropped = {
-            let mut store = self.0.store.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = store.key(model, key);
-            store.insert(key, entry)
-        };
-        self.0.metrics.feedback.recorded(model);
-        self.count_dropped(&dropped);
+        let State { store, counters } = &mut *state;
+        store.insert(key, entry, |model, why| {
+            counters[model.index()].dropped(why)
+        });
+        counters[model.index()].recorded.inc();
     }
 
     /// An answered request of a feedback model with neither a V2 id nor an `x-request-id`: nothing to key it by.
     pub fn unkeyed(&self, model: &str) {
         self.0.metrics.feedback.not_recorded(model);
-    }
-
-    fn count_dropped(&self, dropped: &[(Arc<str>, Dropped)]) {
-        for (model, why) in dropped {
-            self.0.metrics.feedback.dropped(model, why.label());
-        }
     }
 
     /// The shadow's answer (or failure) for a mirrored request: pairs it with the primary's prediction, and
@@ -251,14 +254,15 @@ impl Feedback {
             return;
         };
         let predicted = outputs.and_then(|o| prediction::extract(&policy, o).ok());
+        let key = self.key(model, key);
         let labelled = {
-            let mut store = self.0.store.lock().unwrap_or_else(PoisonError::into_inner);
-            let key = store.key(model, key);
+            let mut state = self.state();
+            let store = &mut state.store;
             let Some(entry) = store.get_mut(key) else {
                 return;
             };
             entry.shadow = match predicted {
-                Some(p) => ShadowState::Done(shadow_version, p),
+                Some(p) => ShadowState::Done(shadow_version, Box::new(p)),
                 None => ShadowState::Failed,
             };
             if entry.truth.is_some() {
@@ -270,7 +274,7 @@ impl Feedback {
         if let Some(entry) = labelled {
             let truth = entry.truth.clone().unwrap_or_default();
             let mut rows = Vec::new();
-            self.pair(&policy, &entry, &truth, &mut rows);
+            self.pair(&policy, model, &entry, &truth, &mut rows);
             self.absorb(model, &policy, rows);
         }
     }
@@ -283,10 +287,12 @@ impl Feedback {
         let mut reply = PostReply::default();
         let mut rows: Vec<(SeriesKey, Scored)> = Vec::new();
         let mut taken = Vec::new();
-        let dropped = {
-            let mut store = self.0.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let name: Arc<str> = Arc::from(model);
+        {
+            let mut state = self.state();
+            let State { store, counters } = &mut *state;
             for (index, record) in records.iter().enumerate() {
-                let key = store.key(model, &record.id);
+                let key = self.key(model, &record.id);
                 let outcome = match store.lookup(key) {
                     Lookup::Unknown => Err((LabelOutcome::Unknown, "no prediction is kept under this id".to_owned())),
                     Lookup::Late => Err((LabelOutcome::Late, "its prediction left the store before the truth came (feedback.max_age_s, feedback.max_pending)".to_owned())),
@@ -296,7 +302,7 @@ impl Feedback {
                             Err(e) => Err((LabelOutcome::Invalid, e)),
                             Ok((truth, scored)) => {
                                 let served = SeriesKey {
-                                    model: Arc::clone(&entry.model),
+                                    model: Arc::clone(&name),
                                     version: entry.version,
                                     variant: entry.variant.to_string(),
                                     set: Set::Served,
@@ -331,9 +337,8 @@ impl Feedback {
                     }
                 }
             }
-            store.expire_now()
-        };
-        self.count_dropped(&dropped);
+            store.expire_now(|model, why| counters[model.index()].dropped(why));
+        }
         self.0
             .metrics
             .feedback
@@ -341,7 +346,7 @@ impl Feedback {
         let mut paired = Vec::new();
         for (entry, truth) in taken {
             if let Some(entry) = entry {
-                self.pair(&policy, &entry, &truth, &mut paired);
+                self.pair(&policy, model, &entry, &truth, &mut paired);
             }
         }
         rows.extend(paired);
@@ -354,6 +359,7 @@ impl Feedback {
     fn pair(
         &self,
         policy: &FeedbackPolicy,
+        model: &str,
         entry: &Entry,
         truth: &[Truth],
         rows: &mut Vec<(SeriesKey, Scored)>,
@@ -361,8 +367,9 @@ impl Feedback {
         let ShadowState::Done(shadow_version, shadow) = &entry.shadow else {
             return;
         };
+        let model: Arc<str> = Arc::from(model);
         let key = |version, variant: &str| SeriesKey {
-            model: Arc::clone(&entry.model),
+            model: Arc::clone(&model),
             version,
             variant: variant.to_owned(),
             set: Set::Mirrored,
@@ -513,18 +520,50 @@ impl Feedback {
                 quality: s.window.quality(&classes, self.0.settings.max_classes),
             })
             .collect();
-        let pending = self
-            .0
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pending(model);
+        let pending = self.state().store.pending(model);
         Ok(ModelQuality {
             model: model.to_owned(),
             pending,
             window: self.0.settings.window,
             series,
         })
+    }
+}
+
+/// The store and each of its models' counters (by [`ModelId`]), under one lock.
+struct State {
+    store: Store,
+    counters: Vec<ModelCounters>,
+}
+
+impl State {
+    fn model(&mut self, name: &str, metrics: &Metrics) -> ModelId {
+        let id = self.store.model(name);
+        if id.index() == self.counters.len() {
+            self.counters
+                .push(ModelCounters(metrics.feedback.prediction_counters(name)));
+        }
+        id
+    }
+}
+
+struct ModelCounters(PredictionCounters);
+
+impl ModelCounters {
+    fn dropped(&self, why: Dropped) {
+        match why {
+            Dropped::Capacity => &self.0.capacity,
+            Dropped::Expired => &self.0.expired,
+            Dropped::Replaced => &self.0.replaced,
+        }
+        .inc();
+    }
+}
+
+impl std::ops::Deref for ModelCounters {
+    type Target = PredictionCounters;
+    fn deref(&self) -> &PredictionCounters {
+        &self.0
     }
 }
 

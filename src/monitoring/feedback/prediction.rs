@@ -4,6 +4,7 @@
 use std::fmt;
 
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::repository::{ClassLabel, FeedbackPolicy, FeedbackTask};
 use crate::tensor::{Tensor, TensorData};
@@ -48,21 +49,26 @@ impl fmt::Display for Label {
     }
 }
 
+/// A prediction's rows are kept inline up to these counts (a request of one row of a few classes takes no heap).
+pub type Labels = SmallVec<[Label; 1]>;
+pub type ScoreValues = SmallVec<[f32; 4]>;
+pub type Values = SmallVec<[f64; 1]>;
+
 /// What one request predicted, for each of its rows.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Predicted {
     Classes {
-        labels: Vec<Label>,
+        labels: Labels,
         /// Each row's class probabilities, `columns` a row, in the order of the policy's classes.
         scores: Option<Scores>,
     },
-    Values(Vec<f64>),
+    Values(Values),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {
     pub columns: usize,
-    pub values: Vec<f32>,
+    pub values: ScoreValues,
 }
 
 impl Scores {
@@ -195,14 +201,14 @@ fn scores_of(t: &Tensor) -> Result<Scores, String> {
         }
     };
     let values = match &t.data {
-        TensorData::Fp32(v) => v.clone(),
+        TensorData::Fp32(v) => SmallVec::from_slice(v),
         TensorData::Fp64(v) => v.iter().map(|x| *x as f32).collect(),
         _ => return Err(format!("output '{}' is not FP32 or FP64", t.name)),
     };
     Ok(Scores { columns, values })
 }
 
-fn labels_of(t: &Tensor) -> Option<Vec<Label>> {
+fn labels_of(t: &Tensor) -> Option<Labels> {
     Some(match &t.data {
         TensorData::Int64(v) => v.iter().map(|x| Label::Int(*x)).collect(),
         TensorData::Int32(v) => v.iter().map(|x| Label::Int(i64::from(*x))).collect(),
@@ -217,10 +223,10 @@ fn labels_of(t: &Tensor) -> Option<Vec<Label>> {
     })
 }
 
-fn values_of(t: &Tensor) -> Option<Vec<f64>> {
+fn values_of(t: &Tensor) -> Option<Values> {
     Some(match &t.data {
         TensorData::Fp32(v) => v.iter().map(|x| f64::from(*x)).collect(),
-        TensorData::Fp64(v) => v.clone(),
+        TensorData::Fp64(v) => SmallVec::from_slice(v),
         TensorData::Fp16(v) => v.iter().map(|x| x.to_f64()).collect(),
         TensorData::Int64(v) => v.iter().map(|x| *x as f64).collect(),
         TensorData::Int32(v) => v.iter().map(|x| f64::from(*x)).collect(),
@@ -299,13 +305,13 @@ mod tests {
         let Predicted::Classes { labels, scores } = extract(&p, &outputs).unwrap() else {
             panic!("not classes")
         };
-        assert_eq!(labels, [Label::Int(1), Label::Int(0)]);
+        assert_eq!(labels[..], [Label::Int(1), Label::Int(0)]);
         assert_eq!(scores.unwrap().row(1), [0.6, 0.4]);
         // Without the label output, the most probable class stands in.
         let Predicted::Classes { labels, .. } = extract(&p, &outputs[1..]).unwrap() else {
             panic!("not classes")
         };
-        assert_eq!(labels, [Label::Int(1), Label::Int(0)]);
+        assert_eq!(labels[..], [Label::Int(1), Label::Int(0)]);
         assert!(extract(&p, &outputs[..1])
             .unwrap_err()
             .contains("'p' was not computed"));

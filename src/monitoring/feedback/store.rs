@@ -1,22 +1,45 @@
-//! The bounded store of predictions awaiting their ground truth: at most `max_pending` entries, none older than
-//! `max_age`; the oldest leave first. It also remembers, as boundedly, which keys were labelled (a second truth is a
-//! duplicate) and which left unlabelled (a truth for them is late), so the answer to a truth is always precise.
+//! The bounded store of predictions awaiting their ground truth: a ring of `max_pending` slots in arrival order, so
+//! a prediction waits until `max_pending` later ones came (all models together) or `max_age` passed, whichever is
+//! first. A compact index finds a request key's slot. It also remembers, as boundedly, which keys were labelled (a
+//! second truth is a duplicate) and which left unlabelled (a truth for them is late), so the answer to a truth is
+//! always precise. Every operation is O(1) and touches the ring in arrival order.
 
 use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
+
 use super::prediction::{Predicted, Truth};
+
+/// Request keys: a 64-bit keyed hash of the model and the request id (ids are never stored).
+#[derive(Default)]
+pub struct Keys(RandomState);
+
+impl Keys {
+    pub fn key(&self, model: &str, id: &str) -> u64 {
+        self.0.hash_one((model, id))
+    }
+}
+
+/// A model as the store knows it: its name is kept once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelId(u32);
+
+impl ModelId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// A prediction waiting for its truth.
 #[derive(Debug)]
 pub struct Entry {
-    seq: u64,
     at: Instant,
-    pub model: Arc<str>,
+    pub model: ModelId,
     pub version: u64,
     pub variant: Cow<'static, str>,
     pub predicted: Predicted,
@@ -27,14 +50,13 @@ pub struct Entry {
 
 impl Entry {
     pub fn new(
-        model: Arc<str>,
+        model: ModelId,
         version: u64,
         variant: Cow<'static, str>,
         predicted: Predicted,
         shadow: ShadowState,
     ) -> Entry {
         Entry {
-            seq: 0,
             at: Instant::now(),
             model,
             version,
@@ -54,7 +76,7 @@ pub enum ShadowState {
     /// Mirrored; the shadow has not answered yet.
     Pending,
     /// The shadow (this version) predicted this.
-    Done(u64, Predicted),
+    Done(u64, Box<Predicted>),
     /// The shadow run failed or was dropped: there is nothing to pair.
     Failed,
 }
@@ -97,200 +119,252 @@ enum Tomb {
     Gone,
 }
 
+struct Slot {
+    key: u64,
+    seq: u64,
+    entry: Entry,
+}
+
+/// A remembered key: a truth for it is a duplicate (labelled) or late (gone).
+struct Grave {
+    key: u64,
+    tomb: Tomb,
+}
+
 pub struct Store {
-    entries: HashMap<u64, Entry>,
-    /// Keys in arrival order with their entry's `seq`; a key whose entry was replaced or taken is skipped.
-    order: VecDeque<(u64, u64)>,
-    tombs: HashMap<u64, Tomb>,
-    tomb_order: VecDeque<u64>,
+    /// The prediction of arrival number `seq` sits in slot `seq % capacity` while it waits.
+    ring: Vec<Option<Slot>>,
+    /// The ring slots of waiting keys, found by key (a key is a keyed hash: it is its own hash). Four bytes a key, so
+    /// the index stays in cache while the ring streams by.
+    index: HashTable<u32>,
+    /// The next arrival number.
     next_seq: u64,
+    /// No prediction older than this arrival number is waiting.
+    front: u64,
+    /// Buried keys in burial order; the oldest is forgotten to make room.
+    graves: Vec<Grave>,
+    next_grave: usize,
+    /// The `graves` slots of buried keys, found by key.
+    tombs: HashTable<u32>,
     capacity: usize,
     max_age: Duration,
-    hasher: RandomState,
-    /// Entries per model.
-    per_model: HashMap<Arc<str>, usize>,
+    models: Vec<(Arc<str>, usize)>,
+    model_ids: HashMap<Arc<str>, ModelId>,
 }
 
 impl Store {
+    /// A store of at most `capacity` predictions (at most `u32::MAX`).
     pub fn new(capacity: usize, max_age: Duration) -> Store {
         Store {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            tombs: HashMap::new(),
-            tomb_order: VecDeque::new(),
+            ring: Vec::new(),
+            index: HashTable::new(),
             next_seq: 0,
-            capacity: capacity.max(1),
+            front: 0,
+            graves: Vec::new(),
+            next_grave: 0,
+            tombs: HashTable::new(),
+            capacity: capacity.clamp(1, u32::MAX as usize),
             max_age,
-            hasher: RandomState::new(),
-            per_model: HashMap::new(),
+            models: Vec::new(),
+            model_ids: HashMap::new(),
         }
     }
 
-    /// The key of a request id of a model (a 64-bit keyed hash: ids are never stored).
-    pub fn key(&self, model: &str, id: &str) -> u64 {
-        self.hasher.hash_one((model, id))
+    /// The id of a model's entries (a model is known from its first prediction on).
+    pub fn model(&mut self, name: &str) -> ModelId {
+        if let Some(id) = self.model_ids.get(name) {
+            return *id;
+        }
+        let id = ModelId(self.models.len() as u32);
+        let name: Arc<str> = Arc::from(name);
+        self.models.push((Arc::clone(&name), 0));
+        self.model_ids.insert(name, id);
+        id
     }
 
     /// Predictions of `model` waiting.
     pub fn pending(&self, model: &str) -> usize {
-        self.per_model.get(model).copied().unwrap_or(0)
-    }
-
-    fn count(&mut self, model: &Arc<str>, up: bool) {
-        if up {
-            *self.per_model.entry(Arc::clone(model)).or_default() += 1;
-        } else if let Some(n) = self.per_model.get_mut(model) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_model.remove(model);
-            }
-        }
+        self.model_ids
+            .get(model)
+            .map_or(0, |id| self.models[id.index()].1)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
     }
 
-    /// Keeps `entry` under `key`; returns the predictions that left unlabelled to make room or for age.
-    pub fn insert(&mut self, key: u64, mut entry: Entry) -> Vec<(Arc<str>, Dropped)> {
-        let mut dropped = Vec::new();
-        entry.seq = self.next_seq;
-        self.next_seq += 1;
-        self.order.push_back((key, entry.seq));
-        self.tombs.remove(&key);
-        self.count(&entry.model, true);
-        if let Some(old) = self.entries.insert(key, entry) {
-            self.count(&old.model, false);
-            if old.truth.is_none() {
-                dropped.push((old.model, Dropped::Replaced));
+    fn position(&self, seq: u64) -> usize {
+        (seq % self.capacity as u64) as usize
+    }
+
+    /// The ring slot of a waiting key.
+    fn find(&self, key: u64) -> Option<usize> {
+        let ring = &self.ring;
+        self.index
+            .find(key, |&at| {
+                ring[at as usize].as_ref().is_some_and(|s| s.key == key)
+            })
+            .map(|&at| at as usize)
+    }
+
+    /// Keeps `entry` under `key`; `dropped` is told of each prediction that left unlabelled, for age, to make room,
+    /// or replaced by this one.
+    pub fn insert(&mut self, key: u64, entry: Entry, mut dropped: impl FnMut(ModelId, Dropped)) {
+        self.expire(entry.at, &mut dropped);
+        if self.ring.is_empty() {
+            // Sized once for the cap: predictions churn through it for good. The indexes get twice the room, so
+            // deleted marks are swept rarely.
+            self.ring.reserve_exact(self.capacity);
+            let ring = &self.ring;
+            self.index.reserve(2 * self.capacity, |&at| {
+                ring[at as usize].as_ref().map_or(0, |s| s.key)
+            });
+            let graves = &self.graves;
+            self.tombs
+                .reserve(2 * self.capacity, |&at| graves[at as usize].key);
+        }
+        if let Some(old) = self.find(key).and_then(|at| self.vacate(at)) {
+            self.models[old.entry.model.index()].1 -= 1;
+            if old.entry.truth.is_none() {
+                dropped(old.entry.model, Dropped::Replaced);
             }
         }
-        self.expire(Instant::now(), &mut dropped);
-        while self.entries.len() > self.capacity {
-            let Some((key, old)) = self.pop_oldest() else {
-                break;
-            };
-            self.leave(key, old, Dropped::Capacity, &mut dropped);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.models[entry.model.index()].1 += 1;
+        let at = self.position(seq);
+        let slot = Some(Slot { key, seq, entry });
+        if at == self.ring.len() {
+            self.ring.push(slot);
+        } else if let Some(old) = std::mem::replace(&mut self.ring[at], slot) {
+            // `capacity` predictions came after it.
+            self.unindex(old.key, at);
+            self.leave(old, Dropped::Capacity, &mut dropped);
         }
-        // Keys of replaced or taken entries linger in `order` until they reach its front; compact when they
-        // outnumber the live ones.
-        if self.order.len() > 2 * self.capacity + 64 {
-            let entries = &self.entries;
-            self.order
-                .retain(|(k, seq)| entries.get(k).is_some_and(|e| e.seq == *seq));
-        }
-        dropped
+        let ring = &self.ring;
+        self.index.insert_unique(key, at as u32, |&at| {
+            ring[at as usize].as_ref().map_or(0, |s| s.key)
+        });
+        self.front = self
+            .front
+            .max((seq + 1).saturating_sub(self.capacity as u64));
     }
 
-    /// Removes entries older than `max_age`; returns those that left unlabelled.
-    pub fn expire_now(&mut self) -> Vec<(Arc<str>, Dropped)> {
-        let mut dropped = Vec::new();
+    /// Removes predictions older than `max_age`; `dropped` is told of those that left unlabelled.
+    pub fn expire_now(&mut self, mut dropped: impl FnMut(ModelId, Dropped)) {
         self.expire(Instant::now(), &mut dropped);
-        dropped
     }
 
-    fn expire(&mut self, now: Instant, dropped: &mut Vec<(Arc<str>, Dropped)>) {
-        while let Some(&(key, seq)) = self.order.front() {
-            match self.entries.get(&key) {
-                Some(e) if e.seq == seq => {
-                    if now.duration_since(e.at) < self.max_age {
+    fn expire(&mut self, now: Instant, dropped: &mut impl FnMut(ModelId, Dropped)) {
+        while self.front < self.next_seq {
+            let at = self.position(self.front);
+            if let Some(slot) = &self.ring[at] {
+                if slot.seq == self.front {
+                    if now.saturating_duration_since(slot.entry.at) < self.max_age {
                         return;
                     }
-                    self.order.pop_front();
-                    if let Some(old) = self.entries.remove(&key) {
-                        self.leave(key, old, Dropped::Expired, dropped);
+                    if let Some(old) = self.vacate(at) {
+                        self.leave(old, Dropped::Expired, dropped);
                     }
                 }
-                _ => {
-                    self.order.pop_front();
-                }
             }
+            self.front += 1;
         }
     }
 
-    fn pop_oldest(&mut self) -> Option<(u64, Entry)> {
-        while let Some((key, seq)) = self.order.pop_front() {
-            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
-                return self.entries.remove(&key).map(|e| (key, e));
-            }
+    /// Drops the index's mark of `key` at ring slot `at`.
+    fn unindex(&mut self, key: u64, at: usize) {
+        if let Ok(found) = self.index.find_entry(key, |&a| a as usize == at) {
+            found.remove();
         }
-        None
     }
 
-    /// An entry left without being taken: unlabelled ones are dropped predictions (a truth for them is late);
-    /// labelled ones only waited for their shadow.
-    fn leave(
-        &mut self,
-        key: u64,
-        entry: Entry,
-        why: Dropped,
-        dropped: &mut Vec<(Arc<str>, Dropped)>,
-    ) {
-        self.count(&entry.model, false);
-        if entry.truth.is_none() {
-            dropped.push((entry.model, why));
-            self.bury(key, Tomb::Gone);
+    /// Empties ring slot `at` and its index mark.
+    fn vacate(&mut self, at: usize) -> Option<Slot> {
+        let slot = self.ring[at].take()?;
+        self.unindex(slot.key, at);
+        Some(slot)
+    }
+
+    /// A prediction left without being taken: unlabelled ones are dropped (a truth for them is late); labelled ones
+    /// only waited for their shadow.
+    fn leave(&mut self, slot: Slot, why: Dropped, dropped: &mut impl FnMut(ModelId, Dropped)) {
+        self.models[slot.entry.model.index()].1 -= 1;
+        if slot.entry.truth.is_none() {
+            dropped(slot.entry.model, why);
+            self.bury(slot.key, Tomb::Gone);
         } else {
-            self.bury(key, Tomb::Labelled);
+            self.bury(slot.key, Tomb::Labelled);
         }
     }
 
     fn bury(&mut self, key: u64, tomb: Tomb) {
-        if self.tombs.insert(key, tomb).is_none() {
-            self.tomb_order.push_back(key);
+        let graves = &self.graves;
+        if let Some(&at) = self.tombs.find(key, |&at| graves[at as usize].key == key) {
+            self.graves[at as usize].tomb = tomb;
+            return;
         }
-        while self.tomb_order.len() > self.capacity {
-            if let Some(k) = self.tomb_order.pop_front() {
-                self.tombs.remove(&k);
+        let at = self.next_grave;
+        let grave = Grave { key, tomb };
+        if at == self.graves.len() {
+            self.graves.push(grave);
+        } else {
+            let old = std::mem::replace(&mut self.graves[at], grave);
+            if let Ok(found) = self.tombs.find_entry(old.key, |&a| a as usize == at) {
+                found.remove();
             }
         }
+        self.next_grave = (at + 1) % self.capacity;
+        let graves = &self.graves;
+        self.tombs
+            .insert_unique(key, at as u32, |&at| graves[at as usize].key);
     }
 
     /// The entry a truth names, if it is still waiting.
     pub fn lookup(&mut self, key: u64) -> Lookup<'_> {
-        let now = Instant::now();
-        let expired = self
-            .entries
-            .get(&key)
-            .is_some_and(|e| now.duration_since(e.at) >= self.max_age);
-        if expired {
-            // Left for `expire` to count: it pops it from the front in arrival order.
-            return if self.entries[&key].truth.is_some() {
-                Lookup::Duplicate
-            } else {
-                Lookup::Late
-            };
-        }
-        match self.entries.get_mut(&key) {
-            Some(e) if e.truth.is_some() => Lookup::Duplicate,
-            Some(e) => Lookup::Waiting(e),
-            None => match self.tombs.get(&key) {
-                Some(Tomb::Labelled) => Lookup::Duplicate,
-                Some(Tomb::Gone) => Lookup::Late,
+        let Some(at) = self.find(key) else {
+            let graves = &self.graves;
+            return match self.tombs.find(key, |&at| graves[at as usize].key == key) {
+                Some(&at) if graves[at as usize].tomb == Tomb::Labelled => Lookup::Duplicate,
+                Some(_) => Lookup::Late,
                 None => Lookup::Unknown,
-            },
+            };
+        };
+        let max_age = self.max_age;
+        let Some(slot) = self.ring[at].as_mut() else {
+            return Lookup::Unknown;
+        };
+        let entry = &mut slot.entry;
+        if entry.truth.is_some() {
+            Lookup::Duplicate
+        } else if entry.at.elapsed() >= max_age {
+            // Left for `expire` to count: it leaves in arrival order.
+            Lookup::Late
+        } else {
+            Lookup::Waiting(entry)
         }
     }
 
     /// Takes a labelled entry out for good: a later truth for it is a duplicate.
     pub fn take(&mut self, key: u64) -> Option<Entry> {
-        let entry = self.entries.remove(&key)?;
-        self.count(&entry.model, false);
+        let slot = self.find(key).and_then(|at| self.vacate(at))?;
+        self.models[slot.entry.model.index()].1 -= 1;
         self.bury(key, Tomb::Labelled);
-        Some(entry)
+        Some(slot.entry)
     }
 
     pub fn get_mut(&mut self, key: u64) -> Option<&mut Entry> {
-        self.entries.get_mut(&key)
+        let at = self.find(key)?;
+        self.ring[at].as_mut().map(|s| &mut s.entry)
     }
 
-    /// Memory the store's bookkeeping holds at most, in entries: for the bound test.
+    /// What the store's bookkeeping holds (waiting keys, ring slots, remembered keys): for the bound test.
     pub fn footprint(&self) -> (usize, usize, usize) {
-        (self.entries.len(), self.order.len(), self.tombs.len())
+        (self.index.len(), self.ring.len(), self.tombs.len())
     }
 }
 
@@ -298,62 +372,119 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn entry(model: &Arc<str>) -> Entry {
+    fn entry(model: ModelId) -> Entry {
         Entry::new(
-            Arc::clone(model),
+            model,
             1,
             Cow::Borrowed("stable"),
-            Predicted::Values(vec![1.0]),
+            Predicted::Values(smallvec::smallvec![1.0]),
             ShadowState::None,
         )
     }
 
     /// A million predictions through a store capped at 100,000: it never holds more than its cap, its bookkeeping
-    /// stays within a small multiple of it, and every prediction pushed out is counted.
+    /// stays within it, and every prediction pushed out is counted.
     #[test]
     fn a_million_predictions_stay_within_the_cap() {
-        let model: Arc<str> = Arc::from("m");
+        let keys = Keys::default();
         let mut store = Store::new(100_000, Duration::from_secs(3600));
+        let m = store.model("m");
         let mut dropped = 0usize;
         for i in 0..1_000_000u64 {
-            let key = store.key("m", &i.to_string());
-            dropped += store.insert(key, entry(&model)).len();
-            let (entries, order, tombs) = store.footprint();
-            assert!(entries <= 100_000 && order <= 2 * 100_000 + 65 && tombs <= 100_000);
+            store.insert(keys.key("m", &i.to_string()), entry(m), |model, why| {
+                assert_eq!((model, why), (m, Dropped::Capacity));
+                dropped += 1;
+            });
+            let (entries, slots, tombs) = store.footprint();
+            assert!(entries <= 100_000 && slots <= 100_000 && tombs <= 100_000);
         }
         assert_eq!(store.len(), 100_000);
         assert_eq!(dropped, 900_000);
         assert_eq!(store.pending("m"), 100_000);
         // The latest pushed out are late (the store remembers as many of those as its cap), the newest still wait,
         // ids never seen (or forgotten) are unknown.
-        let k = store.key("m", "899999");
-        assert!(matches!(store.lookup(k), Lookup::Late));
-        let k = store.key("m", "0");
-        assert!(matches!(store.lookup(k), Lookup::Unknown));
-        let k = store.key("m", "999999");
-        assert!(matches!(store.lookup(k), Lookup::Waiting(_)));
-        let k = store.key("m", "x");
-        assert!(matches!(store.lookup(k), Lookup::Unknown));
+        assert!(matches!(
+            store.lookup(keys.key("m", "899999")),
+            Lookup::Late
+        ));
+        assert!(matches!(
+            store.lookup(keys.key("m", "800000")),
+            Lookup::Late
+        ));
+        assert!(matches!(
+            store.lookup(keys.key("m", "799999")),
+            Lookup::Unknown
+        ));
+        assert!(matches!(store.lookup(keys.key("m", "0")), Lookup::Unknown));
+        assert!(matches!(
+            store.lookup(keys.key("m", "900000")),
+            Lookup::Waiting(_)
+        ));
+        assert!(matches!(
+            store.lookup(keys.key("m", "999999")),
+            Lookup::Waiting(_)
+        ));
+        assert!(matches!(store.lookup(keys.key("m", "x")), Lookup::Unknown));
+        assert!(matches!(
+            store.lookup(keys.key("other", "999999")),
+            Lookup::Unknown
+        ));
         // Taken once, a second truth is a duplicate.
-        let k = store.key("m", "999999");
+        let k = keys.key("m", "999999");
         assert!(store.take(k).is_some());
         assert!(matches!(store.lookup(k), Lookup::Duplicate));
+        assert_eq!(store.pending("m"), 99_999);
+    }
+
+    #[test]
+    fn taken_predictions_leave_holes_the_ring_skips() {
+        let keys = Keys::default();
+        let mut store = Store::new(4, Duration::from_secs(3600));
+        let (a, b) = (store.model("a"), store.model("b"));
+        let mut dropped = Vec::new();
+        for i in 0..4 {
+            let model = if i % 2 == 0 { a } else { b };
+            let name = if i % 2 == 0 { "a" } else { "b" };
+            store.insert(keys.key(name, &i.to_string()), entry(model), |m, w| {
+                dropped.push((m, w))
+            });
+        }
+        assert_eq!((store.pending("a"), store.pending("b")), (2, 2));
+        // Labelled and taken: its slot is empty when the ring comes round to it.
+        assert!(store.take(keys.key("a", "0")).is_some());
+        store.insert(keys.key("a", "4"), entry(a), |m, w| dropped.push((m, w)));
+        assert!(dropped.is_empty());
+        // The next one pushes out the oldest waiting, "1" of b.
+        store.insert(keys.key("a", "5"), entry(a), |m, w| dropped.push((m, w)));
+        assert_eq!(dropped, vec![(b, Dropped::Capacity)]);
+        assert!(matches!(store.lookup(keys.key("b", "1")), Lookup::Late));
+        assert!(matches!(
+            store.lookup(keys.key("a", "0")),
+            Lookup::Duplicate
+        ));
+        assert_eq!((store.pending("a"), store.pending("b")), (3, 1));
+        assert_eq!(store.len(), 4);
     }
 
     #[test]
     fn old_and_replaced_predictions_are_counted() {
-        let model: Arc<str> = Arc::from("m");
+        let keys = Keys::default();
         let mut store = Store::new(10, Duration::from_millis(50));
-        let a = store.key("m", "a");
-        assert!(store.insert(a, entry(&model)).is_empty());
-        let again = store.insert(a, entry(&model));
-        assert_eq!(again[0].1, Dropped::Replaced);
+        let m = store.model("m");
+        let a = keys.key("m", "a");
+        let mut dropped = Vec::new();
+        store.insert(a, entry(m), |m, w| dropped.push((m, w)));
+        assert!(dropped.is_empty());
+        store.insert(a, entry(m), |m, w| dropped.push((m, w)));
+        assert_eq!(dropped, vec![(m, Dropped::Replaced)]);
+        assert_eq!(store.pending("m"), 1);
         std::thread::sleep(Duration::from_millis(60));
         assert!(matches!(store.lookup(a), Lookup::Late));
-        let expired = store.expire_now();
-        assert_eq!(expired.len(), 1);
-        assert_eq!(expired[0].1, Dropped::Expired);
+        dropped.clear();
+        store.expire_now(|m, w| dropped.push((m, w)));
+        assert_eq!(dropped, vec![(m, Dropped::Expired)]);
         assert!(matches!(store.lookup(a), Lookup::Late));
         assert!(store.is_empty());
+        assert_eq!(store.pending("m"), 0);
     }
 }

@@ -20,53 +20,19 @@ rounds="${BENCH_ROUNDS:-6}"
 seconds="${BENCH_SECONDS:-5}"
 
 work="$(mktemp -d)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+port=18950
+trap stop_servers EXIT
 small_model_fixture "$work"
 printf 'wrk.headers["Accept-Encoding"] = "gzip, deflate"\n' >> "$work/json.lua"
 cp -r "$work/repo" "$work/repo_on"
 printf '[feedback]\ntask = "classification"\nlabel_output = "label"\nscore_output = "probabilities"\n' \
   >> "$work/repo_on/m/model.toml"
 
-port=18950
-declare -A ports pids
-serve() { # <name> <repo>
-  local name="$1"
-  port=$((port + 1))
-  SLUICE__SERVER__GRPC_PORT=0 SLUICE__LOG__LEVEL=warn "$bin" --models "$2" --host 127.0.0.1 --port "$port" \
-    > "$work/$name.log" 2>&1 &
-  until curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null; do
-    kill -0 $! 2>/dev/null || { cat "$work/$name.log" >&2; exit 1; }
-    sleep 0.05
-  done
-  ports[$name]=$port
-  pids[$name]=$!
-}
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-tick_us=$((1000000 / $(getconf CLK_TCK)))
-serve off "$work/repo"
-serve on "$work/repo_on"
-
-names=(off on)
-declare -A results cpu
-for r in $(seq 1 "$rounds"); do
-  line="round $r:"
-  order=("${names[@]:$((r % 2))}" "${names[@]:0:$((r % 2))}")
-  for name in "${order[@]}"; do
-    url="http://127.0.0.1:${ports[$name]}/v2/models/m/infer"
-    before=$(cpu_ticks "${pids[$name]}")
-    out=$(wrk -t2 -c8 -d"${seconds}s" -s "$work/json.lua" "$url")
-    after=$(cpu_ticks "${pids[$name]}")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    total=$(awk '/requests in/ {print $1}' <<<"$out")
-    us=$(python3 -c "print(f'{($after - $before) * $tick_us / $total:.2f}')")
-    results[$name]+="$rps "
-    cpu[$name]+="$us "
-    line+=" $name $rps req/s ${us} µs CPU/req;"
-  done
-  echo "$line"
-done
-curl -s "http://127.0.0.1:${ports[on]}/metrics" | grep '^sluice_feedback_predictions' || true
-python3 - "${results[off]}" "${results[on]}" "${cpu[off]}" "${cpu[on]}" <<'PY'
+serve_as off "$work/repo"
+serve_as on "$work/repo_on"
+ab_rounds "$rounds" "$seconds" off on
+curl -s "http://127.0.0.1:${server_port[on]}/metrics" | grep '^sluice_feedback_predictions' || true
+python3 - "${rps_of[off]}" "${rps_of[on]}" "${cpu_of[off]}" "${cpu_of[on]}" <<'PY'
 import statistics, sys
 off, on, c_off, c_on = ([float(x) for x in arg.split()] for arg in sys.argv[1:])
 m = statistics.median

@@ -1,4 +1,5 @@
-# Shared by scripts/perf/cpu-per-request.sh, scripts/perf/ab.sh, scripts/perf/bench-registry.sh and scripts/build-release.sh
+# Shared by scripts/perf/cpu-per-request.sh, scripts/perf/ab.sh, scripts/perf/bench-registry.sh, scripts/perf/tracing.sh,
+# scripts/perf/feedback.sh and scripts/build-release.sh
 # (sourced, not run): the tools a CPU-per-request measurement needs, and the small-model fixture of scripts/perf/bench.sh
 # (iris GBT, 1×4 FP32, 2 sessions × 1 intra-op thread).
 
@@ -22,5 +23,59 @@ small_model_fixture() {
   for kind in json raw; do
     printf 'wrk.method = "POST"\nlocal f = io.open("%s/%s.body", "rb")\nwrk.body = f:read("*all")\nf:close()\nwrk.headers["Content-Type"] = "application/%s"\n' \
       "$dir" "$kind" "$([ "$kind" = json ] && echo json || echo octet-stream)" > "$dir/$kind.lua"
+  done
+}
+
+# A/B runs of several sluice processes on the small model (scripts/perf/tracing.sh, scripts/perf/feedback.sh). The
+# caller sets `bin`, `work` (holding the fixture) and `port` (one below the first to use), and traps EXIT with
+# `stop_servers`.
+declare -A server_port server_pid rps_of cpu_of
+
+# Starts sluice as <name> on the next port, serving <repo>, with the environment <env...>; waits until ready.
+serve_as() { # <name> <repo> [env...]
+  local name="$1" repo="$2"
+  shift 2
+  port=$((port + 1))
+  env "$@" SLUICE__SERVER__GRPC_PORT=0 SLUICE__LOG__LEVEL=warn "$bin" --models "$repo" --host 127.0.0.1 \
+    --port "$port" > "$work/$name.log" 2>&1 &
+  until curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null; do
+    kill -0 $! 2>/dev/null || { cat "$work/$name.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  server_port[$name]=$port
+  server_pid[$name]=$!
+}
+
+# Stops the servers and waits for them to leave, so their ports are free for the next run.
+stop_servers() {
+  kill "${server_pid[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# <rounds> rounds of `wrk -t2 -c8` for <seconds> against each named server in turn, the requests' headers of
+# Python's requests (json.lua), each round starting with the next server (the slot a server is measured in biases
+# it by a few per cent). Prints each round; appends each run's requests/s to rps_of[name] and the server's CPU µs
+# a request to cpu_of[name].
+ab_rounds() { # <rounds> <seconds> <name...>
+  local rounds="$1" seconds="$2" r name before after out rps total us line
+  shift 2
+  local names=("$@") n=$#
+  local tick_us=$((1000000 / $(getconf CLK_TCK)))
+  for r in $(seq 1 "$rounds"); do
+    line="round $r:"
+    local order=("${names[@]:$((r % n))}" "${names[@]:0:$((r % n))}")
+    for name in "${order[@]}"; do
+      before=$(awk '{print $14 + $15}' "/proc/${server_pid[$name]}/stat")
+      out=$(wrk -t2 -c8 -d"${seconds}s" -s "$work/json.lua" "http://127.0.0.1:${server_port[$name]}/v2/models/m/infer")
+      after=$(awk '{print $14 + $15}' "/proc/${server_pid[$name]}/stat")
+      rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+      total=$(awk '/requests in/ {print $1}' <<<"$out")
+      us=$(python3 -c "print(f'{($after - $before) * $tick_us / $total:.2f}')")
+      rps_of[$name]+="$rps "
+      cpu_of[$name]+="$us "
+      line+=" $name $rps req/s ${us} µs CPU/req;"
+    done
+    echo "$line"
   done
 }

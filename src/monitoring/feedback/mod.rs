@@ -12,6 +12,7 @@ pub mod layer;
 pub mod prediction;
 pub mod quality;
 pub mod retrain;
+mod scoring;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,8 +22,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use self::prediction::{Label, Predicted, Truth};
+use self::prediction::{Label, Truth};
 use self::quality::{Quality, Scored, Window};
+use self::scoring::{score, scored_rows};
 use self::store::{Dropped, Entry, Keys, Lookup, ModelId, ShadowState, Store};
 use crate::config::FeedbackSettings;
 use crate::inference::Inferred;
@@ -578,64 +580,5 @@ fn series_labels(k: &SeriesKey) -> QualitySeries {
         version: k.version.to_string(),
         variant: k.variant.clone(),
         set: k.set.label(),
-    }
-}
-
-/// Parses a truth for a prediction and scores it: the truth rows and the scored rows, or why it does not fit.
-fn score(
-    policy: &FeedbackPolicy,
-    predicted: &Predicted,
-    value: &Value,
-) -> Result<(Vec<Truth>, Vec<Scored>), String> {
-    let truth = prediction::parse_truth(policy.task, value, predicted.rows())?;
-    let scored = scored_rows(policy, predicted, &truth)?;
-    Ok((truth, scored))
-}
-
-fn scored_rows(
-    policy: &FeedbackPolicy,
-    predicted: &Predicted,
-    truth: &[Truth],
-) -> Result<Vec<Scored>, String> {
-    match predicted {
-        Predicted::Values(values) => values
-            .iter()
-            .zip(truth)
-            .map(|(p, t)| match t {
-                Truth::Value(t) => Ok(Scored::Value {
-                    predicted: *p,
-                    truth: *t,
-                }),
-                Truth::Class(_) => Err("truth is a class; the model predicts values".to_owned()),
-            })
-            .collect(),
-        Predicted::Classes { labels, scores } => {
-            let columns = scores.as_ref().map_or(0, |s| s.columns);
-            let known = (policy.classes.is_some() || scores.is_some())
-                .then(|| prediction::classes(policy, columns));
-            labels
-                .iter()
-                .zip(truth)
-                .enumerate()
-                .map(|(row, (p, t))| {
-                    let Truth::Class(t) = t else {
-                        return Err("truth is a number; the model predicts classes".to_owned());
-                    };
-                    let column = match &known {
-                        Some(classes) => {
-                            Some(classes.iter().position(|c| c == t).ok_or_else(|| {
-                                format!("truth '{t}' is not one of the model's classes")
-                            })?)
-                        }
-                        None => None,
-                    };
-                    Ok(Scored::Class {
-                        predicted: p.clone(),
-                        truth: t.clone(),
-                        scores: scores.as_ref().map(|s| (s.row(row).into(), column)),
-                    })
-                })
-                .collect()
-        }
     }
 }

@@ -2,7 +2,8 @@
 //! `application/cloudevents+json`) POSTed to `feedback.webhook` when a served version's metric was past its
 //! threshold for `sustained_windows` windows in a row (reason `metric`), or when `new_data_rows` labels came since
 //! the model's last `new_data` trigger (reason `new_data`). At most one of each reason per model per
-//! `feedback.webhook_min_interval_s`: a trigger due within it waits for the next window or post. Every trigger is counted and logged, with a webhook or without.
+//! `feedback.webhook_min_interval_s`: a trigger due within it waits for the next window or post. Every trigger is
+//! counted and logged, with a webhook or without.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +17,24 @@ use crate::repository::RetrainRule;
 
 /// The CloudEvents `type` of a retraining trigger.
 pub const EVENT_TYPE: &str = "io.sluice.feedback.retrain";
+
+/// Why a trigger fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// A served version's metric stayed past its threshold.
+    Metric,
+    /// Enough labels came since the last trigger.
+    NewData,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Metric => "metric",
+            Reason::NewData => "new_data",
+        }
+    }
+}
 
 #[derive(Default)]
 struct ModelState {
@@ -62,7 +81,7 @@ impl Trigger {
         windows: u32,
     ) -> bool {
         let data = json!({
-            "reason": "metric",
+            "reason": Reason::Metric.as_str(),
             "model": model,
             "version": version.to_string(),
             "variant": variant,
@@ -71,7 +90,7 @@ impl Trigger {
             "threshold": rule.threshold,
             "windows": windows,
         });
-        self.fire(model, "metric", data)
+        self.fire(model, Reason::Metric, data)
     }
 
     /// Fires the `new_data` trigger when enough labels came since the last trigger.
@@ -85,35 +104,36 @@ impl Trigger {
         };
         if since >= rows.max(1) {
             let data = json!({
-                "reason": "new_data",
+                "reason": Reason::NewData.as_str(),
                 "model": model,
                 "labels_since_last_trigger": since,
                 "new_data_rows": rows,
             });
-            self.fire(model, "new_data", data);
+            self.fire(model, Reason::NewData, data);
         }
     }
 
     /// Sends the event unless the model's last trigger is too recent; true when sent.
-    fn fire(&self, model: &str, reason: &'static str, data: serde_json::Value) -> bool {
+    fn fire(&self, model: &str, reason: Reason, data: serde_json::Value) -> bool {
         {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let s = state.entry(model.to_owned()).or_default();
-            let last = if reason == "new_data" {
-                &mut s.last_new_data
-            } else {
-                &mut s.last_metric
+            let last = match reason {
+                Reason::NewData => &mut s.last_new_data,
+                Reason::Metric => &mut s.last_metric,
             };
             if last.is_some_and(|t| t.elapsed() < self.min_interval) {
                 return false;
             }
             *last = Some(Instant::now());
-            if reason == "new_data" {
+            if reason == Reason::NewData {
                 s.labels_since = 0;
             }
         }
-        self.metrics.feedback.retrain_trigger(model, reason);
-        tracing::warn!(model, reason, %data, "retraining trigger");
+        self.metrics
+            .feedback
+            .retrain_trigger(model, reason.as_str());
+        tracing::warn!(model, reason = reason.as_str(), %data, "retraining trigger");
         let Some(url) = &self.webhook else {
             return true;
         };

@@ -12,18 +12,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 # shellcheck source=scripts/perf/small-model-load.sh
 source scripts/perf/small-model-load.sh
-install_load_tools
-export ORT_DYLIB_PATH="$root/.ort/libonnxruntime.so.1.32.0"
-cargo build --quiet --profile pgo --bin sluice
-bin="$root/target/pgo/sluice"
 rounds="${BENCH_ROUNDS:-6}"
 seconds="${BENCH_SECONDS:-5}"
-
-work="$(mktemp -d)"
-port=18950
-trap stop_servers EXIT
-small_model_fixture "$work"
-printf 'wrk.headers["Accept-Encoding"] = "gzip, deflate"\n' >> "$work/json.lua"
+ab_prepare 18950
 cp -r "$work/repo" "$work/repo_on"
 printf '[feedback]\ntask = "classification"\nlabel_output = "label"\nscore_output = "probabilities"\n' \
   >> "$work/repo_on/m/model.toml"

@@ -26,10 +26,23 @@ small_model_fixture() {
   done
 }
 
-# A/B runs of several sluice processes on the small model (scripts/perf/tracing.sh, scripts/perf/feedback.sh). The
-# caller sets `bin`, `work` (holding the fixture) and `port` (one below the first to use), and traps EXIT with
-# `stop_servers`.
+# A/B runs of several sluice processes on the small model (scripts/perf/tracing.sh, scripts/perf/feedback.sh).
 declare -A server_port server_pid rps_of cpu_of
+
+# Installs the load tools, builds the pgo binary (`bin`), writes the small-model fixture into a fresh `work`
+# directory with the headers of Python's requests in json.lua, and stops the servers on exit. Servers take the ports
+# after <first port - 1>.
+ab_prepare() { # <first port - 1>
+  install_load_tools
+  export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.32.0"
+  cargo build --quiet --profile pgo --bin sluice
+  bin="$PWD/target/pgo/sluice"
+  port="$1"
+  work="$(mktemp -d)"
+  trap stop_servers EXIT
+  small_model_fixture "$work"
+  printf 'wrk.headers["Accept-Encoding"] = "gzip, deflate"\n' >> "$work/json.lua"
+}
 
 # Starts sluice as <name> on the next port, serving <repo>, with the environment <env...>; waits until ready.
 serve_as() { # <name> <repo> [env...]

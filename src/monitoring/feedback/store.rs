@@ -92,16 +92,6 @@ pub enum Dropped {
     Replaced,
 }
 
-impl Dropped {
-    pub fn label(self) -> &'static str {
-        match self {
-            Dropped::Capacity => "capacity",
-            Dropped::Expired => "expired",
-            Dropped::Replaced => "replaced",
-        }
-    }
-}
-
 /// What the store knows of a key a truth names.
 #[derive(Debug)]
 pub enum Lookup<'a> {

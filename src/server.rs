@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{AppState, Shared};
 use crate::config::{AdminAccess, Settings};
 use crate::idle;
-use crate::inference::{self, InferenceService};
+use crate::inference::{self, AnswerObserver, InferenceService};
 use crate::linger::{self, Lingering};
 use crate::memory::{self, MemoryBudget};
 use crate::metrics::Metrics;
@@ -587,16 +587,15 @@ fn build_state_with(
         settings.routing.shadow_queue_capacity,
         Duration::from_millis(settings.routing.shadow_delay_ms),
     );
-    let core = InferenceService::new(Arc::clone(&registry), Arc::clone(&metrics), settings.limits);
+    let core = InferenceService::new(
+        Arc::clone(&registry),
+        Arc::clone(&metrics),
+        settings.limits,
+        Some(Arc::new(feedback.clone()) as Arc<dyn AnswerObserver>),
+    );
     let payload_log = PayloadLog::start(&settings.payload_log, Arc::clone(&metrics))
         .map_err(StartError::Config)?;
-    let pipeline = inference::pipeline(
-        core,
-        Arc::clone(&routing),
-        mirror.clone(),
-        feedback.clone(),
-        payload_log,
-    );
+    let pipeline = inference::pipeline(core, Arc::clone(&routing), mirror.clone(), payload_log);
     let manager = Arc::new(repository_manager(
         settings, env, &registry, &metrics, &routing, &memory, &budget,
     ));

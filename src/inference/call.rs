@@ -190,4 +190,11 @@ pub struct Inferred {
 }
 
 /// The future every service of the inference stack returns.
+/// Told of each answered request by the core, before the answer goes back up the stack (outcome feedback keeps the
+/// predictions of its models this way, with no layer of its own).
+pub trait AnswerObserver: Send + Sync {
+    /// `request_id`: the request's `x-request-id`; `mirrored`: the shadow layer sends it to the shadow too.
+    fn answered(&self, done: &Inferred, request_id: Option<&str>, mirrored: bool);
+}
+
 pub type InferFuture = Pin<Box<dyn Future<Output = Result<Inferred, InferenceError>> + Send>>;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use tower::Service;
 
-use super::call::{InferCall, InferFuture, InferenceError, Inferred, Payload};
+use super::call::{AnswerObserver, InferCall, InferFuture, InferenceError, Inferred, Payload};
 use crate::config::Limits;
 use crate::memory::Reservation;
 use crate::metrics::{Metrics, Outcome, VersionSeries};
@@ -23,48 +23,68 @@ use crate::tensor::json::{
 use crate::tensor::Tensor;
 use crate::validate::validate;
 
-/// The innermost service: resolve → decode → validate → run.
+/// The innermost service: resolve → decode → validate → run. A clone is one reference count.
 #[derive(Clone)]
-pub struct InferenceService {
+pub struct InferenceService(Arc<Core>);
+
+struct Core {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     limits: Limits,
     memory_wait: Duration,
+    answers: Option<Arc<dyn AnswerObserver>>,
 }
 
 impl InferenceService {
-    pub fn new(registry: Arc<Registry>, metrics: Arc<Metrics>, limits: Limits) -> InferenceService {
-        InferenceService {
+    /// `answers` is told of every answered request (outcome feedback keeps predictions so).
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        answers: Option<Arc<dyn AnswerObserver>>,
+    ) -> InferenceService {
+        InferenceService(Arc::new(Core {
             registry,
             metrics,
             limits,
             memory_wait: Duration::from_millis(limits.memory_wait_ms),
-        }
+            answers,
+        }))
     }
 
     /// The registry the service resolves versions in.
     pub(super) fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+        &self.0.registry
     }
 
     async fn infer(self, call: InferCall) -> Result<Inferred, InferenceError> {
         let started = Instant::now();
-        let mut resolved = self.registry.resolve(&call.model, call.version.as_deref());
+        let mut resolved = self
+            .0
+            .registry
+            .resolve(&call.model, call.version.as_deref());
         // A lazy version's first request (or the first after an eviction): load it, then resolve again; once more if
         // other models' loads evicted it in between.
         for _ in 0..3 {
             let Err(RegistryError::Unloaded { version, .. }) = resolved else {
                 break;
             };
-            self.registry.demand(&call.model, version).await?;
-            resolved = self.registry.resolve(&call.model, call.version.as_deref());
+            self.0.registry.demand(&call.model, version).await?;
+            resolved = self
+                .0
+                .registry
+                .resolve(&call.model, call.version.as_deref());
             if resolved.is_ok() {
-                self.metrics.models.first_request_waited(started.elapsed());
+                self.0
+                    .metrics
+                    .models
+                    .first_request_waited(started.elapsed());
             }
         }
         let target = resolved?;
         let series = target.series.get_or_init(|| {
-            self.metrics
+            self.0
+                .metrics
                 .requests
                 .version_series(&target.name, target.version)
         });
@@ -82,6 +102,7 @@ impl InferenceService {
             capture_inputs,
             mut memory,
             trace,
+            metadata,
             ..
         } = call;
         let mut marks = Marks {
@@ -114,7 +135,7 @@ impl InferenceService {
             Err(_) => Instant::now(),
         };
         let took = finished.duration_since(started);
-        self.metrics.requests.observe(
+        self.0.metrics.requests.observe(
             &model,
             series,
             &variant,
@@ -140,7 +161,7 @@ impl InferenceService {
             variant: variant.clone(),
             source: Box::new(e),
         })?;
-        Ok(Inferred {
+        let done = Inferred {
             model: target,
             id: ran.id,
             outputs: ran.outputs,
@@ -150,7 +171,11 @@ impl InferenceService {
             memory,
             held: ran.held,
             wire_len: ran.wire_len,
-        })
+        };
+        if let Some(answers) = &self.0.answers {
+            answers.answered(&done, metadata.request_id(), capture_inputs);
+        }
+        Ok(done)
     }
 
     async fn run(
@@ -166,7 +191,7 @@ impl InferenceService {
         // is small and read already), else taken if free (routing may have chosen a hungrier version).
         let wire_len = payload.wire_len();
         memory
-            .grow_to(target.footprint.estimate(wire_len), self.memory_wait)
+            .grow_to(target.footprint.estimate(wire_len), self.0.memory_wait)
             .await?;
         marks.decode = Some(Instant::now());
         let request = self.decode(payload, memory).await?;
@@ -224,8 +249,8 @@ impl InferenceService {
         memory: &mut Reservation,
     ) -> Result<InferRequest, InferenceError> {
         let limits = DecodeLimits {
-            max_elements: self.limits.max_tensor_elements,
-            max_depth: self.limits.max_json_depth,
+            max_elements: self.0.limits.max_tensor_elements,
+            max_depth: self.0.limits.max_json_depth,
         };
         if payload.wire_len() <= OFF_WORKER_BYTES {
             return decode_payload(payload, limits);

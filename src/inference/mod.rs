@@ -14,6 +14,8 @@ pub mod call;
 pub mod core;
 pub mod stack;
 
-pub use self::call::{InferCall, InferFuture, InferenceError, Inferred, Metadata, Payload};
+pub use self::call::{
+    AnswerObserver, InferCall, InferFuture, InferenceError, Inferred, Metadata, Payload,
+};
 pub use self::core::{InferenceService, OFF_WORKER_BYTES};
 pub use self::stack::{pipeline, Pipeline};

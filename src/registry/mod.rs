@@ -40,7 +40,7 @@ pub struct ModelEntry {
     pub reason: Option<String>,
     /// Prediction logging policy from `model.toml`, read by the payload-log layer on each request.
     pub payload_log: Arc<crate::repository::PayloadPolicy>,
-    /// Outcome-feedback policy from `model.toml`: which outputs the feedback layer keeps predictions of.
+    /// Outcome-feedback policy from `model.toml`: which outputs outcome feedback keeps predictions of.
     pub feedback: Option<Arc<crate::repository::FeedbackPolicy>>,
     /// An operator unloaded it: it is not expected to be ready.
     pub operator_unloaded: bool,
@@ -309,6 +309,15 @@ impl Registry {
     /// The model's outcome-feedback policy, when its `model.toml` has one.
     pub fn feedback_policy(&self, model: &str) -> Option<Arc<crate::repository::FeedbackPolicy>> {
         self.models.load().get(model)?.feedback.clone()
+    }
+
+    /// Runs `f` on the model's feedback policy, when it has one, without taking a reference to it.
+    pub fn with_feedback_policy<R>(
+        &self,
+        model: &str,
+        f: impl FnOnce(&crate::repository::FeedbackPolicy) -> R,
+    ) -> Option<R> {
+        self.models.load().get(model)?.feedback.as_deref().map(f)
     }
 
     /// Finds the version a request targets: the one named, or the model's default.

@@ -1,6 +1,7 @@
 //! Outcome feedback: live model quality from ground truth that arrives after the answer.
 //!
-//! For a model whose `model.toml` has a `[feedback]` table, [`layer`] keeps each answered request's prediction in a
+//! For a model whose `model.toml` has a `[feedback]` table, the core tells [`Feedback`] (an [`AnswerObserver`]) of each
+//! answered request, and it keeps the prediction in a
 //! bounded [`store`] under the request's V2 `id` (else its `x-request-id`), with its version and variant; the shadow
 //! worker adds the shadow's prediction for a mirrored request. A truth posted later ([`Feedback::post`]) is scored
 //! against them into sliding [`quality`] windows per model × version × variant, in two sets: `served` (what the
@@ -8,7 +9,6 @@
 //! paired). Each post exports the windows' figures, judges the retraining rule ([`retrain`]) and hands the served
 //! figures to a [`QualityObserver`] (routing's quality rollback). Knows nothing about HTTP.
 
-pub mod layer;
 pub mod prediction;
 pub mod quality;
 pub mod retrain;
@@ -25,9 +25,9 @@ use serde_json::Value;
 use self::prediction::{Label, Truth};
 use self::quality::{Quality, Scored, Window};
 use self::scoring::{score, scored_rows};
-use self::store::{Dropped, Entry, Keys, Lookup, ModelId, ShadowState, Store};
+use self::store::{Dropped, Entry, Keys, Lookup, ModelId, SeriesId, Served, ShadowState, Store};
 use crate::config::FeedbackSettings;
-use crate::inference::Inferred;
+use crate::inference::{AnswerObserver, Inferred};
 use crate::metrics::{LabelOutcome, Metrics, PredictionCounters, QualitySeries};
 use crate::registry::Registry;
 use crate::repository::FeedbackPolicy;
@@ -217,21 +217,10 @@ impl Feedback {
                 return;
             }
         };
-        let shadow = if mirrored {
-            ShadowState::Pending
-        } else {
-            ShadowState::None
-        };
         let mut state = self.state();
-        let model = state.model(&done.model.name, &self.0.metrics);
-        let entry = Entry::new(
-            model,
-            done.model.version,
-            done.variant.clone(),
-            predicted,
-            shadow,
-        );
+        let (model, series) = state.series(done, &self.0.metrics);
         let State { store, counters } = &mut *state;
+        let entry = Entry::new(series, predicted, mirrored);
         store.insert(key, entry, |model, why| {
             counters[model.index()].dropped(why)
         });
@@ -239,7 +228,7 @@ impl Feedback {
     }
 
     /// An answered request of a feedback model with neither a V2 id nor an `x-request-id`: nothing to key it by.
-    pub fn unkeyed(&self, model: &str) {
+    fn unkeyed(&self, model: &str) {
         self.0.metrics.feedback.not_recorded(model);
     }
 
@@ -263,20 +252,27 @@ impl Feedback {
             let Some(entry) = store.get_mut(key) else {
                 return;
             };
-            entry.shadow = match predicted {
-                Some(p) => ShadowState::Done(shadow_version, Box::new(p)),
+            let Some(mirrored) = entry.shadow.as_mut() else {
+                return;
+            };
+            mirrored.answer = match predicted {
+                Some(p) => ShadowState::Done(shadow_version, p),
                 None => ShadowState::Failed,
             };
-            if entry.truth.is_some() {
+            if mirrored.truth.is_some() {
                 store.take(key)
             } else {
                 None
             }
         };
-        if let Some(entry) = labelled {
-            let truth = entry.truth.clone().unwrap_or_default();
+        if let Some((mut entry, served)) = labelled {
+            let truth = entry
+                .shadow
+                .as_mut()
+                .and_then(|s| s.truth.take())
+                .unwrap_or_default();
             let mut rows = Vec::new();
-            self.pair(&policy, model, &entry, &truth, &mut rows);
+            self.pair(&policy, model, &entry, &served, &truth, &mut rows);
             self.absorb(model, &policy, rows);
         }
     }
@@ -299,20 +295,20 @@ impl Feedback {
                     Lookup::Unknown => Err((LabelOutcome::Unknown, "no prediction is kept under this id".to_owned())),
                     Lookup::Late => Err((LabelOutcome::Late, "its prediction left the store before the truth came (feedback.max_age_s, feedback.max_pending)".to_owned())),
                     Lookup::Duplicate => Err((LabelOutcome::Duplicate, "this id was labelled already".to_owned())),
-                    Lookup::Waiting(entry) => {
-                        match score(&policy, &entry.predicted, &record.truth) {
+                    Lookup::Waiting(entry, origin) => {
+                        match score(&policy, &entry.predicted(), &record.truth) {
                             Err(e) => Err((LabelOutcome::Invalid, e)),
                             Ok((truth, scored)) => {
                                 let served = SeriesKey {
                                     model: Arc::clone(&name),
-                                    version: entry.version,
-                                    variant: entry.variant.to_string(),
+                                    version: origin.version,
+                                    variant: origin.variant.to_owned(),
                                     set: Set::Served,
                                 };
                                 rows.extend(scored.into_iter().map(|s| (served.clone(), s)));
-                                if entry.shadow == ShadowState::Pending {
+                                if let Some(mirrored) = entry.shadow.as_mut().filter(|s| s.answer == ShadowState::Pending) {
                                     // The shadow's answer pairs with it when it comes.
-                                    entry.truth = Some(truth);
+                                    mirrored.truth = Some(truth);
                                 } else {
                                     taken.push((store.take(key), truth));
                                 }
@@ -347,8 +343,8 @@ impl Feedback {
             .labels(model, LabelOutcome::Accepted, reply.accepted);
         let mut paired = Vec::new();
         for (entry, truth) in taken {
-            if let Some(entry) = entry {
-                self.pair(&policy, model, &entry, &truth, &mut paired);
+            if let Some((entry, served)) = entry {
+                self.pair(&policy, model, &entry, &served, &truth, &mut paired);
             }
         }
         rows.extend(paired);
@@ -363,10 +359,13 @@ impl Feedback {
         policy: &FeedbackPolicy,
         model: &str,
         entry: &Entry,
+        served: &Served<Arc<str>>,
         truth: &[Truth],
         rows: &mut Vec<(SeriesKey, Scored)>,
     ) {
-        let ShadowState::Done(shadow_version, shadow) = &entry.shadow else {
+        let Some(ShadowState::Done(shadow_version, shadow)) =
+            entry.shadow.as_ref().map(|s| &s.answer)
+        else {
             return;
         };
         let model: Arc<str> = Arc::from(model);
@@ -377,12 +376,12 @@ impl Feedback {
             set: Set::Mirrored,
         };
         let (Ok(primary), Ok(mirror)) = (
-            scored_rows(policy, &entry.predicted, truth),
+            scored_rows(policy, &entry.predicted(), truth),
             scored_rows(policy, shadow, truth),
         ) else {
             return;
         };
-        let primary_key = key(entry.version, &entry.variant);
+        let primary_key = key(served.version, &served.variant);
         rows.extend(primary.into_iter().map(|s| (primary_key.clone(), s)));
         let shadow_key = key(*shadow_version, SHADOW);
         rows.extend(mirror.into_iter().map(|s| (shadow_key.clone(), s)));
@@ -532,6 +531,18 @@ impl Feedback {
     }
 }
 
+impl AnswerObserver for Feedback {
+    fn answered(&self, done: &Inferred, request_id: Option<&str>, mirrored: bool) {
+        let model = &done.model.name;
+        self.0.registry.with_feedback_policy(model, |policy| {
+            match Feedback::request_key(done.id.as_deref(), request_id) {
+                Some(id) => self.record(policy, self.key(model, id), done, mirrored),
+                None => self.unkeyed(model),
+            }
+        });
+    }
+}
+
 /// The store and each of its models' counters (by [`ModelId`]), under one lock.
 struct State {
     store: Store,
@@ -539,13 +550,15 @@ struct State {
 }
 
 impl State {
-    fn model(&mut self, name: &str, metrics: &Metrics) -> ModelId {
-        let id = self.store.model(name);
-        if id.index() == self.counters.len() {
+    /// The store's ids of an answer's model and series; a model's counters are resolved on its first answer.
+    fn series(&mut self, done: &Inferred, metrics: &Metrics) -> (ModelId, SeriesId) {
+        let name = &done.model.name;
+        let (model, series) = self.store.series(name, done.model.version, &done.variant);
+        if model.index() == self.counters.len() {
             self.counters
                 .push(ModelCounters(metrics.feedback.prediction_counters(name)));
         }
-        id
+        (model, series)
     }
 }
 

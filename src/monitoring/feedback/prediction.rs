@@ -1,6 +1,7 @@
 //! One request's prediction as outcome feedback keeps it (read from the output tensors named by the model's
 //! `[feedback]` policy) and the ground truth posted for it (read from JSON), row by row.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::Value;
@@ -82,6 +83,64 @@ impl Predicted {
         match self {
             Predicted::Classes { labels, .. } => labels.len(),
             Predicted::Values(v) => v.len(),
+        }
+    }
+}
+
+/// A prediction as the store keeps it: the common request (one row: an integer class with at most three scores, or
+/// one value) inline in 24 bytes, anything else on the heap.
+#[derive(Debug)]
+pub enum Kept {
+    Class {
+        label: i64,
+        /// 0: no scores.
+        columns: u8,
+        scores: [f32; 3],
+    },
+    Value(f64),
+    Other(Box<Predicted>),
+}
+
+impl From<Predicted> for Kept {
+    fn from(predicted: Predicted) -> Kept {
+        match &predicted {
+            Predicted::Classes { labels, scores } if labels.len() == 1 => {
+                if let Label::Int(label) = labels[0] {
+                    let values = scores.as_ref().map_or(&[][..], |s| &s.values[..]);
+                    if values.len() <= 3 {
+                        let mut inline = [0.0; 3];
+                        inline[..values.len()].copy_from_slice(values);
+                        return Kept::Class {
+                            label,
+                            columns: values.len() as u8,
+                            scores: inline,
+                        };
+                    }
+                }
+            }
+            Predicted::Values(values) if values.len() == 1 => return Kept::Value(values[0]),
+            _ => {}
+        }
+        Kept::Other(Box::new(predicted))
+    }
+}
+
+impl Kept {
+    pub fn predicted(&self) -> Cow<'_, Predicted> {
+        match self {
+            Kept::Class {
+                label,
+                columns,
+                scores,
+            } => Cow::Owned(Predicted::Classes {
+                labels: smallvec::smallvec![Label::Int(*label)],
+                scores: (*columns > 0).then(|| Scores {
+                    columns: usize::from(*columns),
+                    values: SmallVec::from_slice(&scores[..usize::from(*columns)]),
+                }),
+            }),
+            Kept::Value(value) => Cow::Owned(Predicted::Values(smallvec::smallvec![*value])),
+            Kept::Other(predicted) => Cow::Borrowed(predicted),
         }
     }
 }
@@ -338,5 +397,52 @@ mod tests {
         );
         assert!(parse_truth(Classification, &json!({"a": 1}), 1).is_err());
         assert!(parse_truth(Classification, &Value::Null, 1).is_err());
+    }
+
+    #[test]
+    fn kept_predictions_read_back_as_they_were() {
+        let class = |labels: Labels, scores: Option<&[f32]>| Predicted::Classes {
+            scores: scores.map(|v| Scores {
+                columns: v.len() / labels.len(),
+                values: SmallVec::from_slice(v),
+            }),
+            labels,
+        };
+        let one = |l: Label| -> Labels { smallvec::smallvec![l] };
+        let cases = [
+            (class(one(Label::Int(2)), None), "inline"),
+            (class(one(Label::Int(-1)), Some(&[0.25, 0.75])), "inline"),
+            (
+                class(one(Label::Int(0)), Some(&[0.5, 0.25, 0.25])),
+                "inline",
+            ),
+            (
+                class(one(Label::Int(1)), Some(&[0.1, 0.2, 0.3, 0.4])),
+                "boxed",
+            ),
+            (
+                class(one(Label::from_text("cat")), Some(&[0.5, 0.5])),
+                "boxed",
+            ),
+            (
+                class(
+                    smallvec::smallvec![Label::Int(0), Label::Int(1)],
+                    Some(&[0.9, 0.1, 0.2, 0.8]),
+                ),
+                "boxed",
+            ),
+            (Predicted::Values(smallvec::smallvec![1.5]), "inline"),
+            (Predicted::Values(smallvec::smallvec![1.5, -2.0]), "boxed"),
+        ];
+        for (predicted, how) in cases {
+            let kept = Kept::from(predicted.clone());
+            assert_eq!(
+                matches!(kept, Kept::Other(_)),
+                how == "boxed",
+                "{predicted:?}"
+            );
+            assert_eq!(*kept.predicted(), predicted);
+        }
+        assert_eq!(std::mem::size_of::<Kept>(), 24);
     }
 }

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod layout;
 pub mod mirror;
+pub mod mlflow;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

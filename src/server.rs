@@ -32,7 +32,7 @@ use crate::routing::shadow::ShadowMirror;
 use crate::routing::RoutingTable;
 use crate::runtime::{self, RuntimeError};
 use crate::store::mirror::Mirror;
-use crate::store::{BucketRepository, StoreError};
+use crate::store::{RemoteRepository, StoreError};
 
 /// Why the server could not start; each maps to its own exit code in `main`.
 #[derive(Debug, thiserror::Error)]
@@ -104,17 +104,16 @@ impl Server {
         };
         let state = build_state_with(&settings, env, bucket.is_none())?;
         let mirror = bucket
-            .map(|BucketRepository { bucket, cache_dir, timing, routing_key }| {
-                if let Some(key) = routing_key {
+            .map(|RemoteRepository { remote, cache_dir, timing, routing_object }| {
+                if let Some((store, key)) = routing_object {
                     // Automatic rollbacks go to the bucket's routing file, so every replica follows them.
                     let (sink, rollbacks) = tokio::sync::mpsc::channel(16);
                     state.routing.send_rollbacks_to(sink);
-                    let key = bucket.location(&key);
-                    crate::routing::writeback::spawn(Arc::clone(&bucket.store), key, rollbacks);
+                    crate::routing::writeback::spawn(store, key, rollbacks);
                 }
-                tracing::info!(bucket = %bucket.url, cache = %cache_dir.display(), "model repository in object storage");
+                tracing::info!(repository = %remote.url(), cache = %cache_dir.display(), "model repository copied from a remote store");
                 Mirror::new(
-                    bucket,
+                    remote,
                     &cache_dir,
                     timing,
                     Arc::clone(&state.metrics),

@@ -1,5 +1,6 @@
-//! Where the model repository comes from: a local directory, or a bucket (`s3://`, `gs://`, `az://`) copied into a
-//! local cache that the registry loads from as it loads a directory.
+//! Where the model repository comes from: a local directory, a bucket (`s3://`, `gs://`, `az://`) or an MLflow Model
+//! Registry (`mlflow+http://`, [`mlflow`]), the last two copied into a local cache that the registry loads from as
+//! it loads a directory.
 //!
 //! [`Source::parse`] reads `models.repository`. For a bucket, [`Bucket::open`] builds the `object_store` client
 //! (credentials from the provider's usual environment and instance or workload identity chains, plus the
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod layout;
 pub mod mirror;
 pub mod mlflow;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub enum Source {
     Local(PathBuf),
     /// A bucket URL (`s3://bucket/prefix`, `gs://…`, `az://container/prefix`).
     Bucket(String),
+    /// An MLflow tracking server (`mlflow+http://host:port`, `mlflow+https://…`).
+    Mlflow(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +45,7 @@ pub enum StoreError {
     NotADirectory(PathBuf),
     #[error("routing.file {file}: a URL must lie under models.repository ({url}/…)")]
     RoutingOutside { file: String, url: String },
-    #[error("models.repository {0}: unsupported scheme (use a directory, s3://, gs:// or az://)")]
+    #[error("models.repository {0}: unsupported scheme (use a directory, s3://, gs://, az://, mlflow+http:// or mlflow+https://)")]
     Scheme(String),
     #[error("models.repository {url}: {message}")]
     Client { url: String, message: String },
@@ -63,6 +67,9 @@ impl Source {
             "file" => Ok(Source::Local(PathBuf::from(rest))),
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
                 Ok(Source::Bucket(text.trim_end_matches('/').to_owned()))
+            }
+            "mlflow+http" | "mlflow+https" => {
+                Ok(Source::Mlflow(text.trim_end_matches('/').to_owned()))
             }
             _ => Err(StoreError::Scheme(text.into_owned())),
         }
@@ -168,21 +175,21 @@ impl Bucket {
     }
 }
 
-/// A repository in a bucket: the bucket, where it is copied to, and how often.
-pub struct BucketRepository {
-    pub bucket: Bucket,
+/// A repository that is copied: where from, where to, and how often.
+pub struct RemoteRepository {
+    pub remote: Box<dyn remote::Remote>,
     pub cache_dir: PathBuf,
     pub timing: MirrorSettings,
-    /// The routing file's key under the prefix, when it lives in the bucket.
-    pub routing_key: Option<String>,
+    /// Where automatic rollbacks are written back: the routing file, when it lives in the bucket.
+    pub routing_object: Option<(Arc<dyn ObjectStore>, object_store::path::Path)>,
 }
 
 /// Where the registry loads from: a local repository as configured, or for a bucket its cache directory's tree,
 /// with `routing.file` given as a URL under the bucket's prefix taken from that tree too. Returns the settings
 /// pointing there, and the bucket to copy with its cache directory and timing. The settle time applies to the
 /// bucket's uploads; the copy is installed whole, so the registry need not wait on it.
-pub fn locate(mut settings: Settings) -> Result<(Settings, Option<BucketRepository>), StoreError> {
-    let url = match Source::parse(&settings.models.repository)? {
+pub fn locate(mut settings: Settings) -> Result<(Settings, Option<RemoteRepository>), StoreError> {
+    let (url, bucket) = match Source::parse(&settings.models.repository)? {
         Source::Local(path) => {
             if !path.is_dir() {
                 return Err(StoreError::NotADirectory(path));
@@ -190,15 +197,21 @@ pub fn locate(mut settings: Settings) -> Result<(Settings, Option<BucketReposito
             settings.models.repository = path;
             return Ok((settings, None));
         }
-        Source::Bucket(url) => url,
+        Source::Bucket(url) => {
+            let bucket = Bucket::open(&url, &settings.models.storage)?;
+            (url, Some(bucket))
+        }
+        Source::Mlflow(url) => (url, None),
     };
-    let bucket = Bucket::open(&url, &settings.models.storage)?;
     let cache_dir = cache_dir(&settings.models.cache_dir, &url);
     let tree = cache::Cache::tree(&cache_dir);
     let mut routing_key = None;
     if let Some(file) = settings.routing.file() {
         let file = file.to_string_lossy().into_owned();
         if file.contains("://") {
+            if bucket.is_none() {
+                return Err(StoreError::RoutingOutside { file, url });
+            }
             let Some(key) = file.strip_prefix(&format!("{url}/")) else {
                 return Err(StoreError::RoutingOutside { file, url });
             };
@@ -213,13 +226,24 @@ pub fn locate(mut settings: Settings) -> Result<(Settings, Option<BucketReposito
     };
     settings.models.repository = tree;
     settings.models.settle_ms = 0;
+    let (remote, routing_object): (Box<dyn remote::Remote>, _) = match bucket {
+        Some(bucket) => {
+            let routing_object =
+                routing_key.map(|key| (Arc::clone(&bucket.store), bucket.location(&key)));
+            (Box::new(bucket), routing_object)
+        }
+        None => (
+            Box::new(mlflow::Mlflow::new(&url, &settings.models.storage)),
+            None,
+        ),
+    };
     Ok((
         settings,
-        Some(BucketRepository {
-            bucket,
+        Some(RemoteRepository {
+            remote,
             cache_dir,
             timing,
-            routing_key,
+            routing_object,
         }),
     ))
 }

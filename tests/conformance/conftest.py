@@ -66,19 +66,20 @@ def server(admin_port, grpc_port):
     })
 
 
-def sluice(settings, prepare=None):
+def sluice(settings, prepare=None, models=None):
     """Runs sluice on a copy of models/ plus the echo fixture with `settings` (environment variables); yields its
-    HTTP address once it is ready, stops it afterwards. `prepare(repo)` may change the copy first."""
+    HTTP address once it is ready, stops it afterwards. `prepare(repo)` may change the copy first. `models` (a
+    repository URL) replaces the copy."""
     repo = Path(tempfile.mkdtemp(prefix="sluice-conformance-"))
     for source in list((ROOT / "models").iterdir()) + [ROOT / "tests" / "fixtures" / "models" / "echo"]:
-        if source.is_dir():
+        if source.is_dir() and models is None:
             shutil.copytree(source, repo / source.name)
     if prepare:
         prepare(repo)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE__")}
     env.update(settings)
     proc = subprocess.Popen(
-        [str(BINARY), "--models", str(repo), "--host", "127.0.0.1", "--port", "0"],
+        [str(BINARY), "--models", models or str(repo), "--host", "127.0.0.1", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 
 use super::cache::Cache;
-use super::layout::{self, Files, Listed, Unit};
-use super::{Bucket, StoreError};
+use super::layout::{self, Files, Unit};
+use super::remote::Remote;
+use super::StoreError;
 use crate::metrics::{Metrics, StoreOperation};
 use crate::registry::{Registry, RepositoryManager, SourceStatus};
 
@@ -46,11 +46,8 @@ pub struct MirrorSettings {
 /// Why one unit could not be installed.
 #[derive(Debug, thiserror::Error)]
 enum FetchError {
-    #[error("{file}: {}", describe(.source))]
-    Store {
-        file: String,
-        source: object_store::Error,
-    },
+    #[error("{file}: {message}")]
+    Store { file: String, message: String },
     #[error("{file}: no data for {}s", STALL.as_secs())]
     Stalled { file: String },
     #[error("{file}: {got} bytes arrived, the listing says {expected}")]
@@ -104,7 +101,7 @@ pub struct SyncReport {
 }
 
 pub struct Mirror {
-    bucket: Bucket,
+    remote: Box<dyn Remote>,
     cache: Cache,
     settings: MirrorSettings,
     metrics: Arc<Metrics>,
@@ -116,9 +113,9 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// Opens the cache directory (locked for this process) for `bucket`.
+    /// Opens the cache directory (locked for this process) for `remote`.
     pub fn new(
-        bucket: Bucket,
+        remote: Box<dyn Remote>,
         cache_dir: &Path,
         settings: MirrorSettings,
         metrics: Arc<Metrics>,
@@ -129,7 +126,7 @@ impl Mirror {
             source,
         })?;
         Ok(Mirror {
-            bucket,
+            remote,
             cache,
             settings,
             metrics,
@@ -152,7 +149,7 @@ impl Mirror {
 
     /// One pass: list the bucket and bring the cache to it. `Err` is a listing that failed (nothing changed).
     pub async fn sync(&mut self) -> Result<SyncReport, String> {
-        let listed = tokio::time::timeout(LIST_TIMEOUT, self.list()).await;
+        let listed = tokio::time::timeout(LIST_TIMEOUT, self.remote.list()).await;
         let listed =
             listed.unwrap_or_else(|_| Err(format!("no answer in {}s", LIST_TIMEOUT.as_secs())));
         let listing = match listed {
@@ -165,7 +162,7 @@ impl Mirror {
                 return Err(message);
             }
         };
-        let wanted = layout::group(&listing);
+        let wanted = layout::group(&listing.objects);
         let plan = layout::plan(
             &wanted,
             self.cache.held(),
@@ -181,13 +178,19 @@ impl Mirror {
         for unit in &plan.waiting {
             note(&mut pending, unit, "still uploading".into());
         }
+        for (model, what, why) in listing.skipped {
+            pending
+                .entry(model)
+                .or_default()
+                .push(format!("{what}: {why}"));
+        }
         self.failures.retain(|unit, _| wanted.contains_key(unit));
         // Removals first: they make room for what comes.
         for unit in plan.remove {
             match self.cache.remove(&unit) {
                 Ok(()) => {
                     report.changed = true;
-                    tracing::info!(bucket = %self.bucket.url, unit = %unit, "removed: no longer in the bucket");
+                    tracing::info!(remote = %self.remote.url(), unit = %unit, "removed: no longer in the bucket");
                 }
                 Err(e) => {
                     tracing::warn!(unit = %unit, error = %e, "cannot remove from the model cache")
@@ -209,7 +212,7 @@ impl Mirror {
                 Ok(()) => {
                     self.failures.remove(&unit);
                     report.changed = true;
-                    tracing::info!(bucket = %self.bucket.url, unit = %unit, "downloaded");
+                    tracing::info!(remote = %self.remote.url(), unit = %unit, "downloaded");
                 }
                 Err(e) => {
                     report.waiting = true;
@@ -282,29 +285,10 @@ impl Mirror {
         })
     }
 
-    async fn list(&self) -> Result<Vec<Listed>, String> {
-        let prefix = &self.bucket.prefix;
-        let mut stream = self.bucket.store.list(Some(prefix));
-        let mut listing = Vec::new();
-        while let Some(meta) = stream.next().await {
-            let meta = meta.map_err(|e| describe(&e))?;
-            let Some(key) = relative(prefix, &meta.location) else {
-                continue;
-            };
-            listing.push(Listed {
-                key,
-                size: meta.size,
-                e_tag: meta.e_tag,
-                modified: meta.last_modified.into(),
-            });
-        }
-        Ok(listing)
-    }
-
     fn store_answered(&mut self) {
         if let Some(since) = self.unreachable_since.take() {
             let down = SystemTime::now().duration_since(since).unwrap_or_default();
-            tracing::info!(bucket = %self.bucket.url, down_s = down.as_secs(), "model store reachable again");
+            tracing::info!(remote = %self.remote.url(), down_s = down.as_secs(), "model store reachable again");
         }
         self.list_failures = 0;
         self.metrics.store.set_up(true);
@@ -316,14 +300,14 @@ impl Mirror {
         self.metrics.store.failed(StoreOperation::List);
         let since = *self.unreachable_since.get_or_insert_with(SystemTime::now);
         if self.list_failures == 1 {
-            tracing::warn!(bucket = %self.bucket.url, error = %message, "model store unreachable; what is loaded keeps serving");
+            tracing::warn!(remote = %self.remote.url(), error = %message, "model store unreachable; what is loaded keeps serving");
         }
         let ago = SystemTime::now().duration_since(since).unwrap_or_default();
         let previous = self.registry.source_status();
         self.registry.set_source_status(SourceStatus {
             problem: Some(format!(
                 "model store {} unreachable for {}s ({} failed listings; retrying): {message}",
-                self.bucket.url,
+                self.remote.url(),
                 ago.as_secs(),
                 self.list_failures
             )),
@@ -340,7 +324,7 @@ impl Mirror {
         let wait = backoff(attempts);
         let message = format!(
             "not copied from {}: {error} (attempt {attempts}, next in {}s)",
-            self.bucket.url,
+            self.remote.url(),
             wait.as_secs()
         );
         tracing::warn!(unit = %unit, error = %error, attempts, "model store download failed; what serves stays");
@@ -416,22 +400,21 @@ impl Mirror {
         expected: &layout::FileTag,
         target: &Path,
     ) -> Result<(), FetchError> {
-        let location = self.bucket.location(key);
-        let store_error = |source| FetchError::Store {
+        let store_error = |message| FetchError::Store {
             file: key.to_owned(),
-            source,
+            message,
         };
-        let result = tokio::time::timeout(STALL, self.bucket.store.get(&location))
+        let opened = tokio::time::timeout(STALL, self.remote.open(key))
             .await
             .map_err(|_| FetchError::Stalled { file: key.into() })?
             .map_err(store_error)?;
-        if let Some(tag) = &result.meta.e_tag {
+        if let Some(tag) = &opened.e_tag {
             if !expected.tag.starts_with("mtime:") && *tag != expected.tag {
                 return Err(FetchError::Changed { file: key.into() });
             }
         }
         let mut file = tokio::fs::File::create(target).await?;
-        let mut stream = result.into_stream();
+        let mut stream = opened.body;
         let mut got = 0u64;
         loop {
             let chunk = match tokio::time::timeout(STALL, stream.next()).await {
@@ -456,30 +439,6 @@ impl Mirror {
         }
         Ok(())
     }
-}
-
-/// An error with its root cause, which `object_store`'s own message often leaves out ("error sending request").
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut root = error;
-    while let Some(source) = root.source() {
-        root = source;
-    }
-    let (top, cause) = (error.to_string(), root.to_string());
-    if top.contains(&cause) {
-        top
-    } else {
-        format!("{top}: {cause}")
-    }
-}
-
-/// `location` relative to `prefix`, or `None` when it is not below it.
-fn relative(
-    prefix: &object_store::path::Path,
-    location: &object_store::path::Path,
-) -> Option<String> {
-    let parts: Vec<_> = location.prefix_match(prefix)?.collect();
-    let parts: Vec<&str> = parts.iter().map(AsRef::as_ref).collect();
-    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// The wait after `attempts` consecutive failures: 1 s, 2 s, 4 s, … up to a minute.

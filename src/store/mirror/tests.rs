@@ -1,8 +1,10 @@
 //! The mirror against an in-memory object store: whole downloads only, back-off, the cap, removals.
 
 use super::*;
+use crate::store::remote::relative;
+use crate::store::Bucket;
 use object_store::memory::InMemory;
-use object_store::PutPayload;
+use object_store::{ObjectStoreExt, PutPayload};
 
 fn iris(file: &str) -> Vec<u8> {
     std::fs::read(
@@ -31,7 +33,7 @@ fn mirror(
         max_bytes,
     };
     let mirror = Mirror::new(
-        bucket,
+        Box::new(bucket),
         cache,
         settings,
         Arc::clone(&metrics),

@@ -1,4 +1,377 @@
-//! A model repository in an MLflow Model Registry (`models.repository = "mlflow+http://host:5000"`): registered
-//! models and their versions, read through the tracking server's REST API ([`api`]).
+//! A model repository in an MLflow Model Registry (`models.repository = "mlflow+http://host:5000"`, or
+//! `mlflow+https://…`), read through the tracking server's REST API ([`api`]) and presented to the
+//! [`Mirror`](super::mirror::Mirror) in the repository layout, as a bucket would be:
+//!
+//! - every registered model is a model; each of its versions in status `READY` is a version with MLflow's number,
+//!   holding `model.onnx` (the version's artifact directory's `model.onnx`, as the `onnx` flavor writes it, or its
+//!   only `.onnx` file) and a `card.toml` made from the registry (description, the `owner` tag, the source run, the
+//!   run's metrics, and a `sha256` tag, which the copy is then checked against);
+//! - the files come from where MLflow keeps them: its proxied artifact store (`mlflow-artifacts:`), a directory this
+//!   machine sees (`file:`), or an object store (`s3://`, `gs://`, …, opened as a bucket repository is).
+//!
+//! A version without an ONNX file is reported (the index and readiness body say why) and skipped. What a version's
+//! files are is asked once per version and update time, so a poll of an unchanged registry costs one search of the
+//! models and one of each model's versions.
 
 pub mod api;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+
+use self::api::{Api, ArtifactLocation, ModelVersion, RegisteredModel};
+use super::layout::Listed;
+use super::remote::{describe, relative, Listing, Opened, Remote};
+use super::Bucket;
+use crate::config::StorageSettings;
+use crate::model::card::ModelCard;
+
+/// Where one version's ONNX file is.
+#[derive(Clone)]
+enum ModelFile {
+    Proxied(String),
+    Local(PathBuf),
+    Stored {
+        store: Arc<dyn ObjectStore>,
+        location: object_store::path::Path,
+    },
+}
+
+/// What a version's files were found to be, for one update time of the version.
+#[derive(Clone)]
+struct Resolved {
+    updated: i64,
+    found: Result<(ModelFile, u64), String>,
+}
+
+pub struct Mlflow {
+    /// As configured (`mlflow+http://…`).
+    url: String,
+    api: Api,
+    storage: StorageSettings,
+    resolved: Mutex<HashMap<(String, u64), Resolved>>,
+    /// The last listing's files by key: where each model file is, and the generated cards.
+    files: Mutex<HashMap<String, Served>>,
+}
+
+#[derive(Clone)]
+enum Served {
+    Model(ModelFile),
+    Generated(Bytes),
+}
+
+impl Mlflow {
+    /// The registry behind `url` (`mlflow+http://host:port[/prefix]`). Artifacts in object stores are opened with
+    /// the `[models.storage]` table.
+    pub fn new(url: &str, storage: &StorageSettings) -> Mlflow {
+        let base = url.strip_prefix("mlflow+").unwrap_or(url);
+        Mlflow {
+            url: url.to_owned(),
+            api: Api::new(base),
+            storage: storage.clone(),
+            resolved: Mutex::default(),
+            files: Mutex::default(),
+        }
+    }
+
+    async fn listing(&self) -> Result<Listing, String> {
+        let models = self
+            .api
+            .registered_models()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut listing = Listing::default();
+        let mut files = HashMap::new();
+        for model in &models {
+            if !usable_name(&model.name) {
+                listing.skipped.push((
+                    model.name.clone(),
+                    "model".into(),
+                    "its name cannot be a model name here (use letters, digits, '-', '_' and '.')"
+                        .into(),
+                ));
+                continue;
+            }
+            let versions = self
+                .api
+                .versions(&model.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            for version in versions.iter().filter(|v| v.status == "READY") {
+                let Ok(number) = version.version.parse::<u64>() else {
+                    continue;
+                };
+                let resolved = self.resolve(&model.name, number, version).await?;
+                let (file, size) = match resolved.found {
+                    Ok(found) => found,
+                    Err(why) => {
+                        listing.skipped.push((
+                            model.name.clone(),
+                            format!("version {number}"),
+                            why,
+                        ));
+                        continue;
+                    }
+                };
+                let card = self.card(model, version).await;
+                let dir = format!("{}/{number}", model.name);
+                // MLflow has no content tag: a version's files change only with its update time.
+                listing.objects.push(Listed {
+                    key: format!("{dir}/model.onnx"),
+                    size,
+                    e_tag: Some(format!("mlflow:{}:{size}", version.last_updated_timestamp)),
+                    modified: SystemTime::UNIX_EPOCH,
+                });
+                listing.objects.push(Listed {
+                    key: format!("{dir}/card.toml"),
+                    size: card.len() as u64,
+                    e_tag: Some(hex(&Sha256::digest(&card))),
+                    modified: SystemTime::UNIX_EPOCH,
+                });
+                files.insert(format!("{dir}/model.onnx"), Served::Model(file));
+                files.insert(format!("{dir}/card.toml"), Served::Generated(card));
+            }
+        }
+        *self.files.lock().unwrap_or_else(PoisonError::into_inner) = files;
+        Ok(listing)
+    }
+
+    /// Where a version's ONNX file is (asked again only when the version was updated). `Err`: MLflow could not be
+    /// asked; a version without an ONNX file is `Ok` with the reason in `found`.
+    async fn resolve(
+        &self,
+        model: &str,
+        number: u64,
+        version: &ModelVersion,
+    ) -> Result<Resolved, String> {
+        let key = (model.to_owned(), number);
+        if let Some(known) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .filter(|r| r.updated == version.last_updated_timestamp)
+        {
+            return Ok(known.clone());
+        }
+        let location = self
+            .api
+            .location(model, &version.version)
+            .await
+            .map_err(|e| e.to_string())?;
+        let found = match self.find_onnx(&location).await {
+            Ok(found) => found,
+            Err(Unreachable(e)) => return Err(e),
+        };
+        let resolved = Resolved {
+            updated: version.last_updated_timestamp,
+            found,
+        };
+        self.resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, resolved.clone());
+        Ok(resolved)
+    }
+
+    /// The ONNX file in a version's artifact directory: `model.onnx`, else its only `.onnx` file.
+    async fn find_onnx(
+        &self,
+        location: &ArtifactLocation,
+    ) -> Result<Result<(ModelFile, u64), String>, Unreachable> {
+        let files: Vec<(String, u64)> = match location {
+            ArtifactLocation::Proxied(dir) => self
+                .api
+                .list_proxied(dir)
+                .await
+                .map_err(|e| Unreachable(e.to_string()))?
+                .into_iter()
+                .filter(|f| !f.is_dir)
+                .map(|f| {
+                    let name = f.path.rsplit('/').next().unwrap_or(&f.path).to_owned();
+                    (name, f.file_size.unwrap_or(0))
+                })
+                .collect(),
+            ArtifactLocation::File(dir) => match std::fs::read_dir(dir) {
+                Ok(entries) => entries
+                    .flatten()
+                    .filter_map(|e| {
+                        let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                        Some((e.file_name().to_string_lossy().into_owned(), meta.len()))
+                    })
+                    .collect(),
+                Err(e) => return Ok(Err(format!("{}: {e}", dir.display()))),
+            },
+            ArtifactLocation::Store(url) => {
+                let bucket =
+                    Bucket::open(url, &self.storage).map_err(|e| Unreachable(e.to_string()))?;
+                let listed = bucket
+                    .store
+                    .list_with_delimiter(Some(&bucket.prefix))
+                    .await
+                    .map_err(|e| Unreachable(describe(&e)))?;
+                listed
+                    .objects
+                    .into_iter()
+                    .filter_map(|o| Some((relative(&bucket.prefix, &o.location)?, o.size)))
+                    .collect()
+            }
+        };
+        let onnx: Vec<&(String, u64)> =
+            files.iter().filter(|(n, _)| n.ends_with(".onnx")).collect();
+        let chosen = files
+            .iter()
+            .find(|(n, _)| n == "model.onnx")
+            .or(match onnx.as_slice() {
+                [only] => Some(*only),
+                _ => None,
+            });
+        let Some((name, size)) = chosen else {
+            let what = match location {
+                ArtifactLocation::Proxied(dir) => format!("mlflow-artifacts:/{dir}"),
+                ArtifactLocation::File(dir) => dir.display().to_string(),
+                ArtifactLocation::Store(url) => url.clone(),
+            };
+            return Ok(Err(if onnx.is_empty() {
+                format!("no ONNX file in its artifacts ({what}): not an ONNX model")
+            } else {
+                format!("several ONNX files in its artifacts ({what}) and none is model.onnx")
+            }));
+        };
+        let file = match location {
+            ArtifactLocation::Proxied(dir) => ModelFile::Proxied(format!("{dir}/{name}")),
+            ArtifactLocation::File(dir) => ModelFile::Local(dir.join(name)),
+            ArtifactLocation::Store(url) => {
+                let bucket =
+                    Bucket::open(url, &self.storage).map_err(|e| Unreachable(e.to_string()))?;
+                let location = bucket.location(name);
+                ModelFile::Stored {
+                    store: bucket.store,
+                    location,
+                }
+            }
+        };
+        Ok(Ok((file, *size)))
+    }
+
+    /// The version's model card, from the registry.
+    async fn card(&self, model: &RegisteredModel, version: &ModelVersion) -> Bytes {
+        let tag = |key: &str| {
+            version
+                .tags
+                .iter()
+                .chain(&model.tags)
+                .find(|t| t.key == key)
+                .map(|t| t.value.clone())
+        };
+        let run = version.run_id.clone().filter(|r| !r.is_empty());
+        // A run that cannot be read leaves the metrics out; the card is made again when the version changes.
+        let metrics = match &run {
+            Some(run) => self.api.run_metrics(run).await.unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        let card = ModelCard {
+            description: version
+                .description
+                .clone()
+                .filter(|d| !d.is_empty())
+                .or_else(|| model.description.clone().filter(|d| !d.is_empty())),
+            owner: tag("owner"),
+            source: Some(match &run {
+                Some(run) => format!("mlflow run {run} ({})", version.source),
+                None => version.source.clone(),
+            }),
+            metrics,
+            sha256: tag("sha256"),
+            ..ModelCard::default()
+        };
+        Bytes::from(toml::to_string(&card).unwrap_or_default())
+    }
+}
+
+/// MLflow did not answer: the listing fails as a whole.
+struct Unreachable(String);
+
+/// A registered model's name as a directory of the repository.
+fn usable_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Remote for Mlflow {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Listing, String>> {
+        Box::pin(self.listing())
+    }
+
+    fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Opened, String>> {
+        Box::pin(async move {
+            let served = self
+                .files
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(key)
+                .cloned()
+                .ok_or_else(|| "no longer in the registry".to_owned())?;
+            let body = match served {
+                Served::Generated(bytes) => {
+                    futures_util::stream::once(async move { Ok(bytes) }).boxed()
+                }
+                Served::Model(ModelFile::Proxied(path)) => self
+                    .api
+                    .download_proxied(&path)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .bytes_stream()
+                    .map_err(|e| describe(&e))
+                    .boxed(),
+                Served::Model(ModelFile::Local(path)) => {
+                    let file = tokio::fs::File::open(&path)
+                        .await
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    tokio_util::io::ReaderStream::new(file)
+                        .map_err(|e| e.to_string())
+                        .boxed()
+                }
+                Served::Model(ModelFile::Stored { store, location }) => store
+                    .get(&location)
+                    .await
+                    .map_err(|e| describe(&e))?
+                    .into_stream()
+                    .map_err(|e| describe(&e))
+                    .boxed(),
+            };
+            Ok(Opened { e_tag: None, body })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_names_that_cannot_be_directories_are_refused() {
+        assert!(usable_name("iris-gbt_v2.1"));
+        for bad in ["", ".hidden", "a/b", "../x", "naïve", "with space"] {
+            assert!(!usable_name(bad), "{bad}");
+        }
+    }
+}

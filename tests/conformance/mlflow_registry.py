@@ -1,0 +1,71 @@
+"""What a team does in MLflow, run with MLflow's own client (in the MLflow venv, scripts/lib/fetch-mlflow.sh):
+register a version from a directory of files, move an alias, read a version's tags. Prints its answer as JSON.
+
+    python mlflow_registry.py URI register NAME DIR [--owner O] [--metric k=v ...] [--description D] [--tag k=v ...]
+    python mlflow_registry.py URI alias NAME ALIAS VERSION
+    python mlflow_registry.py URI tags NAME VERSION
+"""
+
+import argparse
+import json
+import sys
+
+import mlflow
+from mlflow import MlflowClient
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("uri")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register = sub.add_parser("register")
+    register.add_argument("name")
+    register.add_argument("dir")
+    register.add_argument("--owner")
+    register.add_argument("--description", default="")
+    register.add_argument("--metric", action="append", default=[])
+    register.add_argument("--tag", action="append", default=[])
+    alias = sub.add_parser("alias")
+    alias.add_argument("name")
+    alias.add_argument("alias")
+    alias.add_argument("version")
+    tags = sub.add_parser("tags")
+    tags.add_argument("name")
+    tags.add_argument("version")
+    args = parser.parse_args()
+
+    mlflow.set_tracking_uri(args.uri)
+    client = MlflowClient()
+    if args.command == "register":
+        mlflow.set_experiment("sluice-tests")
+        with mlflow.start_run() as run:
+            for metric in args.metric:
+                key, value = metric.split("=", 1)
+                mlflow.log_metric(key, float(value))
+            # The files go up as the run's `model` artifact directory, as an ONNX flavour's would.
+            mlflow.log_artifacts(args.dir, artifact_path="model")
+        try:
+            client.get_registered_model(args.name)
+        except mlflow.exceptions.MlflowException:
+            client.create_registered_model(args.name)
+        tags = dict(t.split("=", 1) for t in args.tag)
+        if args.owner:
+            tags["owner"] = args.owner
+        version = client.create_model_version(
+            args.name,
+            source=f"{run.info.artifact_uri}/model",
+            run_id=run.info.run_id,
+            tags=tags,
+            description=args.description,
+        )
+        print(json.dumps({"version": int(version.version), "run_id": run.info.run_id}))
+    elif args.command == "alias":
+        client.set_registered_model_alias(args.name, args.alias, args.version)
+        print(json.dumps({"ok": True}))
+    else:
+        version = client.get_model_version(args.name, args.version)
+        print(json.dumps(dict(version.tags)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,7 +32,7 @@ use crate::routing::shadow::ShadowMirror;
 use crate::routing::RoutingTable;
 use crate::runtime::{self, RuntimeError};
 use crate::store::mirror::Mirror;
-use crate::store::{RemoteRepository, StoreError};
+use crate::store::{RemoteRepository, StoreError, Writeback};
 
 /// Why the server could not start; each maps to its own exit code in `main`.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +104,20 @@ impl Server {
         };
         let state = build_state_with(&settings, env, bucket.is_none())?;
         let mirror = bucket
-            .map(|RemoteRepository { remote, cache_dir, timing, routing_object }| {
-                if let Some((store, key)) = routing_object {
-                    // Automatic rollbacks go to the bucket's routing file, so every replica follows them.
+            .map(|RemoteRepository { remote, cache_dir, timing, writeback }| {
+                if let Some(writeback) = writeback {
                     let (sink, rollbacks) = tokio::sync::mpsc::channel(16);
                     state.routing.send_rollbacks_to(sink);
-                    crate::routing::writeback::spawn(store, key, rollbacks);
+                    match writeback {
+                        // To the bucket's routing file, so every replica follows them.
+                        Writeback::RoutingFile(store, key) => {
+                            crate::routing::writeback::spawn(store, key, rollbacks)
+                        }
+                        // As tags on the version, so the registry shows why it lost its traffic.
+                        Writeback::VersionTags(api) => {
+                            crate::store::mlflow::tags::spawn(api, rollbacks)
+                        }
+                    };
                 }
                 tracing::info!(repository = %remote.url(), cache = %cache_dir.display(), "model repository copied from a remote store");
                 Mirror::new(

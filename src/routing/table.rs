@@ -76,6 +76,8 @@ pub struct Rollback {
     pub model: String,
     pub variant: String,
     pub version: u64,
+    /// Why, as the log line says it.
+    pub reason: String,
 }
 
 pub struct RoutingTable {
@@ -318,7 +320,11 @@ impl RoutingTable {
             tripped.then_some((requests, errors))
         };
         if let Some((requests, errors)) = trip {
-            if self.switch_off(model, variant, version) {
+            let reason = format!(
+                "error rate {errors}/{requests} over {} s, above max_error_rate {}",
+                rule.window_seconds, rule.max_error_rate
+            );
+            if self.switch_off(model, variant, version, reason) {
                 tracing::warn!(
                     model,
                     variant,
@@ -332,7 +338,7 @@ impl RoutingTable {
 
     /// Sets a variant's weight to 0 (an automatic rollback): counted, and sent to the rollback sink. False when the
     /// change could not be made.
-    fn switch_off(&self, model: &str, variant: &str, version: u64) -> bool {
+    fn switch_off(&self, model: &str, variant: &str, version: u64, reason: String) -> bool {
         let change = RoutingChange::SetWeight {
             variant: variant.to_owned(),
             weight: 0.0,
@@ -347,6 +353,7 @@ impl RoutingTable {
                 model: model.to_owned(),
                 variant: variant.to_owned(),
                 version,
+                reason,
             });
         }
         true
@@ -390,7 +397,15 @@ impl QualityObserver for RoutingTable {
                 continue;
             };
             if stable - variant > rule.max_accuracy_drop
-                && self.switch_off(model, &v.name, v.version)
+                && self.switch_off(
+                    model,
+                    &v.name,
+                    v.version,
+                    format!(
+                        "accuracy {variant:.4} against stable's {stable:.4}, more than max_accuracy_drop {} below",
+                        rule.max_accuracy_drop
+                    ),
+                )
             {
                 tracing::warn!(
                     model,

@@ -129,6 +129,7 @@ mod tests {
             model: "m".into(),
             variant: "canary".into(),
             version,
+            reason: "error rate 9/10".into(),
         }
     }
 

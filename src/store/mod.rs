@@ -180,8 +180,16 @@ pub struct RemoteRepository {
     pub remote: Box<dyn remote::Remote>,
     pub cache_dir: PathBuf,
     pub timing: MirrorSettings,
-    /// Where automatic rollbacks are written back: the routing file, when it lives in the bucket.
-    pub routing_object: Option<(Arc<dyn ObjectStore>, object_store::path::Path)>,
+    /// Where automatic rollbacks are written back.
+    pub writeback: Option<Writeback>,
+}
+
+/// Where automatic rollbacks are written back, so they hold on every replica or show where the models live.
+pub enum Writeback {
+    /// The routing file in the bucket.
+    RoutingFile(Arc<dyn ObjectStore>, object_store::path::Path),
+    /// Tags on the MLflow versions switched off.
+    VersionTags(mlflow::api::Api),
 }
 
 /// Where the registry loads from: a local repository as configured, or for a bucket its cache directory's tree,
@@ -224,18 +232,25 @@ pub fn locate(mut settings: Settings) -> Result<(Settings, Option<RemoteReposito
         settle: Duration::from_millis(settings.models.settle_ms),
         max_bytes: settings.models.cache_max_bytes,
     };
-    settings.models.repository = tree;
+    settings.models.repository = tree.clone();
     settings.models.settle_ms = 0;
-    let (remote, routing_object): (Box<dyn remote::Remote>, _) = match bucket {
+    let (remote, writeback): (Box<dyn remote::Remote>, _) = match bucket {
         Some(bucket) => {
-            let routing_object =
-                routing_key.map(|key| (Arc::clone(&bucket.store), bucket.location(&key)));
-            (Box::new(bucket), routing_object)
+            let writeback = routing_key.map(|key| {
+                Writeback::RoutingFile(Arc::clone(&bucket.store), bucket.location(&key))
+            });
+            (Box::new(bucket), writeback)
         }
-        None => (
-            Box::new(mlflow::Mlflow::new(&url, &settings.models.storage)),
-            None,
-        ),
+        None => {
+            // The operator's routing file names aliases; the one sluice reads is made from it in the copy.
+            let template = settings.routing.file().map(Path::to_path_buf);
+            if template.is_some() {
+                settings.routing.file = tree.join(mlflow::ROUTING_FILE);
+            }
+            let registry = mlflow::Mlflow::new(&url, &settings.models.storage, template);
+            let tags = Writeback::VersionTags(registry.api().clone());
+            (Box::new(registry), Some(tags))
+        }
     };
     Ok((
         settings,
@@ -243,7 +258,7 @@ pub fn locate(mut settings: Settings) -> Result<(Settings, Option<RemoteReposito
             remote,
             cache_dir,
             timing,
-            routing_object,
+            writeback,
         }),
     ))
 }

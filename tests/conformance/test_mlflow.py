@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.request
@@ -32,41 +33,54 @@ def mlflow_python():
     return python
 
 
-@pytest.fixture(scope="module")
-def registry():
-    """A running MLflow tracking server with a model registry; yields its URI and a client to drive it."""
-    python = mlflow_python()
-    home = Path(tempfile.mkdtemp(prefix="sluice-mlflow-"))
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen(
-        [python, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--artifacts-destination", str(home / "artifacts"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("mlflow server did not start:\n" + (home / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
+class Registry:
+    """A running MLflow tracking server (SQLite backend store, proxied local artifact store) and MLflow's client."""
 
-    def client(*args):
-        done = subprocess.run([python, str(HELPER), uri, *map(str, args)], capture_output=True, text=True,
-                              timeout=300)
+    def __init__(self):
+        self.python = mlflow_python()
+        self.home = Path(tempfile.mkdtemp(prefix="sluice-mlflow-"))
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.server = None
+        self.start()
+
+    def start(self):
+        log = open(self.home / "server.log", "a")
+        self.server = subprocess.Popen(
+            [self.python, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.home}/mlflow.db",
+             "--artifacts-destination", str(self.home / "artifacts"), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start:\n" + (self.home / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+
+    def stop(self):
+        os.killpg(self.server.pid, 15)
+        self.server.wait(timeout=30)
+
+    def __call__(self, *args):
+        """Runs mlflow_registry.py with MLflow's client; returns its JSON answer."""
+        done = subprocess.run([self.python, str(HELPER), self.uri, *map(str, args)], capture_output=True,
+                              text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    yield uri, client
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
-    shutil.rmtree(home, ignore_errors=True)
+
+@pytest.fixture(scope="module")
+def registry():
+    registry = Registry()
+    yield registry
+    registry.stop()
+    shutil.rmtree(registry.home, ignore_errors=True)
 
 
 def wait_for(what, check, timeout=60):
@@ -93,7 +107,7 @@ def sha256(path):
 
 
 def test_registered_versions_serve_with_cards_from_the_registry(registry, tmp_path):
-    uri, client = registry
+    client = registry
     first = client("register", "iris", IRIS / "1", "--owner", "team-iris", "--metric", "accuracy=0.9",
                    "--description", "gradient boosting, first cut", "--tag", f"sha256={sha256(IRIS / '1' / 'model.onnx')}")
     second = client("register", "iris", IRIS / "2", "--metric", "accuracy=0.95")
@@ -107,7 +121,7 @@ def test_registered_versions_serve_with_cards_from_the_registry(registry, tmp_pa
     settings = {"SLUICE__SERVER__GRPC_PORT": "0", "SLUICE__MODELS__POLL_INTERVAL_MS": "300",
                 "SLUICE__ADMIN__TOKEN": TOKEN,
                 "SLUICE__MODELS__CACHE_DIR": str(tmp_path / "cache")}
-    for address in sluice(settings, models=f"mlflow+{uri}"):
+    for address in sluice(settings, models=f"mlflow+{registry.uri}"):
         # MLflow's version numbers; the newest ONNX version serves (the default version policy).
         assert served_version(address, "iris") == "2"
         rows = [row for row in index(address) if row["name"] == "iris"]
@@ -137,3 +151,107 @@ def test_registered_versions_serve_with_cards_from_the_registry(registry, tmp_pa
             row.get("reason", "") for row in index(address) if row["name"] == "iris"))
         assert served_version(address, "iris") == "4"
         assert not (tmp_path / "cache" / "repository" / "iris" / "5").exists()
+
+
+class Load:
+    """Clients sending requests in a loop until stopped; counts answers and keeps every failure."""
+
+    def __init__(self, address, model, clients=4):
+        self.url = f"http://{address}/v2/models/{model}/infer"
+        self.running = True
+        self.answered = 0
+        self.failures = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def run(self):
+        session = requests.Session()
+        while self.running:
+            try:
+                r = session.post(self.url, json=ROW, timeout=10)
+                failure = None if r.status_code == 200 else f"{r.status_code} {r.text[:200]}"
+            except requests.RequestException as e:
+                failure = str(e)
+            with self.lock:
+                self.answered += failure is None
+                if failure:
+                    self.failures.append(failure)
+
+    def stop(self):
+        self.running = False
+        for t in self.threads:
+            t.join(timeout=30)
+        return self.answered, self.failures
+
+
+def routing(address, model):
+    return requests.get(f"http://{address}/v2/models/{model}/routing", timeout=10).json()
+
+
+def ready_body(address):
+    r = requests.get(f"http://{address}/v2/health/ready", timeout=10)
+    return r.status_code, r.text
+
+
+def test_aliases_drive_the_traffic_and_rollbacks_are_tagged(registry, tmp_path):
+    client = registry
+    for source in ["1", "2", "3"]:
+        client("register", "flower", IRIS / source)
+    # Version 4 expects other inputs: every request routed to it fails.
+    misdeclared = tmp_path / "misdeclared"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "models" / "misdeclared" / "1", misdeclared)
+    assert client("register", "flower", misdeclared)["version"] == 4
+    client("alias", "flower", "champion", 1)
+    policy = tmp_path / "routing.toml"
+    policy.write_text("# the team's policy: MLflow's aliases say which versions\n[flower]\n"
+                      'stable = "@champion"\n'
+                      'variants = [{ name = "canary", version = "@challenger", weight = 30.0 }]\n'
+                      "auto_rollback = { max_error_rate = 0.5, window_seconds = 60, min_requests = 20 }\n")
+    settings = {"SLUICE__SERVER__GRPC_PORT": "0", "SLUICE__MODELS__POLL_INTERVAL_MS": "300",
+                "SLUICE__ADMIN__TOKEN": TOKEN, "SLUICE__MODELS__CACHE_DIR": str(tmp_path / "cache"),
+                "SLUICE__ROUTING__FILE": str(policy)}
+    for address in sluice(settings, models=f"mlflow+{registry.uri}"):
+        # @challenger is not set: no canary, and the index says why.
+        assert routing(address, "flower")["policy"]["stable"] == 1
+        assert routing(address, "flower")["policy"]["variants"] == []
+        assert "@challenger is not set" in " ".join(
+            row.get("reason", "") for row in index(address) if row["name"] == "flower")
+        assert {served_version(address, "flower") for _ in range(20)} == {"1"}
+
+        # Setting the alias starts the canary at the file's weight.
+        client("alias", "flower", "challenger", 2)
+        wait_for("the canary", lambda: routing(address, "flower")["policy"]["variants"][:1] == [
+            {"name": "canary", "version": 2, "weight": 30.0}])
+        served = [served_version(address, "flower") for _ in range(400)]
+        assert set(served) == {"1", "2"}
+        assert 0.2 < served.count("2") / len(served) < 0.4, served.count("2")
+
+        # Moving the champion under load: version 3 takes the stable share, no request fails.
+        load = Load(address, "flower")
+        client("alias", "flower", "champion", 3)
+        wait_for("the new champion", lambda: routing(address, "flower")["policy"]["stable"] == 3)
+        wait_for("version 3 to serve", lambda: served_version(address, "flower") == "3")
+
+        # MLflow stopped for 10 s under load: everything loaded keeps serving; readiness says why.
+        registry.stop()
+        wait_for("the outage to show", lambda: "unreachable" in ready_body(address)[1], timeout=30)
+        assert ready_body(address)[0] == 200
+        time.sleep(10)
+        registry.start()
+        wait_for("the registry to be reachable again", lambda: "unreachable" not in ready_body(address)[1])
+        answered, failures = load.stop()
+        assert failures == [] and answered > 100, (answered, failures[:5])
+
+        # A broken challenger: routed requests fail, the canary is switched off, and the version is tagged.
+        client("alias", "flower", "challenger", 4)
+        wait_for("the broken canary", lambda: routing(address, "flower")["policy"]["variants"][0]["version"] == 4)
+        for _ in range(200):
+            requests.post(f"http://{address}/v2/models/flower/infer", json=ROW, timeout=10)
+        assert routing(address, "flower")["policy"]["variants"][0]["weight"] == 0.0
+        wait_for("the rollback tag", lambda: "sluice.rollback" in client("tags", "flower", 4))
+        tag = client("tags", "flower", 4)["sluice.rollback"]
+        assert "variant canary switched off" in tag and "error rate" in tag, tag
+        # The aliases stay where people put them.
+        assert client("tags", "flower", 3).get("sluice.rollback") is None

@@ -13,7 +13,9 @@
 //! files are is asked once per version and update time, so a poll of an unchanged registry costs one search of the
 //! models and one of each model's versions.
 
+pub mod aliases;
 pub mod api;
+pub mod tags;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -51,11 +53,18 @@ struct Resolved {
     found: Result<(ModelFile, u64), String>,
 }
 
+/// The routing file sluice reads, made from the operator's ([`aliases`]).
+pub const ROUTING_FILE: &str = "routing.toml";
+
 pub struct Mlflow {
     /// As configured (`mlflow+http://…`).
     url: String,
     api: Api,
     storage: StorageSettings,
+    /// The operator's routing file, whose aliases are resolved into [`ROUTING_FILE`].
+    routing: Option<PathBuf>,
+    /// The last routing file made (kept while the operator's does not parse).
+    routed: Mutex<Option<Bytes>>,
     resolved: Mutex<HashMap<(String, u64), Resolved>>,
     /// The last listing's files by key: where each model file is, and the generated cards.
     files: Mutex<HashMap<String, Served>>,
@@ -70,12 +79,19 @@ enum Served {
 impl Mlflow {
     /// The registry behind `url` (`mlflow+http://host:port[/prefix]`). Artifacts in object stores are opened with
     /// the `[models.storage]` table.
-    pub fn new(url: &str, storage: &StorageSettings) -> Mlflow {
+    /// The tracking server's client (for the tags sluice writes back).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    pub fn new(url: &str, storage: &StorageSettings, routing: Option<PathBuf>) -> Mlflow {
         let base = url.strip_prefix("mlflow+").unwrap_or(url);
         Mlflow {
             url: url.to_owned(),
             api: Api::new(base),
             storage: storage.clone(),
+            routing,
+            routed: Mutex::default(),
             resolved: Mutex::default(),
             files: Mutex::default(),
         }
@@ -139,8 +155,48 @@ impl Mlflow {
                 files.insert(format!("{dir}/card.toml"), Served::Generated(card));
             }
         }
+        if let Some(routing) = self.routing(&models, &mut listing) {
+            listing.objects.push(Listed {
+                key: ROUTING_FILE.to_owned(),
+                size: routing.len() as u64,
+                e_tag: Some(hex(&Sha256::digest(&routing))),
+                modified: SystemTime::UNIX_EPOCH,
+            });
+            files.insert(ROUTING_FILE.to_owned(), Served::Generated(routing));
+        }
         *self.files.lock().unwrap_or_else(PoisonError::into_inner) = files;
         Ok(listing)
+    }
+
+    /// The operator's routing file with the registry's aliases resolved; while it cannot be read or parsed, the
+    /// last one made (the routing stays as it was).
+    fn routing(&self, models: &[RegisteredModel], listing: &mut Listing) -> Option<Bytes> {
+        let path = self.routing.as_ref()?;
+        let mut all = aliases::Aliases::new();
+        for model in models {
+            let versions = model
+                .aliases
+                .iter()
+                .filter_map(|a| Some((a.alias.clone(), a.version.parse().ok()?)));
+            all.entry(model.name.clone()).or_default().extend(versions);
+        }
+        let made = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|template| aliases::resolve(&template, &all));
+        let mut routed = self.routed.lock().unwrap_or_else(PoisonError::into_inner);
+        match made {
+            Ok((text, unresolved)) => {
+                for (model, message) in unresolved {
+                    listing.skipped.push((model, "routing".into(), message));
+                }
+                *routed = Some(Bytes::from(text));
+            }
+            Err(e) => tracing::warn!(
+                file = %path.display(), error = %e,
+                "routing file not read; the routing made from it last stays"
+            ),
+        }
+        routed.clone()
     }
 
     /// Where a version's ONNX file is (asked again only when the version was updated). `Err`: MLflow could not be

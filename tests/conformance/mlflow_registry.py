@@ -2,12 +2,14 @@
 register a version from a directory of files, move an alias, read a version's tags. Prints its answer as JSON.
 
     python mlflow_registry.py URI register NAME DIR [--owner O] [--metric k=v ...] [--description D] [--tag k=v ...]
+                                             [--artifacts LOCATION]
     python mlflow_registry.py URI alias NAME ALIAS VERSION
     python mlflow_registry.py URI tags NAME VERSION
 """
 
 import argparse
 import json
+import os
 import sys
 
 import mlflow
@@ -25,6 +27,7 @@ def main():
     register.add_argument("--description", default="")
     register.add_argument("--metric", action="append", default=[])
     register.add_argument("--tag", action="append", default=[])
+    register.add_argument("--artifacts", help="the experiment's artifact location (default: the server's)")
     alias = sub.add_parser("alias")
     alias.add_argument("name")
     alias.add_argument("alias")
@@ -37,7 +40,17 @@ def main():
     mlflow.set_tracking_uri(args.uri)
     client = MlflowClient()
     if args.command == "register":
-        mlflow.set_experiment("sluice-tests")
+        experiment = "sluice-tests" + (f" at {args.artifacts}" if args.artifacts else "")
+        if args.artifacts and args.artifacts.startswith("s3://"):
+            # The bucket (MLFLOW_S3_ENDPOINT_URL and the AWS_* credentials in the environment) is made if need be.
+            import boto3
+            bucket = args.artifacts[len("s3://"):].split("/", 1)[0]
+            s3 = boto3.client("s3", endpoint_url=os.environ["MLFLOW_S3_ENDPOINT_URL"])
+            if bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+                s3.create_bucket(Bucket=bucket)
+        if args.artifacts and mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=args.artifacts)
+        mlflow.set_experiment(experiment)
         with mlflow.start_run() as run:
             for metric in args.metric:
                 key, value = metric.split("=", 1)

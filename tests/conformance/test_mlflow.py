@@ -5,6 +5,8 @@ store) started once for the module on a loopback port, models registered with ML
 import hashlib
 import json
 import os
+import random
+import socket
 import shutil
 import subprocess
 import tempfile
@@ -255,3 +257,95 @@ def test_aliases_drive_the_traffic_and_rollbacks_are_tagged(registry, tmp_path):
         assert "variant canary switched off" in tag and "error rate" in tag, tag
         # The aliases stay where people put them.
         assert client("tags", "flower", 3).get("sluice.rollback") is None
+
+
+def test_artifacts_in_a_local_directory_are_read_from_it(registry, tmp_path):
+    """An experiment whose artifacts MLflow keeps in a directory (`file:`) rather than behind its proxy: sluice reads
+    the version's file from that directory."""
+    artifacts = tmp_path / "artifacts"
+    version = registry("register", "petal", IRIS / "2", "--artifacts", artifacts.as_uri())
+    assert version["version"] == 1
+    assert list(artifacts.rglob("model.onnx")), "MLflow's client wrote the artifacts to the directory"
+    settings = {"SLUICE__SERVER__GRPC_PORT": "0", "SLUICE__MODELS__POLL_INTERVAL_MS": "300",
+                "SLUICE__MODELS__CACHE_DIR": str(tmp_path / "cache")}
+    for address in sluice(settings, models=f"mlflow+{registry.uri}"):
+        assert served_version(address, "petal") == "1"
+        assert (tmp_path / "cache" / "repository" / "petal" / "1" / "model.onnx").read_bytes() == \
+            (IRIS / "2" / "model.onnx").read_bytes()
+        card = requests.get(f"http://{address}/v2/models/petal/versions/1/card", timeout=10).json()["card"]
+        assert str(artifacts) in card["source"], card
+
+
+def weed_port():
+    """A loopback port below 55000 whose +10000 (SeaweedFS's gRPC port) is free too."""
+    while True:
+        port = random.randint(20000, 44000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+
+
+@pytest.fixture
+def s3(tmp_path):
+    """A real S3-compatible store (SeaweedFS, scripts/lib/fetch-seaweedfs.sh) with one identity; yields its
+    endpoint and the credentials."""
+    weed = os.environ.get("SLUICE_WEED") or subprocess.run(
+        [str(ROOT / "scripts" / "lib" / "fetch-seaweedfs.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    keys = {"AWS_ACCESS_KEY_ID": "mlflow-test", "AWS_SECRET_ACCESS_KEY": "mlflow-test-secret"}
+    config = tmp_path / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "mlflow", "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        "credentials": [{"accessKey": keys["AWS_ACCESS_KEY_ID"], "secretKey": keys["AWS_SECRET_ACCESS_KEY"]}]}]}))
+    (tmp_path / "weed").mkdir()
+    master, volume, filer, port = weed_port(), weed_port(), weed_port(), weed_port()
+    server = subprocess.Popen(
+        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={tmp_path / 'weed'}",
+         f"-master.port={master}", f"-volume.port={volume}", "-filer", f"-filer.port={filer}",
+         "-master.volumeSizeLimitMB=64", "-volume.max=100", "-s3", f"-s3.port={port}",
+         "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "SeaweedFS did not start"
+            time.sleep(0.2)
+    yield endpoint, keys
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
+def test_artifacts_in_s3_are_read_through_the_object_store_client(registry, s3, tmp_path):
+    """An experiment whose artifacts MLflow's client writes straight to S3 (SeaweedFS): sluice reads the version's
+    file from the bucket with its own object-store client, the credentials from the environment."""
+    endpoint, keys = s3
+    env = {**keys, "MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        version = registry("register", "sepal", IRIS / "3", "--artifacts", "s3://mlflow-artifacts/experiments")
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
+    assert version["version"] == 1
+    settings = {"SLUICE__SERVER__GRPC_PORT": "0", "SLUICE__MODELS__POLL_INTERVAL_MS": "300",
+                "SLUICE__MODELS__CACHE_DIR": str(tmp_path / "cache"),
+                "SLUICE__MODELS__STORAGE__ENDPOINT": endpoint, "SLUICE__MODELS__STORAGE__ALLOW_HTTP": "true",
+                "SLUICE__MODELS__STORAGE__REGION": "us-east-1", **keys}
+    for address in sluice(settings, models=f"mlflow+{registry.uri}"):
+        assert served_version(address, "sepal") == "1"
+        assert (tmp_path / "cache" / "repository" / "sepal" / "1" / "model.onnx").read_bytes() == \
+            (IRIS / "3" / "model.onnx").read_bytes()
+        card = requests.get(f"http://{address}/v2/models/sepal/versions/1/card", timeout=10).json()["card"]
+        assert "s3://mlflow-artifacts/experiments" in card["source"], card

@@ -4,6 +4,7 @@ register a version from a directory of files, move an alias, read a version's ta
     python mlflow_registry.py URI register NAME DIR [--owner O] [--metric k=v ...] [--description D] [--tag k=v ...]
                                              [--artifacts LOCATION]
     python mlflow_registry.py URI alias NAME ALIAS VERSION
+    python mlflow_registry.py URI model-tag NAME KEY VALUE
     python mlflow_registry.py URI tags NAME VERSION
 """
 
@@ -32,6 +33,10 @@ def main():
     alias.add_argument("name")
     alias.add_argument("alias")
     alias.add_argument("version")
+    model_tag = sub.add_parser("model-tag")
+    model_tag.add_argument("name")
+    model_tag.add_argument("key")
+    model_tag.add_argument("value")
     tags = sub.add_parser("tags")
     tags.add_argument("name")
     tags.add_argument("version")
@@ -72,6 +77,9 @@ def main():
             description=args.description,
         )
         print(json.dumps({"version": int(version.version), "run_id": run.info.run_id}))
+    elif args.command == "model-tag":
+        client.set_registered_model_tag(args.name, args.key, args.value)
+        print(json.dumps({"ok": True}))
     elif args.command == "alias":
         client.set_registered_model_alias(args.name, args.alias, args.version)
         print(json.dumps({"ok": True}))

@@ -154,6 +154,14 @@ def test_registered_versions_serve_with_cards_from_the_registry(registry, tmp_pa
         assert served_version(address, "iris") == "4"
         assert not (tmp_path / "cache" / "repository" / "iris" / "5").exists()
 
+        # The registered model's sluice.model_toml tag is its model.toml: with every version loaded, v1 answers.
+        assert requests.post(f"http://{address}/v2/models/iris/versions/1/infer", json=ROW,
+                             timeout=10).status_code != 200
+        client("model-tag", "iris", "sluice.model_toml", 'version_policy = "all"\ndefault_version = 4\n')
+        wait_for("version 1 to load", lambda: requests.post(
+            f"http://{address}/v2/models/iris/versions/1/infer", json=ROW, timeout=10).status_code == 200)
+        assert served_version(address, "iris") == "4"
+
 
 class Load:
     """Clients sending requests in a loop until stopped; counts answers and keeps every failure."""

@@ -6,6 +6,7 @@
 //!   holding `model.onnx` (the version's artifact directory's `model.onnx`, as the `onnx` flavor writes it, or its
 //!   only `.onnx` file) and a `card.toml` made from the registry (description, the `owner` tag, the source run, the
 //!   run's metrics, and a `sha256` tag, which the copy is then checked against);
+//! - a registered model's tag `sluice.model_toml` is its `model.toml` (version policy, `[feedback]`, …);
 //! - the files come from where MLflow keeps them: its proxied artifact store (`mlflow-artifacts:`), a directory this
 //!   machine sees (`file:`), or an object store (`s3://`, `gs://`, …, opened as a bucket repository is).
 //!
@@ -52,6 +53,9 @@ struct Resolved {
     updated: i64,
     found: Result<(ModelFile, u64), String>,
 }
+
+/// The registered model's tag whose value is the model's `model.toml`.
+pub const MODEL_TOML_TAG: &str = "sluice.model_toml";
 
 /// The routing file sluice reads, made from the operator's ([`aliases`]).
 pub const ROUTING_FILE: &str = "routing.toml";
@@ -145,24 +149,22 @@ impl Mlflow {
                     e_tag: Some(format!("mlflow:{}:{size}", version.last_updated_timestamp)),
                     modified: SystemTime::UNIX_EPOCH,
                 });
-                listing.objects.push(Listed {
-                    key: format!("{dir}/card.toml"),
-                    size: card.len() as u64,
-                    e_tag: Some(hex(&Sha256::digest(&card))),
-                    modified: SystemTime::UNIX_EPOCH,
-                });
                 files.insert(format!("{dir}/model.onnx"), Served::Model(file));
-                files.insert(format!("{dir}/card.toml"), Served::Generated(card));
+                generated(&mut listing, &mut files, format!("{dir}/card.toml"), card);
+            }
+            // The model's model.toml (version policy, [feedback], …), from the registered model's tag.
+            if let Some(config) = model.tags.iter().find(|t| t.key == MODEL_TOML_TAG) {
+                let key = format!("{}/model.toml", model.name);
+                generated(
+                    &mut listing,
+                    &mut files,
+                    key,
+                    Bytes::from(config.value.clone()),
+                );
             }
         }
         if let Some(routing) = self.routing(&models, &mut listing) {
-            listing.objects.push(Listed {
-                key: ROUTING_FILE.to_owned(),
-                size: routing.len() as u64,
-                e_tag: Some(hex(&Sha256::digest(&routing))),
-                modified: SystemTime::UNIX_EPOCH,
-            });
-            files.insert(ROUTING_FILE.to_owned(), Served::Generated(routing));
+            generated(&mut listing, &mut files, ROUTING_FILE.to_owned(), routing);
         }
         *self.files.lock().unwrap_or_else(PoisonError::into_inner) = files;
         Ok(listing)
@@ -350,6 +352,22 @@ impl Mlflow {
         };
         Bytes::from(toml::to_string(&card).unwrap_or_default())
     }
+}
+
+/// Lists a file made here (tagged by its content) and keeps it to be served.
+fn generated(
+    listing: &mut Listing,
+    files: &mut HashMap<String, Served>,
+    key: String,
+    bytes: Bytes,
+) {
+    listing.objects.push(Listed {
+        key: key.clone(),
+        size: bytes.len() as u64,
+        e_tag: Some(hex(&Sha256::digest(&bytes))),
+        modified: SystemTime::UNIX_EPOCH,
+    });
+    files.insert(key, Served::Generated(bytes));
 }
 
 /// MLflow did not answer: the listing fails as a whole.

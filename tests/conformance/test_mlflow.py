@@ -238,11 +238,17 @@ def test_aliases_drive_the_traffic_and_rollbacks_are_tagged(registry, tmp_path):
         assert set(served) == {"1", "2"}
         assert 0.2 < served.count("2") / len(served) < 0.4, served.count("2")
 
-        # Moving the champion under load: version 3 takes the stable share, no request fails.
+        # Moving the champion under load: version 3 takes the stable share on both replicas, no request fails.
+        replica = {**settings, "SLUICE__MODELS__CACHE_DIR": str(tmp_path / "cache-b")}
+        other = sluice(replica, models=f"mlflow+{registry.uri}")
+        second = next(other)
+        assert routing(second, "flower")["policy"]["stable"] == 1
         load = Load(address, "flower")
         client("alias", "flower", "champion", 3)
-        wait_for("the new champion", lambda: routing(address, "flower")["policy"]["stable"] == 3)
+        for replica_address in (address, second):
+            wait_for("the new champion", lambda: routing(replica_address, "flower")["policy"]["stable"] == 3)
         wait_for("version 3 to serve", lambda: served_version(address, "flower") == "3")
+        next(other, None)  # stops replica b
 
         # MLflow stopped for 10 s under load: everything loaded keeps serving; readiness says why.
         registry.stop()

@@ -52,6 +52,8 @@ enum ModelFile {
 struct Resolved {
     updated: i64,
     found: Result<(ModelFile, u64), String>,
+    /// The metrics the version's run logged, for its card.
+    metrics: BTreeMap<String, f64>,
 }
 
 /// The registered model's tag whose value is the model's `model.toml`.
@@ -140,7 +142,7 @@ impl Mlflow {
                         continue;
                     }
                 };
-                let card = self.card(model, version).await;
+                let card = card(model, version, &resolved.metrics);
                 let dir = format!("{}/{number}", model.name);
                 // MLflow has no content tag: a version's files change only with its update time.
                 listing.objects.push(Listed {
@@ -228,14 +230,23 @@ impl Mlflow {
             Ok(found) => found,
             Err(Unreachable(e)) => return Err(e),
         };
+        // A run that cannot be read leaves the card without metrics, and the version is looked at again next poll.
+        let run = version.run_id.as_deref().filter(|r| !r.is_empty());
+        let metrics = match run {
+            Some(run) => self.api.run_metrics(run).await.ok(),
+            None => Some(BTreeMap::new()),
+        };
         let resolved = Resolved {
             updated: version.last_updated_timestamp,
             found,
+            metrics: metrics.clone().unwrap_or_default(),
         };
-        self.resolved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, resolved.clone());
+        if metrics.is_some() {
+            self.resolved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key, resolved.clone());
+        }
         Ok(resolved)
     }
 
@@ -318,40 +329,31 @@ impl Mlflow {
         };
         Ok(Ok((file, *size)))
     }
+}
 
-    /// The version's model card, from the registry.
-    async fn card(&self, model: &RegisteredModel, version: &ModelVersion) -> Bytes {
-        let tag = |key: &str| {
-            version
-                .tags
-                .iter()
-                .chain(&model.tags)
-                .find(|t| t.key == key)
-                .map(|t| t.value.clone())
-        };
-        let run = version.run_id.clone().filter(|r| !r.is_empty());
-        // A run that cannot be read leaves the metrics out; the card is made again when the version changes.
-        let metrics = match &run {
-            Some(run) => self.api.run_metrics(run).await.unwrap_or_default(),
-            None => BTreeMap::new(),
-        };
-        let card = ModelCard {
-            description: version
-                .description
-                .clone()
-                .filter(|d| !d.is_empty())
-                .or_else(|| model.description.clone().filter(|d| !d.is_empty())),
-            owner: tag("owner"),
-            source: Some(match &run {
-                Some(run) => format!("mlflow run {run} ({})", version.source),
-                None => version.source.clone(),
-            }),
-            metrics,
-            sha256: tag("sha256"),
-            ..ModelCard::default()
-        };
-        Bytes::from(toml::to_string(&card).unwrap_or_default())
-    }
+/// A version's model card, from the registry.
+fn card(model: &RegisteredModel, version: &ModelVersion, metrics: &BTreeMap<String, f64>) -> Bytes {
+    let tag = |key: &str| {
+        version
+            .tags
+            .iter()
+            .chain(&model.tags)
+            .find(|t| t.key == key)
+            .map(|t| t.value.clone())
+    };
+    let nonempty = |text: &Option<String>| text.clone().filter(|d| !d.is_empty());
+    let card = ModelCard {
+        description: nonempty(&version.description).or_else(|| nonempty(&model.description)),
+        owner: tag("owner"),
+        source: Some(match version.run_id.as_deref().filter(|r| !r.is_empty()) {
+            Some(run) => format!("mlflow run {run} ({})", version.source),
+            None => version.source.clone(),
+        }),
+        metrics: metrics.clone(),
+        sha256: tag("sha256"),
+        ..ModelCard::default()
+    };
+    Bytes::from(toml::to_string(&card).unwrap_or_default())
 }
 
 /// Lists a file made here (tagged by its content) and keeps it to be served.

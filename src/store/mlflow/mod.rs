@@ -111,6 +111,7 @@ impl Mlflow {
             .map_err(|e| e.to_string())?;
         let mut listing = Listing::default();
         let mut files = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
         for model in &models {
             if !usable_name(&model.name) {
                 listing.skipped.push((
@@ -130,6 +131,7 @@ impl Mlflow {
                 let Ok(number) = version.version.parse::<u64>() else {
                     continue;
                 };
+                seen.insert((model.name.clone(), number));
                 let resolved = self.resolve(&model.name, number, version).await?;
                 let (file, size) = match resolved.found {
                     Ok(found) => found,
@@ -169,6 +171,11 @@ impl Mlflow {
             generated(&mut listing, &mut files, ROUTING_FILE.to_owned(), routing);
         }
         *self.files.lock().unwrap_or_else(PoisonError::into_inner) = files;
+        // Versions no longer in the registry are forgotten.
+        self.resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|key, _| seen.contains(key));
         Ok(listing)
     }
 

@@ -206,7 +206,12 @@ fn sigterm_drains_without_losing_accepted_requests() {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(500));
+        // SIGTERM once requests are answered (however loaded the machine is, so at least one is).
+        let started = Instant::now();
+        while completed.load(Ordering::Relaxed) == 0 && started.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let before = completed.load(Ordering::Relaxed);
         let status = std::process::Command::new("kill")
             .args(["-TERM", &server.pid().to_string()])

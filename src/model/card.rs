@@ -48,6 +48,24 @@ pub fn load(model_path: &Path) -> Result<Option<ModelCard>, String> {
     Ok(Some(card))
 }
 
+/// Writes the sha256 of `model_path` into the `card.toml` next to it when the card names none (a card made by a
+/// registry that keeps no checksum), so the card says which file it describes.
+pub fn complete(model_path: &Path) -> Result<(), String> {
+    let path = model_path.with_file_name("card.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut card: ModelCard =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+    if card.sha256.is_some() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(model_path).map_err(|e| format!("{}: {e}", model_path.display()))?;
+    card.sha256 = Some(hex(&Sha256::digest(&bytes)));
+    let text = toml::to_string(&card).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -78,5 +96,26 @@ mod tests {
         assert!(load(&model).unwrap_err().contains("checksum mismatch"));
         std::fs::write(dir.path().join("card.toml"), "ownr = 1\n").unwrap();
         assert!(load(&model).unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn a_card_without_a_checksum_is_completed_with_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model.onnx");
+        std::fs::write(&model, b"abc").unwrap();
+        assert_eq!(complete(&model), Ok(()), "no card: nothing to do");
+        assert!(!dir.path().join("card.toml").exists());
+        std::fs::write(dir.path().join("card.toml"), "owner = \"me\"\n").unwrap();
+        complete(&model).unwrap();
+        let card = load(&model).unwrap().unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(
+            (card.owner.as_deref(), card.sha256.as_deref()),
+            (Some("me"), Some(abc))
+        );
+        // A checksum the card names stays: a file that does not match it is still refused.
+        std::fs::write(&model, b"abd").unwrap();
+        complete(&model).unwrap();
+        assert!(load(&model).unwrap_err().contains("checksum mismatch"));
     }
 }

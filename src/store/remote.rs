@@ -33,6 +33,10 @@ pub trait Remote: Send + Sync {
     fn list(&self) -> BoxFuture<'_, Result<Listing, String>>;
     /// Starts reading the file at `key` (as listed).
     fn open<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Opened, String>>;
+    /// Its cards are made by sluice and name no checksum: the copy writes the sha256 of the file it got into them.
+    fn completes_cards(&self) -> bool {
+        false
+    }
 }
 
 impl Remote for Bucket {

@@ -131,6 +131,8 @@ def test_registered_versions_serve_with_cards_from_the_registry(registry, tmp_pa
         card = requests.get(f"http://{address}/v2/models/iris/versions/2/card", timeout=10).json()["card"]
         assert card["metrics"] == {"accuracy": 0.95}, card
         assert second["run_id"] in card["source"], card
+        # MLflow keeps no checksum: the card names the sha256 of the file served.
+        assert card["sha256"] == sha256(IRIS / "2" / "model.onnx"), card
         reasons = " ".join(row.get("reason", "") for row in rows)
         assert "version 3" in reasons and "no ONNX file" in reasons, rows
 

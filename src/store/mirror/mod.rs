@@ -377,8 +377,11 @@ impl Mirror {
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            // A file that did not change is linked from the installed copy, not downloaded again.
-            if held.and_then(|h| h.get(name)) == Some(tag)
+            // A file that did not change is linked from the installed copy, not downloaded again (except a card
+            // the copy completes: the installed one names the checksum of the file installed before).
+            let completed = self.remote.completes_cards() && name == "card.toml";
+            if !completed
+                && held.and_then(|h| h.get(name)) == Some(tag)
                 && std::fs::hard_link(current.join(name), &target).is_ok()
             {
                 continue;
@@ -386,10 +389,16 @@ impl Mirror {
             self.download(&key(name), tag, &target).await?;
         }
         let model = staged.join("model.onnx");
-        tokio::task::spawn_blocking(move || crate::model::card::load(&model))
-            .await
-            .map_err(|e| FetchError::Checksum(e.to_string()))?
-            .map_err(FetchError::Checksum)?;
+        let complete = self.remote.completes_cards();
+        tokio::task::spawn_blocking(move || {
+            if complete {
+                crate::model::card::complete(&model)?;
+            }
+            crate::model::card::load(&model)
+        })
+        .await
+        .map_err(|e| FetchError::Checksum(e.to_string()))?
+        .map_err(FetchError::Checksum)?;
         Ok(())
     }
 

@@ -37,7 +37,7 @@ pub fn load(model_path: &Path) -> Result<Option<ModelCard>, String> {
     if let Some(expected) = &card.sha256 {
         let bytes =
             std::fs::read(model_path).map_err(|e| format!("{}: {e}", model_path.display()))?;
-        let actual = hex(&Sha256::digest(&bytes));
+        let actual = sha256_hex(&bytes);
         if !actual.eq_ignore_ascii_case(expected.trim()) {
             return Err(format!(
                 "checksum mismatch: card.toml says sha256 {expected}, {} has {actual}",
@@ -61,13 +61,17 @@ pub fn complete(model_path: &Path) -> Result<(), String> {
         return Ok(());
     }
     let bytes = std::fs::read(model_path).map_err(|e| format!("{}: {e}", model_path.display()))?;
-    card.sha256 = Some(hex(&Sha256::digest(&bytes)));
+    card.sha256 = Some(sha256_hex(&bytes));
     let text = toml::to_string(&card).map_err(|e| e.to_string())?;
     std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The hex sha256 of `bytes`, as cards name it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -384,26 +384,30 @@ mod tests {
 
     #[test]
     fn download_uris_name_where_the_files_are() {
-        assert_eq!(
-            ArtifactLocation::parse("mlflow-artifacts:/0/0689/artifacts/model"),
-            ArtifactLocation::Proxied("0/0689/artifacts/model".into())
-        );
-        assert_eq!(
-            ArtifactLocation::parse("mlflow-artifacts://mlflow:5000/0/0689/artifacts/model/"),
-            ArtifactLocation::Proxied("0/0689/artifacts/model".into())
-        );
-        assert_eq!(
-            ArtifactLocation::parse("file:///srv/mlruns/0/0689/artifacts/model"),
-            ArtifactLocation::File("/srv/mlruns/0/0689/artifacts/model".into())
-        );
-        assert_eq!(
-            ArtifactLocation::parse("/srv/mlruns/0/x"),
-            ArtifactLocation::File("/srv/mlruns/0/x".into())
-        );
-        assert_eq!(
-            ArtifactLocation::parse("s3://bucket/mlruns/0/x/"),
-            ArtifactLocation::Store("s3://bucket/mlruns/0/x".into())
-        );
+        let proxied = |p: &str| ArtifactLocation::Proxied(p.into());
+        let file = |p: &str| ArtifactLocation::File(p.into());
+        let cases = [
+            (
+                "mlflow-artifacts:/0/0689/artifacts/model",
+                proxied("0/0689/artifacts/model"),
+            ),
+            (
+                "mlflow-artifacts://mlflow:5000/0/0689/artifacts/model/",
+                proxied("0/0689/artifacts/model"),
+            ),
+            (
+                "file:///srv/mlruns/0/0689/artifacts/model",
+                file("/srv/mlruns/0/0689/artifacts/model"),
+            ),
+            ("/srv/mlruns/0/x", file("/srv/mlruns/0/x")),
+            (
+                "s3://bucket/mlruns/0/x/",
+                ArtifactLocation::Store("s3://bucket/mlruns/0/x".into()),
+            ),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(ArtifactLocation::parse(uri), expected, "{uri}");
+        }
     }
 
     /// A registered model as `mlflow server` 3.17 answers it.

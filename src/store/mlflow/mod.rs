@@ -27,7 +27,6 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
-use sha2::{Digest, Sha256};
 
 use self::api::{Api, ArtifactLocation, ModelVersion, RegisteredModel};
 use super::layout::Listed;
@@ -262,8 +261,16 @@ impl Mlflow {
         &self,
         location: &ArtifactLocation,
     ) -> Result<Result<(ModelFile, u64), String>, Unreachable> {
-        let files: Vec<(String, u64)> = match location {
-            ArtifactLocation::Proxied(dir) => self
+        // An object store is opened once: to list the directory and to read the file found.
+        let dir = match location {
+            ArtifactLocation::Proxied(dir) => Dir::Proxied(dir),
+            ArtifactLocation::File(dir) => Dir::Local(dir),
+            ArtifactLocation::Store(url) => Dir::Bucket(
+                Bucket::open(url, &self.storage).map_err(|e| Unreachable(e.to_string()))?,
+            ),
+        };
+        let files: Vec<(String, u64)> = match &dir {
+            Dir::Proxied(dir) => self
                 .api
                 .list_proxied(dir)
                 .await
@@ -275,7 +282,7 @@ impl Mlflow {
                     (name, f.file_size.unwrap_or(0))
                 })
                 .collect(),
-            ArtifactLocation::File(dir) => match std::fs::read_dir(dir) {
+            Dir::Local(dir) => match std::fs::read_dir(dir) {
                 Ok(entries) => entries
                     .flatten()
                     .filter_map(|e| {
@@ -285,20 +292,15 @@ impl Mlflow {
                     .collect(),
                 Err(e) => return Ok(Err(format!("{}: {e}", dir.display()))),
             },
-            ArtifactLocation::Store(url) => {
-                let bucket =
-                    Bucket::open(url, &self.storage).map_err(|e| Unreachable(e.to_string()))?;
-                let listed = bucket
-                    .store
-                    .list_with_delimiter(Some(&bucket.prefix))
-                    .await
-                    .map_err(|e| Unreachable(describe(&e)))?;
-                listed
-                    .objects
-                    .into_iter()
-                    .filter_map(|o| Some((relative(&bucket.prefix, &o.location)?, o.size)))
-                    .collect()
-            }
+            Dir::Bucket(bucket) => bucket
+                .store
+                .list_with_delimiter(Some(&bucket.prefix))
+                .await
+                .map_err(|e| Unreachable(describe(&e)))?
+                .objects
+                .into_iter()
+                .filter_map(|o| Some((relative(&bucket.prefix, &o.location)?, o.size)))
+                .collect(),
         };
         let onnx: Vec<&(String, u64)> =
             files.iter().filter(|(n, _)| n.ends_with(".onnx")).collect();
@@ -321,21 +323,23 @@ impl Mlflow {
                 format!("several ONNX files in its artifacts ({what}) and none is model.onnx")
             }));
         };
-        let file = match location {
-            ArtifactLocation::Proxied(dir) => ModelFile::Proxied(format!("{dir}/{name}")),
-            ArtifactLocation::File(dir) => ModelFile::Local(dir.join(name)),
-            ArtifactLocation::Store(url) => {
-                let bucket =
-                    Bucket::open(url, &self.storage).map_err(|e| Unreachable(e.to_string()))?;
-                let location = bucket.location(name);
-                ModelFile::Stored {
-                    store: bucket.store,
-                    location,
-                }
-            }
+        let file = match dir {
+            Dir::Proxied(dir) => ModelFile::Proxied(format!("{dir}/{name}")),
+            Dir::Local(dir) => ModelFile::Local(dir.join(name)),
+            Dir::Bucket(bucket) => ModelFile::Stored {
+                location: bucket.location(name),
+                store: bucket.store,
+            },
         };
         Ok(Ok((file, *size)))
     }
+}
+
+/// A version's artifact directory, ready to be listed.
+enum Dir<'a> {
+    Proxied(&'a str),
+    Local(&'a std::path::Path),
+    Bucket(Bucket),
 }
 
 /// A version's model card, from the registry.
@@ -373,7 +377,7 @@ fn generated(
     listing.objects.push(Listed {
         key: key.clone(),
         size: bytes.len() as u64,
-        e_tag: Some(hex(&Sha256::digest(&bytes))),
+        e_tag: Some(crate::model::card::sha256_hex(&bytes)),
         modified: SystemTime::UNIX_EPOCH,
     });
     files.insert(key, Served::Generated(bytes));
@@ -389,10 +393,6 @@ fn usable_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Remote for Mlflow {

@@ -26,12 +26,14 @@ small_model_fixture() {
   done
 }
 
-# A/B runs of several sluice processes on the small model (scripts/perf/tracing.sh, scripts/perf/feedback.sh).
-declare -A server_port server_pid rps_of cpu_of
+# A/B runs of several sluice processes on the small model (scripts/perf/tracing.sh, scripts/perf/feedback.sh,
+# scripts/perf/aa.sh).
+declare -A server_port server_pid server_repo server_env rps_of cpu_of
+ab_names=()
 
 # Installs the load tools, builds the pgo binary (`bin`), writes the small-model fixture into a fresh `work`
-# directory with the headers of Python's requests in json.lua, and stops the servers on exit. Servers take the ports
-# after <first port - 1>.
+# directory with the headers of Python's requests in json.lua, and stops the servers and removes `work` on exit.
+# Servers take the ports after <first port - 1>.
 ab_prepare() { # <first port - 1>
   install_load_tools
   export ORT_DYLIB_PATH="$PWD/.ort/libonnxruntime.so.1.32.0"
@@ -39,7 +41,7 @@ ab_prepare() { # <first port - 1>
   bin="$PWD/target/pgo/sluice"
   port="$1"
   work="$(mktemp -d)"
-  trap stop_servers EXIT
+  trap 'stop_servers; rm -rf "$work"' EXIT
   small_model_fixture "$work"
   printf 'wrk.headers["Accept-Encoding"] = "gzip, deflate"\n' >> "$work/json.lua"
 }
@@ -59,17 +61,25 @@ serve_as() { # <name> <repo> [env...]
   server_pid[$name]=$!
 }
 
-# Stops the servers and waits for them to leave, so their ports are free for the next run.
+# Stops the servers and waits for them to leave.
 stop_servers() {
   kill "${server_pid[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$work"
+  server_pid=()
+}
+
+# Names a server for ab_blocks: <name> serves <repo> with the environment <env...> (words without spaces).
+ab_server() { # <name> <repo> [env...]
+  local name="$1"
+  server_repo[$name]="$2"
+  shift 2
+  server_env[$name]="$*"
+  ab_names+=("$name")
 }
 
 # <rounds> rounds of `wrk -t2 -c8` for <seconds> against each named server in turn, the requests' headers of
-# Python's requests (json.lua), each round starting with the next server (the slot a server is measured in biases
-# it by a few per cent). Prints each round; appends each run's requests/s to rps_of[name] and the server's CPU µs
-# a request to cpu_of[name].
+# Python's requests (json.lua), each round starting with the next server. Prints each round; appends each run's
+# requests/s to rps_of[name] and the server's CPU µs a request to cpu_of[name].
 ab_rounds() { # <rounds> <seconds> <name...>
   local rounds="$1" seconds="$2" r name before after out rps total us line
   shift 2
@@ -91,4 +101,60 @@ ab_rounds() { # <rounds> <seconds> <name...>
     done
     echo "$line"
   done
+}
+
+# <blocks> blocks of <rounds> rounds (ab_rounds, <seconds> a run) over the servers named with ab_server. Each block
+# starts fresh processes, in an order that rotates from block to block, warms each for 2 s and stops them at its
+# end: a process's own luck (its memory layout, where its threads settle, being started last) then varies between
+# blocks instead of favouring one configuration for the whole run. Calls `ab_block_end <block>` (when defined)
+# before the servers stop.
+ab_blocks() { # <blocks> <rounds> <seconds>
+  local blocks="$1" rounds="$2" seconds="$3" b name n=${#ab_names[@]}
+  ab_block_rounds="$rounds"
+  for b in $(seq 1 "$blocks"); do
+    local order=("${ab_names[@]:$((b % n))}" "${ab_names[@]:0:$((b % n))}")
+    for name in "${order[@]}"; do
+      # shellcheck disable=SC2086 # the environment is a list of words
+      serve_as "$name" "${server_repo[$name]}" ${server_env[$name]}
+    done
+    for name in "${order[@]}"; do
+      wrk -t2 -c8 -d2s -s "$work/json.lua" "http://127.0.0.1:${server_port[$name]}/v2/models/m/infer" > /dev/null
+    done
+    echo "block $b (started ${order[*]}):"
+    ab_rounds "$rounds" "$seconds" "${ab_names[@]}"
+    if declare -F ab_block_end > /dev/null; then ab_block_end "$b"; fi
+    stop_servers
+  done
+}
+
+# Prints, for each server after the first named with ab_server, its requests/s and CPU µs a request against the
+# first's: the ratio of the medians, and the median and geometric mean of the rounds' own ratios (each round
+# measures all back to back, so its ratio is free of the machine's slower drift) with a 95 % bootstrap interval that
+# resamples whole blocks (rounds of one block share their processes' luck, so they are not independent).
+ab_report() {
+  local args=("${ab_block_rounds:-1}") name
+  for name in "${ab_names[@]}"; do args+=("$name" "${rps_of[$name]}" "${cpu_of[$name]}"); done
+  python3 - "${args[@]}" <<'PY'
+import math, random, statistics, sys
+block, a = int(sys.argv[1]), sys.argv[2:]
+runs = {a[i]: ([float(x) for x in a[i + 1].split()], [float(x) for x in a[i + 2].split()]) for i in range(0, len(a), 3)}
+names = list(runs)
+base, (b_rps, b_cpu) = names[0], runs[names[0]]
+m = statistics.median
+rng = random.Random(1)
+print(f"{base}: median {m(b_rps):.0f} requests/s, {m(b_cpu):.2f} CPU µs/request over {len(b_rps)} runs")
+def paired(xs, ys):
+    """The geometric mean of the rounds' ratios x/y and its 95 % interval, resampling blocks of rounds."""
+    logs = [math.log(x / y) for x, y in zip(xs, ys)]
+    blocks = [logs[i:i + block] for i in range(0, len(logs), block)]
+    means = sorted(statistics.fmean([v for b in rng.choices(blocks, k=len(blocks)) for v in b]) for _ in range(2000))
+    return math.exp(statistics.fmean(logs)), math.exp(means[50]), math.exp(means[1949])
+for name in names[1:]:
+    rps, cpu = runs[name]
+    g, lo, hi = paired(rps, b_rps)
+    cg, clo, chi = paired(cpu, b_cpu)
+    print(f"{name}: median {m(rps):.0f} requests/s ({m(rps) / m(b_rps):.3f}x {base}); rounds' ratios: median "
+          f"{m([x / y for x, y in zip(rps, b_rps)]):.3f}x, geometric mean {g:.3f}x (95 % interval {lo:.3f}-{hi:.3f}); "
+          f"CPU µs/request {m(cpu):.2f}, rounds' ratios {cg:.3f}x (95 % interval {clo:.3f}-{chi:.3f})")
+PY
 }

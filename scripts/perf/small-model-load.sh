@@ -1,7 +1,7 @@
 # Shared by scripts/perf/cpu-per-request.sh, scripts/perf/ab.sh, scripts/perf/bench-registry.sh, scripts/perf/tracing.sh,
-# scripts/perf/feedback.sh and scripts/build-release.sh
-# (sourced, not run): the tools a CPU-per-request measurement needs, and the small-model fixture of scripts/perf/bench.sh
-# (iris GBT, 1×4 FP32, 2 sessions × 1 intra-op thread).
+# scripts/perf/feedback.sh, scripts/perf/aa.sh and scripts/build-release.sh
+# (sourced, not run): the tools a CPU-per-request measurement needs, the small-model fixture of scripts/perf/bench.sh
+# (iris GBT, 1×4 FP32, 2 sessions × 1 intra-op thread), and the A/B loop of the cost measurements.
 
 # Fetches ONNX Runtime and installs wrk and perf from Debian when missing.
 install_load_tools() {

@@ -7,6 +7,8 @@
 //! ONNX Runtime's own C++ allocations are not counted. Allocation is the largest single item in the server's
 //! per-request CPU profile under load (benches/RESULTS.md), so this is the figure to watch when trimming the path.
 //!
+//! The whole application is also counted with tracing (1 % and 100 % sampled) and with outcome feedback on.
+//!
 //! Run: `cargo bench --bench allocations` (needs ONNX Runtime: `scripts/fetch-onnxruntime.sh`).
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -121,6 +123,15 @@ fn main() {
             std::hint::black_box(floor.run(&raw));
         }),
     ));
+    let env = &fixture.env;
+    for (name, variant) in [
+        ("tracing, 1 % sampled", support::tracing("0.01")),
+        ("tracing, 100 % sampled", support::tracing("1")),
+        ("outcome feedback", support::feedback()),
+    ] {
+        let fixture = Fixture::with(env.clone(), variant);
+        rows.push((name, through(&fixture.rt, &fixture.app)));
+    }
     println!("small model request, heap allocations by Rust code ({REQUESTS} requests after 100 warm-up)");
     println!("{:<30} {:>12} {:>14}", "", "allocations", "bytes");
     for (name, (allocations, bytes)) in rows {

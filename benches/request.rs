@@ -5,6 +5,8 @@
 //! sluice runs this model's sessions inline on the polling thread (its runs are predicted at a few µs, under
 //! `inline_run_max_us`), so the floor does too, as the load benchmark's bare handler does.
 //!
+//! A second group runs the whole application with tracing (1 % and 100 % sampled) or outcome feedback on.
+//!
 //! Run: `cargo bench --bench request` (needs ONNX Runtime: `scripts/fetch-onnxruntime.sh`). The model is
 //! `models/iris/2` (gradient-boosted trees, 1×4 FP32) on 2 sessions × 1 intra-op thread, as in the load benchmark.
 
@@ -95,6 +97,24 @@ fn request_path(c: &mut Criterion) {
     group.bench_function("floor: session run inline", |b| {
         b.iter_custom(|iters| cpu_time(iters, || rt.block_on(async { floor.run(&raw) })))
     });
+    group.finish();
+    features(c, env);
+}
+
+/// The whole application with an optional feature on, beside the same request with it off (`request_path`'s
+/// first row): what tracing (1 % and 100 % sampled) and outcome feedback cost the polling thread per request. The
+/// span export task's and the feedback store's other threads are not in these figures; the load runs
+/// (`scripts/perf/tracing.sh`, `scripts/perf/feedback.sh`) measure the whole process.
+fn features(c: &mut Criterion, env: &ort::environment::Environment) {
+    let mut group = c.benchmark_group("small model request, features on");
+    for (name, variant) in [
+        ("tracing, 1 % sampled", support::tracing("0.01")),
+        ("tracing, 100 % sampled", support::tracing("1")),
+        ("outcome feedback", support::feedback()),
+    ] {
+        let fixture = Fixture::with(env.clone(), variant);
+        bench_service(&mut group, name, &fixture.rt, &fixture.app);
+    }
     group.finish();
 }
 

@@ -40,10 +40,52 @@ pub struct Fixture<A> {
     _repository: tempfile::TempDir,
 }
 
+/// What a fixture's server runs with beyond the defaults: more of the model's `model.toml`, more `SLUICE__*`
+/// settings.
+#[derive(Default)]
+pub struct Variant {
+    pub model_toml: &'static str,
+    pub env: &'static [(&'static str, &'static str)],
+}
+
+/// Tracing on, sampling `ratio` (as `SLUICE__TRACING__SAMPLE_RATIO`), exporting to a port where nothing listens.
+pub fn tracing(ratio: &'static str) -> Variant {
+    Variant {
+        model_toml: "",
+        env: match ratio {
+            "1" => &[
+                ("SLUICE__TRACING__ENABLED", "true"),
+                ("SLUICE__TRACING__ENDPOINT", "http://127.0.0.1:9/v1/traces"),
+                ("SLUICE__TRACING__SAMPLE_RATIO", "1"),
+            ],
+            _ => &[
+                ("SLUICE__TRACING__ENABLED", "true"),
+                ("SLUICE__TRACING__ENDPOINT", "http://127.0.0.1:9/v1/traces"),
+                ("SLUICE__TRACING__SAMPLE_RATIO", "0.01"),
+            ],
+        },
+    }
+}
+
+/// Outcome feedback on the model: its label and probabilities kept for every request (as `scripts/perf/feedback.sh`).
+pub fn feedback() -> Variant {
+    Variant {
+        model_toml: "[feedback]\ntask = \"classification\"\nlabel_output = \"label\"\nscore_output = \"probabilities\"\n",
+        env: &[],
+    }
+}
+
 impl Fixture<()> {
     /// The fixture; the application's type is the server's concrete middleware stack, which has no name.
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Fixture<impl App<Body>> {
+        let (_, env) =
+            sluice::runtime::load(None).expect("ONNX Runtime (run scripts/fetch-onnxruntime.sh)");
+        Fixture::with(env, Variant::default())
+    }
+
+    /// The fixture with `variant`'s settings, on ONNX Runtime's `env` (loaded once per process).
+    pub fn with(env: Environment, variant: Variant) -> Fixture<impl App<Body>> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -55,19 +97,26 @@ impl Fixture<()> {
         std::fs::copy(model_path(), version.join("model.onnx")).unwrap();
         std::fs::write(
             repository.path().join("m").join("model.toml"),
-            "[session]\npool_size = 2\nintra_op_threads = 1\n",
+            format!(
+                "[session]\npool_size = 2\nintra_op_threads = 1\n{}",
+                variant.model_toml
+            ),
         )
         .unwrap();
-        let (_, env) =
-            sluice::runtime::load(None).expect("ONNX Runtime (run scripts/fetch-onnxruntime.sh)");
         let overrides = Overrides {
             models: Some(repository.path().to_path_buf()),
             ..Default::default()
         };
-        let vars = HashMap::from([
+        let mut vars = HashMap::from([
             ("SLUICE__LOG__LEVEL".to_owned(), "warn".to_owned()),
             ("SLUICE__MODELS__SETTLE_MS".to_owned(), "0".to_owned()),
         ]);
+        vars.extend(
+            variant
+                .env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let settings =
             Settings::load_with_env(&overrides, Some(vars.into_iter().collect())).unwrap();
         let state = {

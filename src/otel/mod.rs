@@ -3,9 +3,11 @@
 //! path ([`export`]).
 //!
 //! [`Tracing`] is built once from `[tracing]` and handed to the front ends. Each request gets a [`RequestTrace`]:
-//! its context (the server span inside the caller's trace, or a new trace) and whether the sampler chose to record
-//! it. Phase spans are written after the fact from the instants the pipeline measures anyway, and only for sampled
-//! requests, so an unsampled request pays for one sampling decision and its response's `traceparent`.
+//! its server span's ids (inside the caller's trace, or in a new trace) and, when it is recorded, the SDK's span.
+//! Whether it is recorded is decided before any span is built (the caller's sampled flag, else the ratio over the
+//! new trace id), so an unrecorded request pays for two random ids, one sampling decision and its response's
+//! `traceparent`, and never enters the SDK. Phase spans are written after the fact from the instants the pipeline
+//! measures anyway, and only for recorded requests.
 //!
 //! Spans are made with the OpenTelemetry API directly rather than through `tracing` spans: a `tracing` span costs
 //! its subscriber work whether or not the trace is sampled, on every phase of every request.
@@ -19,13 +21,17 @@ use std::time::{Duration, Instant, SystemTime};
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
+    Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, SdkTracerProvider,
+    ShouldSample,
+};
 use opentelemetry_sdk::Resource;
 
 use self::export::{ExportPlan, QueuedExport};
@@ -50,6 +56,9 @@ struct Inner {
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
     export: Arc<QueuedExport>,
+    /// The ratio that decides whether a new trace is recorded.
+    ratio: Sampler,
+    ids: RandomIdGenerator,
 }
 
 impl std::fmt::Debug for Tracing {
@@ -104,9 +113,9 @@ impl Tracing {
         let export = Arc::new(QueuedExport::start(exporter, plan, metrics));
         let provider = SdkTracerProvider::builder()
             .with_span_processor(SharedExport(Arc::clone(&export)))
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                settings.sample_ratio,
-            ))))
+            // Whether a request is recorded is decided before its server span is built
+            // ([`Tracing::server_span`]): what reaches the SDK is recorded, and so are its phases.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("sluice");
@@ -116,6 +125,8 @@ impl Tracing {
                 tracer,
                 propagator: TraceContextPropagator::new(),
                 export,
+                ratio: Sampler::TraceIdRatioBased(settings.sample_ratio),
+                ids: RandomIdGenerator::default(),
             }),
         }))
     }
@@ -123,14 +134,15 @@ impl Tracing {
     /// Starts an HTTP request's server span: inside the trace `headers` carry (`traceparent`, `tracestate`), else in
     /// a new one. Its name becomes `{method} {route}` once the route is known ([`RequestTrace::finish`]).
     pub fn request(&self, headers: &HeaderMap, method: &http::Method) -> RequestTrace {
-        // The common methods' names are static: nothing is allocated for a span that will not be recorded.
-        let name: Cow<'static, str> = match *method {
-            http::Method::POST => Cow::Borrowed("POST"),
-            http::Method::GET => Cow::Borrowed("GET"),
-            ref other => Cow::Owned(other.as_str().to_owned()),
-        };
-        let attributes = vec![KeyValue::new("http.request.method", name.clone())];
-        self.server_span(headers, name, attributes)
+        self.server_span(headers, || {
+            let name: Cow<'static, str> = match *method {
+                http::Method::POST => Cow::Borrowed("POST"),
+                http::Method::GET => Cow::Borrowed("GET"),
+                ref other => Cow::Owned(other.as_str().to_owned()),
+            };
+            let attributes = vec![KeyValue::new("http.request.method", name.clone())];
+            (name, attributes)
+        })
     }
 
     /// Starts a gRPC call's server span (`service/method`), inside the trace its metadata carries.
@@ -140,40 +152,82 @@ impl Tracing {
         service: &'static str,
         method: &'static str,
     ) -> RequestTrace {
-        let attributes = vec![
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", service),
-            KeyValue::new("rpc.method", method),
-        ];
-        self.server_span(
-            metadata,
-            Cow::Owned(format!("{service}/{method}")),
-            attributes,
-        )
+        self.server_span(metadata, || {
+            let attributes = vec![
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", service),
+                KeyValue::new("rpc.method", method),
+            ];
+            (Cow::Owned(format!("{service}/{method}")), attributes)
+        })
     }
 
+    /// The request's place in its trace. Whether it is recorded is decided first — by the caller's sampled flag
+    /// when its `traceparent` is valid, else by the ratio over the new trace's id — and only a recorded request
+    /// goes through the SDK (`span` names and describes it then); an unrecorded one is just its ids.
     fn server_span(
         &self,
         headers: &HeaderMap,
-        name: Cow<'static, str>,
-        attributes: Vec<KeyValue>,
+        span: impl FnOnce() -> (Cow<'static, str>, Vec<KeyValue>),
     ) -> RequestTrace {
-        let parent = self.inner.propagator.extract(&HeaderExtractor(headers));
+        let inner = &*self.inner;
+        let parent = headers
+            .contains_key(TRACEPARENT)
+            .then(|| inner.propagator.extract(&HeaderExtractor(headers)))
+            .filter(|cx| cx.span().span_context().is_valid());
+        let unrecorded = match &parent {
+            Some(cx) => {
+                let caller = cx.span().span_context().clone();
+                (!caller.is_sampled()).then(|| {
+                    SpanContext::new(
+                        caller.trace_id(),
+                        inner.ids.new_span_id(),
+                        TraceFlags::default(),
+                        false,
+                        caller.trace_state().clone(),
+                    )
+                })
+            }
+            None => {
+                let trace_id = inner.ids.new_trace_id();
+                let decision = inner
+                    .ratio
+                    .should_sample(None, trace_id, "", &SpanKind::Server, &[], &[])
+                    .decision;
+                (decision == SamplingDecision::Drop).then(|| {
+                    SpanContext::new(
+                        trace_id,
+                        inner.ids.new_span_id(),
+                        TraceFlags::default(),
+                        false,
+                        TraceState::default(),
+                    )
+                })
+            }
+        };
+        if let Some(context) = unrecorded {
+            return RequestTrace {
+                context,
+                recorded: None,
+            };
+        }
+        let (name, attributes) = span();
+        let parent = parent.unwrap_or_default();
         let anchor = (Instant::now(), SystemTime::now());
-        let span = self
-            .inner
+        let span = inner
             .tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
             .with_start_time(anchor.1)
             .with_attributes(attributes)
-            .start_with_context(&self.inner.tracer, &parent);
-        let sampled = span.span_context().is_sampled();
+            .start_with_context(&inner.tracer, &parent);
         RequestTrace {
-            cx: parent.with_span(span),
-            sampled,
-            tracing: self.clone(),
-            anchor,
+            context: span.span_context().clone(),
+            recorded: Some(Recorded {
+                cx: parent.with_span(span),
+                tracing: self.clone(),
+                anchor,
+            }),
         }
     }
 
@@ -231,10 +285,17 @@ fn resource(settings: &TracingSettings) -> Resource {
 /// One request's place in its trace.
 #[derive(Clone)]
 pub struct RequestTrace {
+    /// The server span's ids, flags and trace state.
+    context: SpanContext,
+    /// The SDK's span, for a request the sampler chose to record: its phases are written as spans.
+    recorded: Option<Recorded>,
+}
+
+/// A recorded request's server span.
+#[derive(Clone)]
+struct Recorded {
     /// The caller's context with the request's server span in it.
     cx: Context,
-    /// The sampler chose to record this request: its phases are written as spans.
-    sampled: bool,
     tracing: Tracing,
     /// The server span's start, on both clocks: phases measured with `Instant`s are placed on the wall clock by it.
     anchor: (Instant, SystemTime),
@@ -244,7 +305,7 @@ impl std::fmt::Debug for RequestTrace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequestTrace")
             .field("trace_id", &self.trace_id())
-            .field("sampled", &self.sampled)
+            .field("sampled", &self.sampled())
             .finish()
     }
 }
@@ -257,26 +318,22 @@ pub enum PhaseEnd<'a> {
 
 impl RequestTrace {
     pub fn sampled(&self) -> bool {
-        self.sampled
+        self.recorded.is_some()
     }
 
     /// The server span's context (for links).
-    pub fn span_context(&self) -> opentelemetry::trace::SpanContext {
-        self.cx.span().span_context().clone()
+    pub fn span_context(&self) -> SpanContext {
+        self.context.clone()
     }
 
     /// The trace's id, as 32 hex digits.
     pub fn trace_id(&self) -> String {
-        self.cx.span().span_context().trace_id().to_string()
+        self.context.trace_id().to_string()
     }
 
     /// The server span's id, as 16 hex digits.
     pub fn span_id(&self) -> String {
-        self.cx.span().span_context().span_id().to_string()
-    }
-
-    fn wall(&self, at: Instant) -> SystemTime {
-        self.anchor.1 + at.saturating_duration_since(self.anchor.0)
+        self.context.span_id().to_string()
     }
 
     /// Records a phase of the request, from `start` to `end`, as a child of the server span (only when sampled;
@@ -288,8 +345,8 @@ impl RequestTrace {
         attributes: impl FnOnce() -> Vec<KeyValue>,
         outcome: PhaseEnd<'_>,
     ) {
-        if self.sampled {
-            self.child(name, span, attributes(), Vec::new(), outcome);
+        if let Some(recorded) = &self.recorded {
+            recorded.child(name, span, attributes(), Vec::new(), outcome);
         }
     }
 
@@ -300,11 +357,11 @@ impl RequestTrace {
         name: &'static str,
         span: (Instant, Instant),
         attributes: Vec<KeyValue>,
-        links: &[opentelemetry::trace::SpanContext],
+        links: &[SpanContext],
     ) {
-        if self.sampled {
+        if let Some(recorded) = &self.recorded {
             let links = links.iter().cloned().map(Link::with_context).collect();
-            self.child(name, span, attributes, links, PhaseEnd::Ok);
+            recorded.child(name, span, attributes, links, PhaseEnd::Ok);
         }
     }
 
@@ -317,10 +374,77 @@ impl RequestTrace {
         attributes: Vec<KeyValue>,
         outcome: PhaseEnd<'_>,
     ) {
-        if self.sampled {
+        if let Some(recorded) = &self.recorded {
             let link = Link::with_context(self.span_context());
-            self.child(name, span, attributes, vec![link], outcome);
+            recorded.child(name, span, attributes, vec![link], outcome);
         }
+    }
+
+    /// Ends the server span: its name becomes `{method} {route}`, with the route template of `path` and the status.
+    pub fn finish(&self, method: &str, path: &str, status: u16, error: Option<&str>) {
+        if let Some(recorded) = &self.recorded {
+            let span = recorded.cx.span();
+            let route = route_template(path);
+            span.update_name(Cow::Owned(format!("{method} {route}")));
+            span.set_attribute(KeyValue::new("http.route", route));
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            if let Some(message) = error {
+                span.set_attribute(KeyValue::new("error.type", status.to_string()));
+                span.set_status(Status::error(message.to_owned()));
+            }
+            span.end();
+        }
+    }
+
+    /// Ends a gRPC call's server span with its status code (`tonic::Code` as a number).
+    pub fn finish_call(&self, code: i32, error: Option<&str>) {
+        if let Some(recorded) = &self.recorded {
+            let span = recorded.cx.span();
+            span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+            if let Some(message) = error {
+                span.set_status(Status::error(message.to_owned()));
+            }
+            span.end();
+        }
+    }
+
+    /// Sets the span's attribute (when sampled).
+    pub fn set_attribute(&self, attribute: impl FnOnce() -> KeyValue) {
+        if let Some(recorded) = &self.recorded {
+            recorded.cx.span().set_attribute(attribute());
+        }
+    }
+
+    /// Writes `traceparent` (and `tracestate`) for this request's server span into `headers`, so a caller without
+    /// tracing of its own can find the trace.
+    pub fn inject(&self, headers: &mut HeaderMap) {
+        let context = &self.context;
+        if context.trace_state().header().is_empty() {
+            // The common case, written straight into the header (what the propagator writes, without its
+            // intermediate strings): version 00, trace id, span id, flags.
+            let mut value = [0u8; 55];
+            value[..3].copy_from_slice(b"00-");
+            hex(&context.trace_id().to_bytes(), &mut value[3..35]);
+            value[35] = b'-';
+            hex(&context.span_id().to_bytes(), &mut value[36..52]);
+            value[52] = b'-';
+            hex(&[context.trace_flags().to_u8()], &mut value[53..55]);
+            if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+                headers.insert(TRACEPARENT, value);
+            }
+            return;
+        }
+        let cx = Context::new().with_remote_span_context(context.clone());
+        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+    }
+}
+
+impl Recorded {
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.anchor.1 + at.saturating_duration_since(self.anchor.0)
     }
 
     fn child(
@@ -343,70 +467,6 @@ impl RequestTrace {
             span.set_status(Status::error(message.to_owned()));
         }
         span.end_with_timestamp(self.wall(end));
-    }
-
-    /// Ends the server span: its name becomes `{method} {route}`, with the route template of `path` and the status.
-    pub fn finish(&self, method: &str, path: &str, status: u16, error: Option<&str>) {
-        let span = self.cx.span();
-        if self.sampled {
-            let route = route_template(path);
-            span.update_name(Cow::Owned(format!("{method} {route}")));
-            span.set_attribute(KeyValue::new("http.route", route));
-            span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-            if let Some(message) = error {
-                span.set_attribute(KeyValue::new("error.type", status.to_string()));
-                span.set_status(Status::error(message.to_owned()));
-            }
-        }
-        span.end();
-    }
-
-    /// Ends a gRPC call's server span with its status code (`tonic::Code` as a number).
-    pub fn finish_call(&self, code: i32, error: Option<&str>) {
-        let span = self.cx.span();
-        if self.sampled {
-            span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
-            if let Some(message) = error {
-                span.set_status(Status::error(message.to_owned()));
-            }
-        }
-        span.end();
-    }
-
-    /// Sets the span's attribute (when sampled).
-    pub fn set_attribute(&self, attribute: impl FnOnce() -> KeyValue) {
-        if self.sampled {
-            self.cx.span().set_attribute(attribute());
-        }
-    }
-
-    /// Writes `traceparent` (and `tracestate`) for this request's server span into `headers`, so a caller without
-    /// tracing of its own can find the trace.
-    pub fn inject(&self, headers: &mut HeaderMap) {
-        let span = self.cx.span();
-        let context = span.span_context();
-        if context.trace_state().header().is_empty() {
-            // The common case, written straight into the header (what the propagator writes, without its
-            // intermediate strings): version 00, trace id, span id, flags.
-            let mut value = [0u8; 55];
-            value[..3].copy_from_slice(b"00-");
-            hex(&context.trace_id().to_bytes(), &mut value[3..35]);
-            value[35] = b'-';
-            hex(&context.span_id().to_bytes(), &mut value[36..52]);
-            value[52] = b'-';
-            hex(&[context.trace_flags().to_u8()], &mut value[53..55]);
-            if let Ok(value) = http::HeaderValue::from_bytes(&value) {
-                headers.insert(TRACEPARENT, value);
-            }
-            return;
-        }
-        self.tracing
-            .inner
-            .propagator
-            .inject_context(&self.cx, &mut HeaderInjector(headers));
     }
 }
 
@@ -479,16 +539,68 @@ mod tests {
                 let trace = tracing.request(&headers, &http::Method::POST);
                 let (mut fast, mut propagated) = (HeaderMap::new(), HeaderMap::new());
                 trace.inject(&mut fast);
-                tracing
-                    .inner
-                    .propagator
-                    .inject_context(&trace.cx, &mut HeaderInjector(&mut propagated));
+                tracing.inner.propagator.inject_context(
+                    &Context::new().with_remote_span_context(trace.span_context()),
+                    &mut HeaderInjector(&mut propagated),
+                );
                 assert_eq!(
                     fast["traceparent"], propagated["traceparent"],
                     "{ratio} {caller:?}"
                 );
                 trace.finish("POST", "/v2/models/m/infer", 200, None);
             }
+        }
+    }
+
+    /// Roots follow the ratio; a caller's valid traceparent decides for its request (its trace id and trace state
+    /// kept); an invalid one counts as none.
+    #[tokio::test]
+    async fn the_caller_decides_else_the_ratio() {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        let sampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        for (ratio, caller, state, recorded) in [
+            (0.0, None, None, false),
+            (1.0, None, None, true),
+            (0.0, Some(sampled), None, true),
+            (1.0, Some(unsampled), Some("vendor=x"), false),
+            (0.0, Some("00-zz-00f067aa0ba902b7-01"), None, false),
+            (1.0, Some("00-zz-00f067aa0ba902b7-01"), None, true),
+        ] {
+            let tracing = Tracing::start(&settings(ratio), metrics.traces.clone())
+                .unwrap()
+                .unwrap();
+            let mut headers = HeaderMap::new();
+            if let Some(caller) = caller {
+                headers.insert("traceparent", caller.parse().unwrap());
+            }
+            if let Some(state) = state {
+                headers.insert("tracestate", state.parse().unwrap());
+            }
+            let trace = tracing.request(&headers, &http::Method::POST);
+            let case = format!("{ratio} {caller:?}");
+            assert_eq!(trace.sampled(), recorded, "{case}");
+            assert_eq!(trace.span_context().is_sampled(), recorded, "{case}");
+            assert!(trace.span_context().is_valid(), "{case}");
+            assert_ne!(trace.span_id(), "00f067aa0ba902b7", "{case}");
+            if caller.is_some_and(|c| !c.contains("zz")) {
+                assert_eq!(
+                    trace.trace_id(),
+                    "4bf92f3577b34da6a3ce929d0e0e4736",
+                    "{case}"
+                );
+            }
+            let mut response = HeaderMap::new();
+            trace.inject(&mut response);
+            let flags = if recorded { "-01" } else { "-00" };
+            assert!(
+                response["traceparent"].to_str().unwrap().ends_with(flags),
+                "{case}"
+            );
+            if let Some(state) = state {
+                assert_eq!(response["tracestate"], state, "{case}");
+            }
+            trace.finish("POST", "/v2/models/m/infer", 200, None);
         }
     }
 

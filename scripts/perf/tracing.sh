@@ -2,9 +2,9 @@
 # What tracing costs (#28): the small model (iris GBT, 1×4 FP32, 2 sessions × 1 thread, as scripts/perf/bench.sh) at
 # c = 8, served by three sluice processes: tracing off, on with 1 % sampling, on with 100 % sampling, driven with
 # the headers Python's requests sends (Accept-Encoding: gzip, deflate; Content-Type: application/json) and no
-# traceparent, so the ratio decides. The spans go to an OTLP/HTTP endpoint where nothing listens: each export is
-# built and sent and fails at once, so the figures are sluice's own cost (spans, queue, protobuf encoding) without a
-# collector competing for the two cores. BENCH_BLOCKS blocks (default 6) each start the three afresh (the order
+# traceparent, so the ratio decides. The spans go to an OTLP/HTTP endpoint where nothing listens, so no collector
+# competes for the two cores: each batch is encoded and its send fails (the exporter retries it for about a second),
+# and at 100 % the queue is full and drops most spans, counted. BENCH_BLOCKS blocks (default 6) each start the three afresh (the order
 # rotating) and run BENCH_ROUNDS rounds (default 5) that drive each in turn with `wrk -t2 -c8` for BENCH_SECONDS
 # (default 3). Prints requests/s and the server's CPU time per request per round, the spans each dropped, and the
 # ratios to tracing off (scripts/perf/small-model-load.sh, ab_report).

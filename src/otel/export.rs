@@ -2,14 +2,18 @@
 //! it and counts it), and one task sends the queue to the collector in batches, each export bounded in time. A
 //! slow or absent collector therefore costs requests nothing; it shows in `sluice_trace_spans_dropped_total`.
 //!
+//! The queue is a plain vector under a lock, and the task is woken only when a batch is full (or by its interval,
+//! or a flush): a span costs its request a push, not a wake-up of the task on another thread.
+//!
 //! The SDK's own batch processor bounds its queue too, but only logs its drops at shutdown; this one counts them.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::metrics::{SpanDrop, TraceMetrics};
 
@@ -24,16 +28,30 @@ pub struct ExportPlan {
     pub timeout: Duration,
 }
 
-enum Message {
-    Span(Box<SpanData>),
-    /// Send what is queued, then answer.
-    Flush(oneshot::Sender<()>),
+/// What the span processor and the export task share.
+#[derive(Debug)]
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    capacity: usize,
+    batch_size: usize,
+    /// Told when the queue holds a full batch.
+    batch_ready: Notify,
+}
+
+impl Queue {
+    /// Everything queued, leaving room for the next batch.
+    fn take(&self) -> Vec<SpanData> {
+        let mut spans = self.spans.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *spans, Vec::with_capacity(self.batch_size))
+    }
 }
 
 /// The span processor: queues sampled spans for the export task.
 #[derive(Debug)]
 pub struct QueuedExport {
-    queue: mpsc::Sender<Message>,
+    queue: Arc<Queue>,
+    /// Asks the task to send what is queued, then answer.
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
     metrics: TraceMetrics,
 }
 
@@ -43,16 +61,33 @@ impl QueuedExport {
     where
         E: SpanExporter + 'static,
     {
-        let (queue, receiver) = mpsc::channel(plan.queue_capacity.max(1));
-        tokio::spawn(drain(exporter, receiver, plan, metrics.clone()));
-        QueuedExport { queue, metrics }
+        let batch_size = plan.batch_size.max(1);
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(Vec::with_capacity(batch_size)),
+            capacity: plan.queue_capacity.max(1),
+            batch_size,
+            batch_ready: Notify::new(),
+        });
+        let (flushes, requests) = mpsc::channel(4);
+        tokio::spawn(drain(
+            exporter,
+            Arc::clone(&queue),
+            requests,
+            plan,
+            metrics.clone(),
+        ));
+        QueuedExport {
+            queue,
+            flushes,
+            metrics,
+        }
     }
 
     /// Sends everything queued so far, waiting at most `wait`.
     pub async fn flush(&self, wait: Duration) {
         let (done, answered) = oneshot::channel();
         let flushed = async {
-            if self.queue.send(Message::Flush(done)).await.is_ok() {
+            if self.flushes.send(done).await.is_ok() {
                 let _ = answered.await;
             }
         };
@@ -60,15 +95,33 @@ impl QueuedExport {
     }
 }
 
+impl QueuedExport {
+    /// Queues an ended span for export; a full queue drops it (counted).
+    pub fn queue(&self, span: SpanData) {
+        let queue = &*self.queue;
+        let queued = {
+            let mut spans = queue.spans.lock().unwrap_or_else(PoisonError::into_inner);
+            if spans.len() >= queue.capacity {
+                None
+            } else {
+                spans.push(span);
+                Some(spans.len())
+            }
+        };
+        match queued {
+            Some(len) if len == queue.batch_size => queue.batch_ready.notify_one(),
+            Some(_) => {}
+            None => self.metrics.dropped(SpanDrop::QueueFull, 1),
+        }
+    }
+}
+
 impl SpanProcessor for QueuedExport {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
-        if self.queue.try_send(Message::Span(Box::new(span))).is_err() {
-            self.metrics.dropped(SpanDrop::QueueFull, 1);
+        if span.span_context.is_sampled() {
+            self.queue(span);
         }
     }
 
@@ -82,51 +135,51 @@ impl SpanProcessor for QueuedExport {
     }
 }
 
-/// The export task: batches of at most `batch_size`, sent when full, every `interval`, and on a flush.
+/// The export task: sends the queue in batches of at most `batch_size` when a batch is full, every `interval`, on
+/// a flush, and when the processor is gone.
 async fn drain<E: SpanExporter>(
     exporter: E,
-    mut queue: mpsc::Receiver<Message>,
+    queue: Arc<Queue>,
+    mut flushes: mpsc::Receiver<oneshot::Sender<()>>,
     plan: ExportPlan,
     metrics: TraceMetrics,
 ) {
-    let mut batch: Vec<SpanData> = Vec::with_capacity(plan.batch_size);
     let mut tick = tokio::time::interval(plan.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            message = queue.recv() => match message {
-                Some(Message::Span(span)) => {
-                    batch.push(*span);
-                    if batch.len() >= plan.batch_size {
-                        send(&exporter, &mut batch, plan.timeout, &metrics).await;
-                    }
-                }
-                Some(Message::Flush(done)) => {
-                    send(&exporter, &mut batch, plan.timeout, &metrics).await;
-                    let _ = done.send(());
-                }
-                None => {
-                    send(&exporter, &mut batch, plan.timeout, &metrics).await;
-                    return;
-                }
+        let (flushed, last) = tokio::select! {
+            () = queue.batch_ready.notified() => (None, false),
+            _ = tick.tick() => (None, false),
+            flush = flushes.recv() => match flush {
+                Some(done) => (Some(done), false),
+                None => (None, true),
             },
-            _ = tick.tick() => send(&exporter, &mut batch, plan.timeout, &metrics).await,
+        };
+        let mut spans = queue.take().into_iter();
+        loop {
+            let batch: Vec<SpanData> = spans.by_ref().take(queue.batch_size).collect();
+            if batch.is_empty() {
+                break;
+            }
+            send(&exporter, batch, plan.timeout, &metrics).await;
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        }
+        if last {
+            return;
         }
     }
 }
 
 async fn send<E: SpanExporter>(
     exporter: &E,
-    batch: &mut Vec<SpanData>,
+    batch: Vec<SpanData>,
     timeout: Duration,
     metrics: &TraceMetrics,
 ) {
-    if batch.is_empty() {
-        return;
-    }
-    let spans = std::mem::take(batch);
-    let n = spans.len();
-    match tokio::time::timeout(timeout, exporter.export(spans)).await {
+    let n = batch.len();
+    match tokio::time::timeout(timeout, exporter.export(batch)).await {
         Ok(Ok(())) => metrics.exported(n),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, spans = n, "span export failed");

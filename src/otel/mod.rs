@@ -7,7 +7,9 @@
 //! Whether it is recorded is decided before any span is built (the caller's sampled flag, else the ratio over the
 //! new trace id), so an unrecorded request pays for two random ids, one sampling decision and its response's
 //! `traceparent`, and never enters the SDK. Phase spans are written after the fact from the instants the pipeline
-//! measures anyway, and only for recorded requests.
+//! measures anyway, and only for recorded requests: a phase is over when it is written, so its span data goes
+//! straight to the export queue, without the SDK's live-span machinery (the server span, which changes while the
+//! request runs, is the SDK's).
 //!
 //! Spans are made with the OpenTelemetry API directly rather than through `tracing` spans: a `tracing` span costs
 //! its subscriber work whether or not the trace is sampled, on every phase of every request.
@@ -24,13 +26,13 @@ use opentelemetry::trace::{
     Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
     Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, SdkTracerProvider,
-    ShouldSample,
+    ShouldSample, SpanData, SpanEvents, SpanLinks,
 };
 use opentelemetry_sdk::Resource;
 
@@ -59,6 +61,8 @@ struct Inner {
     /// The ratio that decides whether a new trace is recorded.
     ratio: Sampler,
     ids: RandomIdGenerator,
+    /// The phases' instrumentation scope (the tracer's).
+    scope: InstrumentationScope,
 }
 
 impl std::fmt::Debug for Tracing {
@@ -118,7 +122,7 @@ impl Tracing {
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
             .with_resource(resource)
             .build();
-        let tracer = provider.tracer("sluice");
+        let tracer = provider.tracer(SCOPE);
         Ok(Some(Tracing {
             inner: Arc::new(Inner {
                 provider,
@@ -127,6 +131,7 @@ impl Tracing {
                 export,
                 ratio: Sampler::TraceIdRatioBased(settings.sample_ratio),
                 ids: RandomIdGenerator::default(),
+                scope: InstrumentationScope::builder(SCOPE).build(),
             }),
         }))
     }
@@ -294,7 +299,7 @@ pub struct RequestTrace {
 /// A recorded request's server span.
 #[derive(Clone)]
 struct Recorded {
-    /// The caller's context with the request's server span in it.
+    /// The caller's context with the request's server span (the SDK's) in it.
     cx: Context,
     tracing: Tracing,
     /// The server span's start, on both clocks: phases measured with `Instant`s are placed on the wall clock by it.
@@ -346,7 +351,7 @@ impl RequestTrace {
         outcome: PhaseEnd<'_>,
     ) {
         if let Some(recorded) = &self.recorded {
-            recorded.child(name, span, attributes(), Vec::new(), outcome);
+            recorded.child(&self.context, name, span, attributes(), Vec::new(), outcome);
         }
     }
 
@@ -361,7 +366,7 @@ impl RequestTrace {
     ) {
         if let Some(recorded) = &self.recorded {
             let links = links.iter().cloned().map(Link::with_context).collect();
-            recorded.child(name, span, attributes, links, PhaseEnd::Ok);
+            recorded.child(&self.context, name, span, attributes, links, PhaseEnd::Ok);
         }
     }
 
@@ -376,7 +381,7 @@ impl RequestTrace {
     ) {
         if let Some(recorded) = &self.recorded {
             let link = Link::with_context(self.span_context());
-            recorded.child(name, span, attributes, vec![link], outcome);
+            recorded.child(&self.context, name, span, attributes, vec![link], outcome);
         }
     }
 
@@ -447,28 +452,51 @@ impl Recorded {
         self.anchor.1 + at.saturating_duration_since(self.anchor.0)
     }
 
+    /// Writes a phase as a child of the server span. A phase is over when it is written, so its span data is
+    /// made here and handed to the export queue: none of the SDK's live-span machinery (sampler, span, processors)
+    /// is needed for it.
     fn child(
         &self,
+        server: &SpanContext,
         name: &'static str,
         (start, end): (Instant, Instant),
         attributes: Vec<KeyValue>,
         links: Vec<Link>,
         outcome: PhaseEnd<'_>,
     ) {
-        let tracer = &self.tracing.inner.tracer;
-        let mut span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Internal)
-            .with_start_time(self.wall(start))
-            .with_attributes(attributes)
-            .with_links(links)
-            .start_with_context(tracer, &self.cx);
-        if let PhaseEnd::Failed(message) = outcome {
-            span.set_status(Status::error(message.to_owned()));
-        }
-        span.end_with_timestamp(self.wall(end));
+        let inner = &*self.tracing.inner;
+        let status = match outcome {
+            PhaseEnd::Ok => Status::Unset,
+            PhaseEnd::Failed(message) => Status::error(message.to_owned()),
+        };
+        let mut span_links = SpanLinks::default();
+        span_links.links = links;
+        inner.export.queue(SpanData {
+            span_context: SpanContext::new(
+                server.trace_id(),
+                inner.ids.new_span_id(),
+                TraceFlags::SAMPLED,
+                false,
+                server.trace_state().clone(),
+            ),
+            parent_span_id: server.span_id(),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed(name),
+            start_time: self.wall(start),
+            end_time: self.wall(end),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: span_links,
+            status,
+            instrumentation_scope: inner.scope.clone(),
+        });
     }
 }
+
+/// The instrumentation scope of every span sluice writes.
+const SCOPE: &str = "sluice";
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 

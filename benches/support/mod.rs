@@ -45,25 +45,18 @@ pub struct Fixture<A> {
 #[derive(Default)]
 pub struct Variant {
     pub model_toml: &'static str,
-    pub env: &'static [(&'static str, &'static str)],
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 /// Tracing on, sampling `ratio` (as `SLUICE__TRACING__SAMPLE_RATIO`), exporting to a port where nothing listens.
 pub fn tracing(ratio: &'static str) -> Variant {
     Variant {
         model_toml: "",
-        env: match ratio {
-            "1" => &[
-                ("SLUICE__TRACING__ENABLED", "true"),
-                ("SLUICE__TRACING__ENDPOINT", "http://127.0.0.1:9/v1/traces"),
-                ("SLUICE__TRACING__SAMPLE_RATIO", "1"),
-            ],
-            _ => &[
-                ("SLUICE__TRACING__ENABLED", "true"),
-                ("SLUICE__TRACING__ENDPOINT", "http://127.0.0.1:9/v1/traces"),
-                ("SLUICE__TRACING__SAMPLE_RATIO", "0.01"),
-            ],
-        },
+        env: vec![
+            ("SLUICE__TRACING__ENABLED", "true"),
+            ("SLUICE__TRACING__ENDPOINT", "http://127.0.0.1:9/v1/traces"),
+            ("SLUICE__TRACING__SAMPLE_RATIO", ratio),
+        ],
     }
 }
 
@@ -71,7 +64,7 @@ pub fn tracing(ratio: &'static str) -> Variant {
 pub fn feedback() -> Variant {
     Variant {
         model_toml: "[feedback]\ntask = \"classification\"\nlabel_output = \"label\"\nscore_output = \"probabilities\"\n",
-        env: &[],
+        env: Vec::new(),
     }
 }
 

@@ -147,13 +147,10 @@ async fn drain<E: SpanExporter>(
     let mut tick = tokio::time::interval(plan.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (flushed, last) = tokio::select! {
-            () = queue.batch_ready.notified() => (None, false),
-            _ = tick.tick() => (None, false),
-            flush = flushes.recv() => match flush {
-                Some(done) => (Some(done), false),
-                None => (None, true),
-            },
+        let wake = tokio::select! {
+            () = queue.batch_ready.notified() => Wake::Due,
+            _ = tick.tick() => Wake::Due,
+            flush = flushes.recv() => flush.map_or(Wake::Closed, Wake::Flush),
         };
         let mut spans = queue.take().into_iter();
         loop {
@@ -163,13 +160,24 @@ async fn drain<E: SpanExporter>(
             }
             send(&exporter, batch, plan.timeout, &metrics).await;
         }
-        if let Some(done) = flushed {
-            let _ = done.send(());
-        }
-        if last {
-            return;
+        match wake {
+            Wake::Due => {}
+            Wake::Flush(done) => {
+                let _ = done.send(());
+            }
+            Wake::Closed => return,
         }
     }
+}
+
+/// Why the export task sends the queue.
+enum Wake {
+    /// A batch is full, or the interval passed.
+    Due,
+    /// A flush asked, and waits for the answer.
+    Flush(oneshot::Sender<()>),
+    /// The processor is gone: the last send.
+    Closed,
 }
 
 async fn send<E: SpanExporter>(

@@ -180,18 +180,16 @@ impl Tracing {
             .contains_key(TRACEPARENT)
             .then(|| inner.propagator.extract(&HeaderExtractor(headers)))
             .filter(|cx| cx.span().span_context().is_valid());
-        let unrecorded = match &parent {
+        // The request's trace and whether it is recorded: the caller's, else a new trace the ratio decides on.
+        let (trace_id, trace_state, recorded) = match &parent {
             Some(cx) => {
-                let caller = cx.span().span_context().clone();
-                (!caller.is_sampled()).then(|| {
-                    SpanContext::new(
-                        caller.trace_id(),
-                        inner.ids.new_span_id(),
-                        TraceFlags::default(),
-                        false,
-                        caller.trace_state().clone(),
-                    )
-                })
+                let caller = cx.span();
+                let caller = caller.span_context();
+                (
+                    caller.trace_id(),
+                    caller.trace_state().clone(),
+                    caller.is_sampled(),
+                )
             }
             None => {
                 let trace_id = inner.ids.new_trace_id();
@@ -199,20 +197,22 @@ impl Tracing {
                     .ratio
                     .should_sample(None, trace_id, "", &SpanKind::Server, &[], &[])
                     .decision;
-                (decision == SamplingDecision::Drop).then(|| {
-                    SpanContext::new(
-                        trace_id,
-                        inner.ids.new_span_id(),
-                        TraceFlags::default(),
-                        false,
-                        TraceState::default(),
-                    )
-                })
+                (
+                    trace_id,
+                    TraceState::default(),
+                    decision != SamplingDecision::Drop,
+                )
             }
         };
-        if let Some(context) = unrecorded {
+        if !recorded {
             return RequestTrace {
-                context,
+                context: SpanContext::new(
+                    trace_id,
+                    inner.ids.new_span_id(),
+                    TraceFlags::default(),
+                    false,
+                    trace_state,
+                ),
                 recorded: None,
             };
         }

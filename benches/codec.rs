@@ -44,6 +44,27 @@ fn image_binary() -> (Vec<u8>, Vec<u8>) {
     (header.into_bytes(), raw)
 }
 
+/// The same image as Python clients send it: `json.dumps(array.tolist())`, nested lists with `", "` between
+/// elements, each float32 written as the shortest repr of its float64 (up to 17 digits).
+fn image_json_python() -> String {
+    let values = image_values();
+    let rows: Vec<String> = values
+        .chunks(224)
+        .map(|row| {
+            let row: Vec<String> = row.iter().map(|&x| format!("{:?}", f64::from(x))).collect();
+            format!("[{}]", row.join(", "))
+        })
+        .collect();
+    let planes: Vec<String> = rows
+        .chunks(224)
+        .map(|p| format!("[{}]", p.join(", ")))
+        .collect();
+    format!(
+        r#"{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": [[{}]]}}]}}"#,
+        planes.join(", ")
+    )
+}
+
 const IRIS: &str = r#"{"id":"1","inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
 
 fn decode(c: &mut Criterion) {
@@ -56,6 +77,10 @@ fn decode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(IMAGE as u64));
     group.bench_function("json_image_1x3x224x224_fp32", |b| {
         b.iter(|| decode_request(black_box(json.as_bytes()), LIMITS))
+    });
+    let python = image_json_python();
+    group.bench_function("json_image_python_1x3x224x224_fp32", |b| {
+        b.iter(|| decode_request(black_box(python.as_bytes()), LIMITS))
     });
     let (header, raw) = image_binary();
     group.bench_function("binary_image_1x3x224x224_fp32", |b| {

@@ -305,14 +305,16 @@ fn float32(s: &[u8]) -> Option<(f32, usize)> {
 fn long_decimal(s: &[u8], at: usize) -> Option<(u64, usize, usize)> {
     let word_at = |i: usize| word(s, i).map(|w| (w, (non_digits(w).trailing_zeros() / 8) as usize));
     let (first, whole) = word_at(at)?;
-    if whole == 0 || whole == 8 || (whole > 1 && first as u8 == b'0') || s[at + whole] != b'.' {
+    let point = at + whole;
+    if whole == 0 || whole == 8 || (whole > 1 && first as u8 == b'0') || s[point] != b'.' {
         return None;
     }
     let mut digits = digits_value(first, whole);
-    let mut end = at + whole + 1;
+    let mut end = point + 1;
     loop {
         let (next, n) = word_at(end)?;
-        if whole + (end - at - whole - 1) + n > 19 {
+        // The digits so far (all but the point) and these.
+        if end - at - 1 + n > 19 {
             return None;
         }
         if n > 0 {
@@ -323,7 +325,7 @@ fn long_decimal(s: &[u8], at: usize) -> Option<(u64, usize, usize)> {
             break;
         }
     }
-    let fraction = end - at - whole - 1;
+    let fraction = end - point - 1;
     if fraction == 0 || matches!(s.get(end), Some(b'e' | b'E')) {
         return None;
     }

@@ -209,8 +209,8 @@ impl Feedback {
     /// Keeps an answered request's prediction under `key` ([`Feedback::key`]). `mirrored`: the shadow layer is
     /// sending it to the shadow too.
     pub fn record(&self, policy: &FeedbackPolicy, key: u64, done: &Inferred, mirrored: bool) {
-        let predicted = match prediction::extract(policy, &done.outputs) {
-            Ok(p) => p,
+        let kept = match prediction::keep(policy, &done.outputs) {
+            Ok(k) => k,
             Err(reason) => {
                 tracing::debug!(model = %done.model.name, %reason, "prediction not kept for feedback");
                 self.0.metrics.feedback.not_recorded(&done.model.name);
@@ -220,7 +220,7 @@ impl Feedback {
         let mut state = self.state();
         let (model, series) = state.series(done, &self.0.metrics);
         let State { store, counters } = &mut *state;
-        let entry = Entry::new(series, predicted, mirrored);
+        let entry = Entry::new(series, kept, mirrored);
         store.insert(key, entry, |model, why| {
             counters[model.index()].dropped(why)
         });

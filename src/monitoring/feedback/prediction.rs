@@ -152,6 +152,49 @@ pub enum Truth {
     Value(f64),
 }
 
+/// [`extract`], kept as the store keeps it. The common answer (one row of an INT64 class and at most three FP32
+/// scores) is read straight into [`Kept::Class`]; whatever else goes through [`extract`]. Both give the same
+/// [`Kept`] for the same outputs.
+pub fn keep(policy: &FeedbackPolicy, outputs: &[Tensor]) -> Result<Kept, String> {
+    match one_class_row(policy, outputs) {
+        Some(kept) => Ok(kept),
+        None => extract(policy, outputs).map(Kept::from),
+    }
+}
+
+/// The one-row classification [`keep`] reads directly, or `None` for anything else (including every error).
+fn one_class_row(policy: &FeedbackPolicy, outputs: &[Tensor]) -> Option<Kept> {
+    if policy.task != FeedbackTask::Classification {
+        return None;
+    }
+    let find = |name: &str| outputs.iter().find(|t| t.name == name);
+    let label = find(&policy.label_output)?;
+    let (TensorData::Int64(labels), [1] | [1, 1]) = (&label.data, label.shape.as_slice()) else {
+        return None;
+    };
+    let mut scores = [0.0; 3];
+    let columns = match &policy.score_output {
+        None => 0,
+        Some(name) => {
+            let t = find(name)?;
+            let (TensorData::Fp32(values), &[1, columns]) = (&t.data, t.shape.as_slice()) else {
+                return None;
+            };
+            let fits = (1..=scores.len()).contains(&columns) && values.len() == columns;
+            if !fits || policy.classes.as_ref().is_some_and(|c| c.len() != columns) {
+                return None;
+            }
+            scores[..columns].copy_from_slice(values);
+            columns
+        }
+    };
+    Some(Kept::Class {
+        label: *labels.first()?,
+        columns: columns as u8,
+        scores,
+    })
+}
+
 /// Reads the prediction the policy names from a request's outputs. Errors say what was missing or of the wrong form.
 pub fn extract(policy: &FeedbackPolicy, outputs: &[Tensor]) -> Result<Predicted, String> {
     let find = |name: &str| outputs.iter().find(|t| t.name == name);
@@ -174,6 +217,21 @@ pub fn extract(policy: &FeedbackPolicy, outputs: &[Tensor]) -> Result<Predicted,
             Ok(Predicted::Values(values))
         }
         FeedbackTask::Classification => {
+            // Before the scores name a class (below, when the label output is missing).
+            if let Some(s) = &scores {
+                if policy
+                    .classes
+                    .as_ref()
+                    .is_some_and(|c| c.len() != s.columns)
+                {
+                    return Err(format!(
+                        "output '{}' has {} columns, [feedback] classes names {}",
+                        policy.score_output.as_deref().unwrap_or(""),
+                        s.columns,
+                        policy.classes.as_ref().map_or(0, Vec::len)
+                    ));
+                }
+            }
             let labels = match (label, &scores) {
                 (Some(t), _) => {
                     let labels = labels_of(t)
@@ -199,18 +257,6 @@ pub fn extract(policy: &FeedbackPolicy, outputs: &[Tensor]) -> Result<Predicted,
                         policy.score_output.as_deref().unwrap_or(""),
                         s.values.len() / s.columns.max(1),
                         labels.len()
-                    ));
-                }
-                if policy
-                    .classes
-                    .as_ref()
-                    .is_some_and(|c| c.len() != s.columns)
-                {
-                    return Err(format!(
-                        "output '{}' has {} columns, [feedback] classes names {}",
-                        policy.score_output.as_deref().unwrap_or(""),
-                        s.columns,
-                        policy.classes.as_ref().map_or(0, Vec::len)
                     ));
                 }
             }
@@ -339,6 +385,7 @@ pub fn parse_truth(task: FeedbackTask, value: &Value, rows: usize) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn policy(text: &str) -> FeedbackPolicy {
@@ -374,6 +421,15 @@ mod tests {
         assert!(extract(&p, &outputs[..1])
             .unwrap_err()
             .contains("'p' was not computed"));
+        // Named classes that do not match the score columns are an error, also when the scores pick the class.
+        let named = policy(
+            "task = \"classification\"\nlabel_output = \"label\"\nscore_output = \"p\"\nclasses = [\"a\"]\n",
+        );
+        for given in [&outputs[..], &outputs[1..]] {
+            assert!(extract(&named, given)
+                .unwrap_err()
+                .contains("has 2 columns, [feedback] classes names 1"));
+        }
     }
 
     #[test]
@@ -444,5 +500,68 @@ mod tests {
             assert_eq!(*kept.predicted(), predicted);
         }
         assert_eq!(std::mem::size_of::<Kept>(), 24);
+    }
+
+    /// Outputs of every form a classifier may give, right and wrong: label and score outputs present or not, of
+    /// several datatypes and shapes, with and without named classes.
+    fn classifier_outputs() -> impl Strategy<Value = (FeedbackPolicy, Vec<Tensor>)> {
+        let label =
+            (0usize..3, 0usize..4, any::<bool>(), -3i64..3).prop_map(|(kind, rows, column, l)| {
+                let shape = if column { vec![rows, 1] } else { vec![rows] };
+                let data = match kind {
+                    0 => TensorData::Int64(vec![l; rows]),
+                    1 => TensorData::Int32(vec![l as i32; rows]),
+                    _ => TensorData::Fp32(vec![l as f32; rows]),
+                };
+                tensor("label", shape, data)
+            });
+        let scores = (any::<bool>(), 0usize..3, 0usize..5, -1.0f32..1.0).prop_map(
+            |(fp64, rows, columns, x)| {
+                let n = rows * columns;
+                let data = if fp64 {
+                    TensorData::Fp64((0..n).map(|i| f64::from(x) + i as f64).collect())
+                } else {
+                    TensorData::Fp32((0..n).map(|i| x + i as f32).collect())
+                };
+                tensor("p", vec![rows, columns], data)
+            },
+        );
+        let classes = proptest::option::of(1usize..5);
+        (
+            proptest::option::weighted(0.8, label),
+            proptest::option::weighted(0.8, scores),
+            proptest::bool::weighted(0.8),
+            classes,
+        )
+            .prop_map(|(label, scores, score_output, classes)| {
+                let mut text =
+                    String::from("task = \"classification\"\nlabel_output = \"label\"\n");
+                if score_output {
+                    text.push_str("score_output = \"p\"\n");
+                }
+                if let Some(n) = classes {
+                    let names: Vec<String> = (0..n).map(|i| format!("\"c{i}\"")).collect();
+                    text.push_str(&format!("classes = [{}]\n", names.join(", ")));
+                }
+                (policy(&text), label.into_iter().chain(scores).collect())
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// The direct read of a one-row answer keeps exactly what the general reader keeps, and fails alike.
+        #[test]
+        fn kept_directly_as_through_extract((p, outputs) in classifier_outputs()) {
+            let direct = keep(&p, &outputs);
+            let general = extract(&p, &outputs).map(Kept::from);
+            match (direct, general) {
+                (Ok(d), Ok(g)) => {
+                    prop_assert_eq!(d.predicted(), g.predicted());
+                    prop_assert_eq!(matches!(d, Kept::Other(_)), matches!(g, Kept::Other(_)));
+                }
+                (Err(d), Err(g)) => prop_assert_eq!(d, g),
+                (d, g) => prop_assert!(false, "direct {:?}, general {:?}", d, g),
+            }
+        }
     }
 }

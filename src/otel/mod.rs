@@ -8,8 +8,10 @@
 //! new trace id), so an unrecorded request pays for two random ids, one sampling decision and its response's
 //! `traceparent`, and never enters the SDK. Phase spans are written after the fact from the instants the pipeline
 //! measures anyway, and only for recorded requests: a phase is over when it is written, so its span data goes
-//! straight to the export queue, without the SDK's live-span machinery (the server span, which changes while the
-//! request runs, is the SDK's).
+//! straight to the export queue. The server span is kept the same way: its name and attributes wait in the request's
+//! trace until it finishes, then its span data goes to the queue. The SDK's live-span machinery (tracer, sampler,
+//! processors) is never on the request path; what sluice takes from it is the span data type, the id generator, the
+//! ratio sampler and the exporters.
 //!
 //! Spans are made with the OpenTelemetry API directly rather than through `tracing` spans: a `tracing` span costs
 //! its subscriber work whether or not the trace is sampled, on every phase of every request.
@@ -17,22 +19,21 @@
 pub mod export;
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Link, Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
-    Tracer as _, TracerProvider as _,
+    Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, SdkTracer, SdkTracerProvider,
-    ShouldSample, SpanData, SpanEvents, SpanLinks,
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents,
+    SpanLinks,
 };
 use opentelemetry_sdk::Resource;
 
@@ -54,14 +55,12 @@ pub struct Tracing {
 }
 
 struct Inner {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
     propagator: TraceContextPropagator,
     export: Arc<QueuedExport>,
     /// The ratio that decides whether a new trace is recorded.
     ratio: Sampler,
     ids: RandomIdGenerator,
-    /// The phases' instrumentation scope (the tracer's).
+    /// The instrumentation scope of every span sluice writes.
     scope: InstrumentationScope,
 }
 
@@ -115,18 +114,8 @@ impl Tracing {
             timeout,
         };
         let export = Arc::new(QueuedExport::start(exporter, plan, metrics));
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(SharedExport(Arc::clone(&export)))
-            // Whether a request is recorded is decided before its server span is built
-            // ([`Tracing::server_span`]): what reaches the SDK is recorded, and so are its phases.
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
-            .with_resource(resource)
-            .build();
-        let tracer = provider.tracer(SCOPE);
         Ok(Some(Tracing {
             inner: Arc::new(Inner {
-                provider,
-                tracer,
                 propagator: TraceContextPropagator::new(),
                 export,
                 ratio: Sampler::TraceIdRatioBased(settings.sample_ratio),
@@ -217,21 +206,34 @@ impl Tracing {
             };
         }
         let (name, attributes) = span();
-        let parent = parent.unwrap_or_default();
-        let anchor = (Instant::now(), SystemTime::now());
-        let span = inner
-            .tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Server)
-            .with_start_time(anchor.1)
-            .with_attributes(attributes)
-            .start_with_context(&inner.tracer, &parent);
+        let (parent_span_id, parent_is_remote) =
+            parent.as_ref().map_or((SpanId::INVALID, false), |cx| {
+                let caller = cx.span();
+                let caller = caller.span_context();
+                (caller.span_id(), caller.is_remote())
+            });
+        let context = SpanContext::new(
+            trace_id,
+            inner.ids.new_span_id(),
+            TraceFlags::SAMPLED,
+            false,
+            trace_state,
+        );
         RequestTrace {
-            context: span.span_context().clone(),
+            context: context.clone(),
             recorded: Some(Recorded {
-                cx: parent.with_span(span),
-                tracing: self.clone(),
-                anchor,
+                server: Arc::new(ServerSpan {
+                    context,
+                    parent_span_id,
+                    parent_is_remote,
+                    open: Mutex::new(Some(OpenSpan {
+                        name,
+                        attributes,
+                        status: Status::Unset,
+                    })),
+                    tracing: self.clone(),
+                    anchor: (Instant::now(), SystemTime::now()),
+                }),
             }),
         }
     }
@@ -239,29 +241,6 @@ impl Tracing {
     /// Sends the spans still queued (at shutdown), waiting at most `wait`.
     pub async fn flush(&self, wait: Duration) {
         self.inner.export.flush(wait).await;
-        let _ = self.inner.provider.force_flush();
-    }
-}
-
-/// The provider owns its processors; the export handle is shared with [`Tracing::flush`].
-#[derive(Debug)]
-struct SharedExport(Arc<QueuedExport>);
-
-impl opentelemetry_sdk::trace::SpanProcessor for SharedExport {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
-        self.0.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
-        self.0.on_end(span);
-    }
-
-    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
     }
 }
 
@@ -296,14 +275,81 @@ pub struct RequestTrace {
     recorded: Option<Recorded>,
 }
 
-/// A recorded request's server span.
+/// A recorded request's server span, shared by the request trace's clones.
 #[derive(Clone)]
 struct Recorded {
-    /// The caller's context with the request's server span (the SDK's) in it.
-    cx: Context,
+    server: Arc<ServerSpan>,
+}
+
+/// A recorded server span: its ids and start are fixed; name, attributes and status change until it ends.
+struct ServerSpan {
+    context: SpanContext,
+    parent_span_id: SpanId,
+    parent_is_remote: bool,
+    /// `None` once ended (a span ends once).
+    open: Mutex<Option<OpenSpan>>,
     tracing: Tracing,
-    /// The server span's start, on both clocks: phases measured with `Instant`s are placed on the wall clock by it.
+    /// The span's start, on both clocks: phases measured with `Instant`s are placed on the wall clock by it.
     anchor: (Instant, SystemTime),
+}
+
+struct OpenSpan {
+    name: Cow<'static, str>,
+    attributes: Vec<KeyValue>,
+    status: Status,
+}
+
+impl ServerSpan {
+    /// Changes the span while it is open.
+    fn update(&self, change: impl FnOnce(&mut OpenSpan)) {
+        if let Some(open) = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            change(open);
+        }
+    }
+
+    /// Ends the span now (once) and queues its span data for export.
+    fn end(&self) {
+        let Some(open) = self
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let inner = &*self.tracing.inner;
+        inner.export.queue(SpanData {
+            span_context: self.context.clone(),
+            parent_span_id: self.parent_span_id,
+            parent_span_is_remote: self.parent_is_remote,
+            span_kind: SpanKind::Server,
+            name: open.name,
+            start_time: self.anchor.1,
+            end_time: self.wall(Instant::now()),
+            attributes: open.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: open.status,
+            instrumentation_scope: inner.scope.clone(),
+        });
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.anchor.1 + at.saturating_duration_since(self.anchor.0)
+    }
+}
+
+/// A request whose trace is dropped before it finished (its connection closed) still ends its server span.
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        self.end();
+    }
 }
 
 impl std::fmt::Debug for RequestTrace {
@@ -388,38 +434,44 @@ impl RequestTrace {
     /// Ends the server span: its name becomes `{method} {route}`, with the route template of `path` and the status.
     pub fn finish(&self, method: &str, path: &str, status: u16, error: Option<&str>) {
         if let Some(recorded) = &self.recorded {
-            let span = recorded.cx.span();
-            let route = route_template(path);
-            span.update_name(Cow::Owned(format!("{method} {route}")));
-            span.set_attribute(KeyValue::new("http.route", route));
-            span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-            if let Some(message) = error {
-                span.set_attribute(KeyValue::new("error.type", status.to_string()));
-                span.set_status(Status::error(message.to_owned()));
-            }
-            span.end();
+            let (route, name) = route_and_name(method, path);
+            recorded.server.update(|span| {
+                span.name = name;
+                span.attributes.push(KeyValue::new("http.route", route));
+                span.attributes.push(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+                if let Some(message) = error {
+                    span.attributes
+                        .push(KeyValue::new("error.type", status.to_string()));
+                    span.status = Status::error(message.to_owned());
+                }
+            });
+            recorded.server.end();
         }
     }
 
     /// Ends a gRPC call's server span with its status code (`tonic::Code` as a number).
     pub fn finish_call(&self, code: i32, error: Option<&str>) {
         if let Some(recorded) = &self.recorded {
-            let span = recorded.cx.span();
-            span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
-            if let Some(message) = error {
-                span.set_status(Status::error(message.to_owned()));
-            }
-            span.end();
+            recorded.server.update(|span| {
+                span.attributes
+                    .push(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+                if let Some(message) = error {
+                    span.status = Status::error(message.to_owned());
+                }
+            });
+            recorded.server.end();
         }
     }
 
     /// Sets the span's attribute (when sampled).
     pub fn set_attribute(&self, attribute: impl FnOnce() -> KeyValue) {
         if let Some(recorded) = &self.recorded {
-            recorded.cx.span().set_attribute(attribute());
+            recorded
+                .server
+                .update(|span| span.attributes.push(attribute()));
         }
     }
 
@@ -449,7 +501,7 @@ impl RequestTrace {
 
 impl Recorded {
     fn wall(&self, at: Instant) -> SystemTime {
-        self.anchor.1 + at.saturating_duration_since(self.anchor.0)
+        self.server.wall(at)
     }
 
     /// Writes a phase as a child of the server span. A phase is over when it is written, so its span data is
@@ -464,7 +516,7 @@ impl Recorded {
         links: Vec<Link>,
         outcome: PhaseEnd<'_>,
     ) {
-        let inner = &*self.tracing.inner;
+        let inner = &*self.server.tracing.inner;
         let status = match outcome {
             PhaseEnd::Ok => Status::Unset,
             PhaseEnd::Failed(message) => Status::error(message.to_owned()),
@@ -500,33 +552,85 @@ const SCOPE: &str = "sluice";
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
-/// Lower-case hex digits of `bytes` into `out` (twice as long).
+/// Lower-case hex digits of `bytes` into `out` (twice as long), a byte's two digits at a time.
 fn hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
+}
+
+/// The two lower-case hex digits of each byte.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+        b += 1;
+    }
+    pairs
+};
+
+/// The routes most requests take, with their POST span names: named without building either.
+const HOT_ROUTES: [(&str, &str); 2] = [
+    ("/v2/models/{model}/infer", "POST /v2/models/{model}/infer"),
+    (
+        "/v2/models/{model}/versions/{version}/infer",
+        "POST /v2/models/{model}/versions/{version}/infer",
+    ),
+];
+
+/// A server span's route template and name (`{method} {route}`).
+fn route_and_name(method: &str, path: &str) -> (Cow<'static, str>, Cow<'static, str>) {
+    if let Some((route, name)) = hot_route(path).filter(|_| method == "POST") {
+        return (Cow::Borrowed(route), Cow::Borrowed(name));
+    }
+    let route = route_template(path);
+    let name = format!("{method} {route}");
+    (Cow::Owned(route), Cow::Owned(name))
+}
+
+/// The [`HOT_ROUTES`] entry of a path, when its template is one of them: `/v2/models/{model}/infer` or
+/// `/v2/models/{model}/versions/{version}/infer`, where neither id is `models` or `versions` (which would template
+/// the segment after them).
+fn hot_route(path: &str) -> Option<&'static (&'static str, &'static str)> {
+    let plain = |segment: &str| !matches!(segment, "models" | "versions");
+    let (model, rest) = path.strip_prefix("/v2/models/")?.split_once('/')?;
+    if !plain(model) {
+        return None;
+    }
+    if rest == "infer" {
+        return Some(&HOT_ROUTES[0]);
+    }
+    let (version, rest) = rest.strip_prefix("versions/")?.split_once('/')?;
+    (plain(version) && rest == "infer").then_some(&HOT_ROUTES[1])
 }
 
 /// The route template of a path: the segments after `models` and `versions` become `{model}` and `{version}`, so
 /// a span's name never holds an id.
 pub fn route_template(path: &str) -> String {
     let mut route = String::with_capacity(path.len());
-    let mut previous = "";
-    for segment in path.split('/').skip(1) {
+    for segment in template_segments(path) {
         route.push('/');
-        match previous {
-            "models" => route.push_str("{model}"),
-            "versions" => route.push_str("{version}"),
-            _ => route.push_str(segment),
-        }
-        previous = segment;
+        route.push_str(segment);
     }
     if route.is_empty() {
         route.push('/');
     }
     route
+}
+
+/// The segments of a path's route template (after its leading `/`).
+fn template_segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').skip(1).scan("", |previous, segment| {
+        let templated = match *previous {
+            "models" => "{model}",
+            "versions" => "{version}",
+            _ => segment,
+        };
+        *previous = segment;
+        Some(templated)
+    })
 }
 
 #[cfg(test)]
@@ -630,6 +734,45 @@ mod tests {
             }
             trace.finish("POST", "/v2/models/m/infer", 200, None);
         }
+    }
+
+    /// The routes named without building them are named as the general template names them, and only those.
+    #[test]
+    fn hot_routes_are_named_as_their_templates() {
+        for path in [
+            "/v2/models/iris/infer",
+            "/v2/models/iris/versions/3/infer",
+            "/v2/models/versions/infer",
+            "/v2/models/models/versions/infer",
+            "/v2/models/iris/infer/",
+            "/v2/models/iris",
+            "/v2/models//infer",
+            "/v2/models/iris/versions//infer",
+            "/v2/models/iris/versions/models/infer",
+            "/v2/models/iris/versions/3/infer/x",
+            "/v2/models/iris/versions/3",
+            "/v1/models/iris/infer",
+            "/",
+        ] {
+            for method in ["POST", "GET"] {
+                let (route, name) = route_and_name(method, path);
+                assert_eq!(route, route_template(path), "{method} {path}");
+                assert_eq!(name, format!("{method} {route}"), "{method} {path}");
+                let hot = HOT_ROUTES.iter().any(|(r, _)| *r == route);
+                assert_eq!(
+                    matches!(route, Cow::Borrowed(_)),
+                    hot && method == "POST",
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hex_writes_lower_case_digit_pairs() {
+        let mut out = [0u8; 8];
+        hex(&[0x00, 0x9f, 0xa0, 0xff], &mut out);
+        assert_eq!(&out, b"009fa0ff");
     }
 
     #[test]

@@ -221,20 +221,18 @@ impl Tracing {
         );
         RequestTrace {
             context: context.clone(),
-            recorded: Some(Recorded {
-                server: Arc::new(ServerSpan {
-                    context,
-                    parent_span_id,
-                    parent_is_remote,
-                    open: Mutex::new(Some(OpenSpan {
-                        name,
-                        attributes,
-                        status: Status::Unset,
-                    })),
-                    tracing: self.clone(),
-                    anchor: (Instant::now(), SystemTime::now()),
-                }),
-            }),
+            recorded: Some(Arc::new(ServerSpan {
+                context,
+                parent_span_id,
+                parent_is_remote,
+                open: Mutex::new(Some(OpenSpan {
+                    name,
+                    attributes,
+                    status: Status::Unset,
+                })),
+                tracing: self.clone(),
+                anchor: (Instant::now(), SystemTime::now()),
+            })),
         }
     }
 
@@ -271,14 +269,9 @@ fn resource(settings: &TracingSettings) -> Resource {
 pub struct RequestTrace {
     /// The server span's ids, flags and trace state.
     context: SpanContext,
-    /// The SDK's span, for a request the sampler chose to record: its phases are written as spans.
-    recorded: Option<Recorded>,
-}
-
-/// A recorded request's server span, shared by the request trace's clones.
-#[derive(Clone)]
-struct Recorded {
-    server: Arc<ServerSpan>,
+    /// The server span of a request the sampler chose to record, shared by the trace's clones: its phases are
+    /// written as spans.
+    recorded: Option<Arc<ServerSpan>>,
 }
 
 /// A recorded server span: its ids and start are fixed; name, attributes and status change until it ends.
@@ -397,7 +390,7 @@ impl RequestTrace {
         outcome: PhaseEnd<'_>,
     ) {
         if let Some(recorded) = &self.recorded {
-            recorded.child(&self.context, name, span, attributes(), Vec::new(), outcome);
+            recorded.child(name, span, attributes(), Vec::new(), outcome);
         }
     }
 
@@ -412,7 +405,7 @@ impl RequestTrace {
     ) {
         if let Some(recorded) = &self.recorded {
             let links = links.iter().cloned().map(Link::with_context).collect();
-            recorded.child(&self.context, name, span, attributes, links, PhaseEnd::Ok);
+            recorded.child(name, span, attributes, links, PhaseEnd::Ok);
         }
     }
 
@@ -427,7 +420,7 @@ impl RequestTrace {
     ) {
         if let Some(recorded) = &self.recorded {
             let link = Link::with_context(self.span_context());
-            recorded.child(&self.context, name, span, attributes, vec![link], outcome);
+            recorded.child(name, span, attributes, vec![link], outcome);
         }
     }
 
@@ -435,7 +428,7 @@ impl RequestTrace {
     pub fn finish(&self, method: &str, path: &str, status: u16, error: Option<&str>) {
         if let Some(recorded) = &self.recorded {
             let (route, name) = route_and_name(method, path);
-            recorded.server.update(|span| {
+            recorded.update(|span| {
                 span.name = name;
                 span.attributes.push(KeyValue::new("http.route", route));
                 span.attributes.push(KeyValue::new(
@@ -448,30 +441,28 @@ impl RequestTrace {
                     span.status = Status::error(message.to_owned());
                 }
             });
-            recorded.server.end();
+            recorded.end();
         }
     }
 
     /// Ends a gRPC call's server span with its status code (`tonic::Code` as a number).
     pub fn finish_call(&self, code: i32, error: Option<&str>) {
         if let Some(recorded) = &self.recorded {
-            recorded.server.update(|span| {
+            recorded.update(|span| {
                 span.attributes
                     .push(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
                 if let Some(message) = error {
                     span.status = Status::error(message.to_owned());
                 }
             });
-            recorded.server.end();
+            recorded.end();
         }
     }
 
     /// Sets the span's attribute (when sampled).
     pub fn set_attribute(&self, attribute: impl FnOnce() -> KeyValue) {
         if let Some(recorded) = &self.recorded {
-            recorded
-                .server
-                .update(|span| span.attributes.push(attribute()));
+            recorded.update(|span| span.attributes.push(attribute()));
         }
     }
 
@@ -499,24 +490,20 @@ impl RequestTrace {
     }
 }
 
-impl Recorded {
-    fn wall(&self, at: Instant) -> SystemTime {
-        self.server.wall(at)
-    }
-
+impl ServerSpan {
     /// Writes a phase as a child of the server span. A phase is over when it is written, so its span data is
     /// made here and handed to the export queue: none of the SDK's live-span machinery (sampler, span, processors)
     /// is needed for it.
     fn child(
         &self,
-        server: &SpanContext,
         name: &'static str,
         (start, end): (Instant, Instant),
         attributes: Vec<KeyValue>,
         links: Vec<Link>,
         outcome: PhaseEnd<'_>,
     ) {
-        let inner = &*self.server.tracing.inner;
+        let server = &self.context;
+        let inner = &*self.tracing.inner;
         let status = match outcome {
             PhaseEnd::Ok => Status::Unset,
             PhaseEnd::Failed(message) => Status::error(message.to_owned()),
@@ -610,27 +597,20 @@ fn hot_route(path: &str) -> Option<&'static (&'static str, &'static str)> {
 /// a span's name never holds an id.
 pub fn route_template(path: &str) -> String {
     let mut route = String::with_capacity(path.len());
-    for segment in template_segments(path) {
+    let mut previous = "";
+    for segment in path.split('/').skip(1) {
         route.push('/');
-        route.push_str(segment);
+        match previous {
+            "models" => route.push_str("{model}"),
+            "versions" => route.push_str("{version}"),
+            _ => route.push_str(segment),
+        }
+        previous = segment;
     }
     if route.is_empty() {
         route.push('/');
     }
     route
-}
-
-/// The segments of a path's route template (after its leading `/`).
-fn template_segments(path: &str) -> impl Iterator<Item = &str> {
-    path.split('/').skip(1).scan("", |previous, segment| {
-        let templated = match *previous {
-            "models" => "{model}",
-            "versions" => "{version}",
-            _ => segment,
-        };
-        *previous = segment;
-        Some(templated)
-    })
 }
 
 #[cfg(test)]

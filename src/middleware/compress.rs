@@ -192,11 +192,13 @@ fn preferred_coding(headers: &HeaderMap) -> Option<Coding> {
                 .filter_map(|q| q.trim().parse::<f32>().ok())
                 .next_back()
                 .is_none_or(|q| q > 0.0);
-            match name.to_ascii_lowercase().as_str() {
-                "gzip" | "x-gzip" => gzip = Some(accepted),
-                "deflate" => deflate = Some(accepted),
-                "*" => any = Some(accepted),
-                _ => {}
+            // Codings are case-insensitive; compared in place, without a lowered copy.
+            if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+                gzip = Some(accepted);
+            } else if name.eq_ignore_ascii_case("deflate") {
+                deflate = Some(accepted);
+            } else if name == "*" {
+                any = Some(accepted);
             }
         }
     }
@@ -312,6 +314,8 @@ mod tests {
         };
         assert_eq!(coding("gzip, deflate"), Some(Coding::Gzip));
         assert_eq!(coding("GZIP"), Some(Coding::Gzip));
+        assert_eq!(coding("br, X-Gzip;q=1"), Some(Coding::Gzip));
+        assert_eq!(coding("DEFLATE"), Some(Coding::Deflate));
         assert_eq!(coding("deflate, br"), Some(Coding::Deflate));
         assert_eq!(coding("identity"), None);
         assert_eq!(coding("gzip;q=0"), None);

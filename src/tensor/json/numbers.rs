@@ -95,7 +95,8 @@ fn scan<T: Number>(
             }
             b']' if opened => {}
             _ => {
-                // Numbers separated by bare commas, the common case, are read in this inner loop.
+                // Numbers separated by commas, bare (compact writers) or with spaces (Python's `json.dumps`), are
+                // read in this inner loop.
                 loop {
                     if out.len() >= expected {
                         return None;
@@ -105,6 +106,13 @@ fn scan<T: Number>(
                     i += len;
                     match body.get(i..i + 2) {
                         Some([b',', b'0'..=b'9' | b'-']) => i += 1,
+                        Some([b',', b' ' | b'\n' | b'\r' | b'\t']) => {
+                            let next = skip_space(body, i + 2);
+                            if !matches!(body.get(next), Some(b'0'..=b'9' | b'-')) {
+                                break;
+                            }
+                            i = next;
+                        }
                         _ => break,
                     }
                 }

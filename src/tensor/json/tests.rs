@@ -456,12 +456,14 @@ mod properties {
             let needed: usize = shape.iter().product();
             let count = prop_oneof![Just(needed.saturating_sub(1)), Just(needed), Just(needed + 1)];
             let element = element.clone();
-            count.prop_flat_map(move |n| proptest::collection::vec(element.clone(), n)).prop_flat_map(
-                move |elements| {
-                    let flat = format!("[{}]", elements.join(","));
+            // Separators as compact writers, Python's `json.dumps` and pretty-printers write them.
+            let separator = prop_oneof![3 => Just(","), 2 => Just(", "), 1 => Just(" ,"), 1 => Just(",\n  ")];
+            count.prop_flat_map(move |n| (proptest::collection::vec(element.clone(), n), separator.clone()))
+                .prop_flat_map(move |(elements, separator)| {
+                    let flat = format!("[{}]", elements.join(separator));
                     let rows = format!(
                         "[{}]",
-                        elements.iter().map(|e| format!("[{e}]")).collect::<Vec<_>>().join(",")
+                        elements.iter().map(|e| format!("[{e}]")).collect::<Vec<_>>().join(separator)
                     );
                     let odd = prop_oneof![Just("null"), Just("1"), Just("{}")].prop_map(str::to_owned);
                     (
@@ -469,8 +471,7 @@ mod properties {
                             1 => Just("[-1,2]".to_owned()), 1 => Just("[2000]".to_owned())],
                         prop_oneof![4 => Just(flat), 2 => Just(rows), 1 => odd],
                     )
-                },
-            )
+                })
         });
         let parameters = prop_oneof![
             Just("{}"),

@@ -501,6 +501,24 @@ mod tests {
                 );
             }
         }
+        // Many numbers, flat and in rows, and one more than expected.
+        let values: Vec<String> = (0..197).map(|i| format!("{}.{}", i % 13, i)).collect();
+        let rows: Vec<String> = values
+            .chunks(10)
+            .map(|r| format!("[{}]", r.join(", ")))
+            .collect();
+        for raw in [
+            format!("[{}]", values.join(",")),
+            format!("[{}]", rows.join(", ")),
+        ] {
+            let want: Vec<f32> = numbers(&raw).iter().map(|&x| x as f32).collect();
+            assert_eq!(want.len(), 197);
+            assert_eq!(
+                read(&raw, DataType::Fp32, 197).unwrap(),
+                (TensorData::Fp32(want), raw.len())
+            );
+            assert_eq!(read(&raw, DataType::Fp32, 196), None);
+        }
         // A value ends where its arrays close: the reader goes on from there.
         assert_eq!(read("[1, 2], \"x\"", DataType::Fp32, 2).unwrap().1, 6);
         assert_eq!(

@@ -1,4 +1,5 @@
-//! Criterion benchmarks of the request path's CPU work: V2 JSON and binary decode of a 1×3×224×224 FP32 request,
+//! Criterion benchmarks of the request path's CPU work: V2 JSON (compact, nested as Python writes it, flat as
+//! `json.dumps` writes a list) and binary decode of a 1×3×224×224 FP32 request,
 //! JSON encoding of large FP32 outputs (1×1000 and 1×3×224×224), validation, dynamic-batching merge and split, and the routing decision.
 //!
 //! Run: `cargo bench --bench codec`. Numbers are for comparison between commits on one machine; the figures in
@@ -65,6 +66,18 @@ fn image_json_python() -> String {
     )
 }
 
+/// The load benchmark's CNN request: a flat list as `json.dumps` writes it (`", "` between elements), short
+/// decimals (sixteenths).
+fn image_json_dumps_flat() -> String {
+    let data: Vec<String> = (0..IMAGE)
+        .map(|i| format!("{:?}", ((i * 7) % 17) as f64 / 16.0))
+        .collect();
+    format!(
+        r#"{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 224, 224, 3], "data": [{}]}}]}}"#,
+        data.join(", ")
+    )
+}
+
 const IRIS: &str = r#"{"id":"1","inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
 
 fn decode(c: &mut Criterion) {
@@ -81,6 +94,10 @@ fn decode(c: &mut Criterion) {
     let python = image_json_python();
     group.bench_function("json_image_python_1x3x224x224_fp32", |b| {
         b.iter(|| decode_request(black_box(python.as_bytes()), LIMITS))
+    });
+    let dumps = image_json_dumps_flat();
+    group.bench_function("json_image_dumps_flat_1x224x224x3_fp32", |b| {
+        b.iter(|| decode_request(black_box(dumps.as_bytes()), LIMITS))
     });
     let (header, raw) = image_binary();
     group.bench_function("binary_image_1x3x224x224_fp32", |b| {

@@ -17,6 +17,7 @@
 //! its subscriber work whether or not the trace is sampled, on every phase of every request.
 
 pub mod export;
+mod route;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,6 +39,7 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 
 use self::export::{ExportPlan, QueuedExport};
+use self::route::route_and_name;
 use crate::config::{OtlpProtocol, TracingSettings};
 use crate::metrics::TraceMetrics;
 
@@ -336,6 +338,48 @@ impl ServerSpan {
     fn wall(&self, at: Instant) -> SystemTime {
         self.anchor.1 + at.saturating_duration_since(self.anchor.0)
     }
+
+    /// Writes a phase as a child of the server span. A phase is over when it is written, so its span data is
+    /// made here and handed to the export queue: none of the SDK's live-span machinery (sampler, span, processors)
+    /// is needed for it.
+    fn child(
+        &self,
+        name: &'static str,
+        (start, end): (Instant, Instant),
+        attributes: Vec<KeyValue>,
+        links: Vec<Link>,
+        outcome: PhaseEnd<'_>,
+    ) {
+        let server = &self.context;
+        let inner = &*self.tracing.inner;
+        let status = match outcome {
+            PhaseEnd::Ok => Status::Unset,
+            PhaseEnd::Failed(message) => Status::error(message.to_owned()),
+        };
+        let mut span_links = SpanLinks::default();
+        span_links.links = links;
+        inner.export.queue(SpanData {
+            span_context: SpanContext::new(
+                server.trace_id(),
+                inner.ids.new_span_id(),
+                TraceFlags::SAMPLED,
+                false,
+                server.trace_state().clone(),
+            ),
+            parent_span_id: server.span_id(),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: Cow::Borrowed(name),
+            start_time: self.wall(start),
+            end_time: self.wall(end),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: span_links,
+            status,
+            instrumentation_scope: inner.scope.clone(),
+        });
+    }
 }
 
 /// A request whose trace is dropped before it finished (its connection closed) still ends its server span.
@@ -490,50 +534,6 @@ impl RequestTrace {
     }
 }
 
-impl ServerSpan {
-    /// Writes a phase as a child of the server span. A phase is over when it is written, so its span data is
-    /// made here and handed to the export queue: none of the SDK's live-span machinery (sampler, span, processors)
-    /// is needed for it.
-    fn child(
-        &self,
-        name: &'static str,
-        (start, end): (Instant, Instant),
-        attributes: Vec<KeyValue>,
-        links: Vec<Link>,
-        outcome: PhaseEnd<'_>,
-    ) {
-        let server = &self.context;
-        let inner = &*self.tracing.inner;
-        let status = match outcome {
-            PhaseEnd::Ok => Status::Unset,
-            PhaseEnd::Failed(message) => Status::error(message.to_owned()),
-        };
-        let mut span_links = SpanLinks::default();
-        span_links.links = links;
-        inner.export.queue(SpanData {
-            span_context: SpanContext::new(
-                server.trace_id(),
-                inner.ids.new_span_id(),
-                TraceFlags::SAMPLED,
-                false,
-                server.trace_state().clone(),
-            ),
-            parent_span_id: server.span_id(),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: Cow::Borrowed(name),
-            start_time: self.wall(start),
-            end_time: self.wall(end),
-            attributes,
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: span_links,
-            status,
-            instrumentation_scope: inner.scope.clone(),
-        });
-    }
-}
-
 /// The instrumentation scope of every span sluice writes.
 const SCOPE: &str = "sluice";
 
@@ -557,61 +557,6 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
     }
     pairs
 };
-
-/// The routes most requests take, with their POST span names: named without building either.
-const HOT_ROUTES: [(&str, &str); 2] = [
-    ("/v2/models/{model}/infer", "POST /v2/models/{model}/infer"),
-    (
-        "/v2/models/{model}/versions/{version}/infer",
-        "POST /v2/models/{model}/versions/{version}/infer",
-    ),
-];
-
-/// A server span's route template and name (`{method} {route}`).
-fn route_and_name(method: &str, path: &str) -> (Cow<'static, str>, Cow<'static, str>) {
-    if let Some((route, name)) = hot_route(path).filter(|_| method == "POST") {
-        return (Cow::Borrowed(route), Cow::Borrowed(name));
-    }
-    let route = route_template(path);
-    let name = format!("{method} {route}");
-    (Cow::Owned(route), Cow::Owned(name))
-}
-
-/// The [`HOT_ROUTES`] entry of a path, when its template is one of them: `/v2/models/{model}/infer` or
-/// `/v2/models/{model}/versions/{version}/infer`, where neither id is `models` or `versions` (which would template
-/// the segment after them).
-fn hot_route(path: &str) -> Option<&'static (&'static str, &'static str)> {
-    let plain = |segment: &str| !matches!(segment, "models" | "versions");
-    let (model, rest) = path.strip_prefix("/v2/models/")?.split_once('/')?;
-    if !plain(model) {
-        return None;
-    }
-    if rest == "infer" {
-        return Some(&HOT_ROUTES[0]);
-    }
-    let (version, rest) = rest.strip_prefix("versions/")?.split_once('/')?;
-    (plain(version) && rest == "infer").then_some(&HOT_ROUTES[1])
-}
-
-/// The route template of a path: the segments after `models` and `versions` become `{model}` and `{version}`, so
-/// a span's name never holds an id.
-pub fn route_template(path: &str) -> String {
-    let mut route = String::with_capacity(path.len());
-    let mut previous = "";
-    for segment in path.split('/').skip(1) {
-        route.push('/');
-        match previous {
-            "models" => route.push_str("{model}"),
-            "versions" => route.push_str("{version}"),
-            _ => route.push_str(segment),
-        }
-        previous = segment;
-    }
-    if route.is_empty() {
-        route.push('/');
-    }
-    route
-}
 
 #[cfg(test)]
 mod tests {
@@ -716,57 +661,10 @@ mod tests {
         }
     }
 
-    /// The routes named without building them are named as the general template names them, and only those.
-    #[test]
-    fn hot_routes_are_named_as_their_templates() {
-        for path in [
-            "/v2/models/iris/infer",
-            "/v2/models/iris/versions/3/infer",
-            "/v2/models/versions/infer",
-            "/v2/models/models/versions/infer",
-            "/v2/models/iris/infer/",
-            "/v2/models/iris",
-            "/v2/models//infer",
-            "/v2/models/iris/versions//infer",
-            "/v2/models/iris/versions/models/infer",
-            "/v2/models/iris/versions/3/infer/x",
-            "/v2/models/iris/versions/3",
-            "/v1/models/iris/infer",
-            "/",
-        ] {
-            for method in ["POST", "GET"] {
-                let (route, name) = route_and_name(method, path);
-                assert_eq!(route, route_template(path), "{method} {path}");
-                assert_eq!(name, format!("{method} {route}"), "{method} {path}");
-                let hot = HOT_ROUTES.iter().any(|(r, _)| *r == route);
-                assert_eq!(
-                    matches!(route, Cow::Borrowed(_)),
-                    hot && method == "POST",
-                    "{method} {path}"
-                );
-            }
-        }
-    }
-
     #[test]
     fn hex_writes_lower_case_digit_pairs() {
         let mut out = [0u8; 8];
         hex(&[0x00, 0x9f, 0xa0, 0xff], &mut out);
         assert_eq!(&out, b"009fa0ff");
-    }
-
-    #[test]
-    fn routes_hold_no_ids() {
-        assert_eq!(
-            route_template("/v2/models/iris/versions/3/infer"),
-            "/v2/models/{model}/versions/{version}/infer"
-        );
-        assert_eq!(route_template("/v2/models/iris"), "/v2/models/{model}");
-        assert_eq!(route_template("/v2/health/ready"), "/v2/health/ready");
-        assert_eq!(
-            route_template("/v2/repository/models/iris/load"),
-            "/v2/repository/models/{model}/load"
-        );
-        assert_eq!(route_template("/"), "/");
     }
 }

@@ -78,6 +78,20 @@ fn image_json_dumps_flat() -> String {
     )
 }
 
+/// The encode bench's output values, each written as its shortest decimal (as the encoder writes them), so that
+/// the decode and encode of the same numbers compare per value.
+fn encoded_values() -> Vec<f32> {
+    (0..IMAGE).map(|i| (i % 255) as f32 / 255.0 - 0.3).collect()
+}
+
+fn image_json_shortest() -> String {
+    let data: Vec<String> = encoded_values().iter().map(|x| format!("{x}")).collect();
+    format!(
+        r#"{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,3,224,224],"data":[{}]}}]}}"#,
+        data.join(",")
+    )
+}
+
 const IRIS: &str = r#"{"id":"1","inputs":[{"name":"float_input","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}"#;
 
 fn decode(c: &mut Criterion) {
@@ -99,6 +113,10 @@ fn decode(c: &mut Criterion) {
     group.bench_function("json_image_dumps_flat_1x224x224x3_fp32", |b| {
         b.iter(|| decode_request(black_box(dumps.as_bytes()), LIMITS))
     });
+    let shortest = image_json_shortest();
+    group.bench_function("json_image_shortest_1x3x224x224_fp32", |b| {
+        b.iter(|| decode_request(black_box(shortest.as_bytes()), LIMITS))
+    });
     let (header, raw) = image_binary();
     group.bench_function("binary_image_1x3x224x224_fp32", |b| {
         b.iter(|| decode_with_binary(black_box(&header), black_box(&raw), LIMITS))
@@ -113,7 +131,8 @@ fn encode(c: &mut Criterion) {
         ("json_1x3x224x224_fp32", vec![1, 3, 224, 224]),
     ] {
         let n: usize = shape.iter().product();
-        let values = (0..n).map(|i| (i % 255) as f32 / 255.0 - 0.3).collect();
+        let mut values = encoded_values();
+        values.truncate(n);
         let response = InferResponse {
             model_name: "model",
             model_version: 1,

@@ -348,11 +348,10 @@ fn take_binary(
     })
 }
 
-/// Encodes a response as V2 JSON into one buffer sized from the outputs up front (serde_json's own buffer starts
-/// small and grows by copying).
+/// Encodes a response as V2 JSON into one buffer sized from the outputs up front (`write.rs`).
 pub fn encode_response(response: &InferResponse) -> serde_json::Result<Vec<u8>> {
     let mut body = Vec::with_capacity(encoded_size(response));
-    serde_json::to_writer(&mut body, response)?;
+    write::response(response, &mut body)?;
     Ok(body)
 }
 
@@ -486,3 +485,4 @@ mod in_place;
 mod numbers;
 #[cfg(test)]
 mod tests;
+mod write;

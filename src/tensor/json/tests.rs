@@ -208,6 +208,32 @@ fn response_serialises_typed_buffers() {
 }
 
 #[test]
+fn a_response_is_written_as_v2_json_with_shortest_floats_and_escaped_names() {
+    let response = InferResponse {
+        model_name: "m",
+        model_version: 12,
+        id: Some("say \"hi\"".into()),
+        outputs: vec![
+            Tensor {
+                name: "p".into(),
+                shape: vec![1, 5],
+                data: TensorData::Fp32(vec![0.3, -1.5, 1e-7, f32::NAN, 16_777_216.0]),
+            },
+            Tensor {
+                name: "l\n".into(),
+                shape: vec![1],
+                data: TensorData::Int64(vec![-7]),
+            },
+        ],
+    };
+    let body = encode_response(&response).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        r#"{"model_name":"m","model_version":"12","id":"say \"hi\"","outputs":[{"name":"p","datatype":"FP32","shape":[1,5],"data":[0.3,-1.5,1e-7,null,16777216.0]},{"name":"l\n","datatype":"INT64","shape":[1],"data":[-7]}]}"#
+    );
+}
+
+#[test]
 fn binary_response_header_describes_raw_outputs_and_inlines_the_rest() {
     let response = InferResponse {
         model_name: "m",
@@ -524,6 +550,44 @@ mod properties {
             if let Some(wire) = in_place::request(body.as_bytes(), LIMITS) {
                 prop_assert_eq!(complete(wire, &[], max), general);
             }
+        }
+    }
+
+    fn tensor_data() -> impl Strategy<Value = TensorData> {
+        let n = 0..40usize;
+        prop_oneof![
+            proptest::collection::vec(any::<f32>(), n.clone()).prop_map(TensorData::Fp32),
+            proptest::collection::vec(any::<u16>().prop_map(f16::from_bits), n.clone())
+                .prop_map(TensorData::Fp16),
+            proptest::collection::vec(any::<f64>(), n.clone()).prop_map(TensorData::Fp64),
+            proptest::collection::vec(any::<i64>(), n.clone()).prop_map(TensorData::Int64),
+            proptest::collection::vec(any::<bool>(), n.clone()).prop_map(TensorData::Bool),
+            proptest::collection::vec("[a\"\\\\\u{1}\u{7f}é ]{0,6}", n).prop_map(TensorData::Bytes),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The response writer writes what serde writes for the same response (compared as parsed JSON: a float
+        /// may be written in another exponent form, with the same digits).
+        #[test]
+        fn the_response_writer_agrees_with_serde(
+            name in "[a\"\\\\\u{1}é]{0,6}",
+            id in proptest::option::of("[a\"\\\\\u{1f}]{0,6}"),
+            outputs in proptest::collection::vec(
+                ("[a-z\"\\\\\n]{0,6}", tensor_data()).prop_map(|(name, data)| Tensor {
+                    name,
+                    shape: vec![data.len()],
+                    data,
+                }),
+                0..4,
+            ),
+        ) {
+            let response = InferResponse { model_name: &name, model_version: 7, id, outputs };
+            let written: serde_json::Value = serde_json::from_slice(&encode_response(&response).unwrap()).unwrap();
+            let serde: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&response).unwrap()).unwrap();
+            prop_assert_eq!(written, serde);
         }
     }
 }

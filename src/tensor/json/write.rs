@@ -60,19 +60,21 @@ fn tensor(t: &Tensor, out: &mut Vec<u8>) -> serde_json::Result<()> {
 
 /// A JSON array of floats, each in its shortest round-trip form.
 fn floats(values: impl ExactSizeIterator<Item = f32>, out: &mut Vec<u8>) {
-    // About ten bytes a value, so that the loop rarely grows the buffer.
-    out.reserve(values.len() * 11 + 2);
+    // About a dozen bytes a value, so that the loop rarely grows the buffer.
+    out.reserve(values.len() * 12 + 2);
     out.push(b'[');
-    let mut buffer = ryu::Buffer::new();
-    for (i, x) in values.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    let mut digits = ryu::Buffer::new();
+    for x in values {
         if x.is_finite() {
-            out.extend_from_slice(buffer.format_finite(x).as_bytes());
+            out.extend_from_slice(digits.format_finite(x).as_bytes());
         } else {
             out.extend_from_slice(b"null");
         }
+        out.push(b',');
+    }
+    // The last comma becomes the closing bracket (an empty array has only its opening one).
+    if out.last() == Some(&b',') {
+        out.pop();
     }
     out.push(b']');
 }

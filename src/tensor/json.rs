@@ -351,7 +351,7 @@ fn take_binary(
 /// Encodes a response as V2 JSON into one buffer sized from the outputs up front (`write.rs`).
 pub fn encode_response(response: &InferResponse) -> serde_json::Result<Vec<u8>> {
     let mut body = Vec::with_capacity(encoded_size(response));
-    write::response(response, &mut body)?;
+    write::response(response, &[], &mut body)?;
     Ok(body)
 }
 
@@ -371,83 +371,36 @@ fn json_size(t: &Tensor) -> usize {
 
 /// Encodes a response in Triton's binary extension: the JSON header (outputs in `binary` carry
 /// `parameters.binary_data_size` instead of `data`) followed by their raw bytes. Returns the body and the header
-/// length (the `Inference-Header-Content-Length` value). The header is written straight from the outputs, as the
-/// JSON response is.
+/// length (the `Inference-Header-Content-Length` value). The header is written by the JSON response's writer.
 pub fn encode_binary_response(
     response: &InferResponse<'_>,
     binary: &BinaryOutputs,
 ) -> Result<(Vec<u8>, usize), serde_json::Error> {
     let mut raw = Vec::new();
-    let outputs: Vec<HeaderOutput<'_>> = response
+    let raw_sizes: Vec<Option<usize>> = response
         .outputs
         .iter()
         .map(|tensor| {
-            let binary_size = binary.wants(&tensor.name).then(|| {
+            binary.wants(&tensor.name).then(|| {
                 let start = raw.len();
                 super::binary::encode(&tensor.data, &mut raw);
                 raw.len() - start
-            });
-            HeaderOutput {
-                tensor,
-                binary_size,
-            }
+            })
         })
         .collect();
-    let header = BinaryHeader {
-        model_name: response.model_name,
-        model_version: response.model_version,
-        id: response.id.as_deref(),
-        outputs,
-    };
     // An output sent as raw bytes takes a fixed-size entry in the header.
     let estimate = ENVELOPE_BYTES
-        + header
+        + response
             .outputs
             .iter()
-            .map(|o| o.binary_size.map_or_else(|| json_size(o.tensor), |_| 128))
+            .zip(&raw_sizes)
+            .map(|(t, size)| size.map_or_else(|| json_size(t), |_| 128))
             .sum::<usize>();
     let mut body = Vec::with_capacity(estimate + raw.len());
-    serde_json::to_writer(&mut body, &header)?;
+    write::response(response, &raw_sizes, &mut body)?;
     let header_len = body.len();
     body.extend_from_slice(&raw);
     Ok((body, header_len))
-}
-
-/// The JSON header of a binary response.
-#[derive(Serialize)]
-struct BinaryHeader<'a> {
-    model_name: &'a str,
-    #[serde(serialize_with = "as_string")]
-    model_version: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    outputs: Vec<HeaderOutput<'a>>,
-}
-
-/// One output in a binary response's header: its data inline, or the size of its raw bytes after the header.
-struct HeaderOutput<'a> {
-    tensor: &'a Tensor,
-    binary_size: Option<usize>,
-}
-
-impl Serialize for HeaderOutput<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let Some(binary_data_size) = self.binary_size else {
-            return self.tensor.serialize(serializer);
-        };
-        #[derive(Serialize)]
-        struct Parameters {
-            binary_data_size: usize,
-        }
-        let t = self.tensor;
-        let mut s = serializer.serialize_struct("Tensor", 4)?;
-        s.serialize_field("name", &t.name)?;
-        s.serialize_field("datatype", t.datatype().as_str())?;
-        s.serialize_field("shape", &t.shape)?;
-        s.serialize_field("parameters", &Parameters { binary_data_size })?;
-        s.end()
-    }
 }
 
 /// A V2 inference response, serialised straight from the typed output buffers.

@@ -4,13 +4,19 @@
 //! holds a quote, a backslash or a control character, and then serde_json escapes it). FP32 and FP16 data, the
 //! bulk of large responses, are written by ryu's shortest round-trip formatting, element after element into the one
 //! buffer; a value that is not finite is written `null`, as serde_json writes it. Every other datatype goes through
-//! serde (`TensorData`'s `Serialize`), which writes the same JSON it always has.
+//! serde (`TensorData`'s `Serialize`), which writes the same JSON it always has. The header of a binary response is
+//! written here too: an output sent as raw bytes carries `parameters.binary_data_size` in place of `data`.
 
 use super::InferResponse;
 use crate::tensor::{Tensor, TensorData};
 
-/// Appends `response` as V2 JSON to `out`.
-pub(super) fn response(response: &InferResponse<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+/// Appends `response` as V2 JSON to `out`. `raw_sizes[i]`, when given, is the size of output `i`'s raw bytes after
+/// the header (Triton's binary extension), written in place of its data.
+pub(super) fn response(
+    response: &InferResponse<'_>,
+    raw_sizes: &[Option<usize>],
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"model_name\":");
     string(response.model_name, out)?;
     out.extend_from_slice(b",\"model_version\":\"");
@@ -29,13 +35,13 @@ pub(super) fn response(response: &InferResponse<'_>, out: &mut Vec<u8>) -> serde
         if i > 0 {
             out.push(b',');
         }
-        self::tensor(tensor, out)?;
+        self::tensor(tensor, raw_sizes.get(i).copied().flatten(), out)?;
     }
     out.extend_from_slice(b"]}");
     Ok(())
 }
 
-fn tensor(t: &Tensor, out: &mut Vec<u8>) -> serde_json::Result<()> {
+fn tensor(t: &Tensor, raw_size: Option<usize>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"name\":");
     string(&t.name, out)?;
     out.extend_from_slice(b",\"datatype\":\"");
@@ -48,6 +54,12 @@ fn tensor(t: &Tensor, out: &mut Vec<u8>) -> serde_json::Result<()> {
         }
         out.extend_from_slice(digits.format(*d).as_bytes());
     }
+    if let Some(size) = raw_size {
+        out.extend_from_slice(b"],\"parameters\":{\"binary_data_size\":");
+        out.extend_from_slice(digits.format(size).as_bytes());
+        out.extend_from_slice(b"}}");
+        return Ok(());
+    }
     out.extend_from_slice(b"],\"data\":");
     match &t.data {
         TensorData::Fp32(v) => floats(v.iter().copied(), out),
@@ -59,9 +71,7 @@ fn tensor(t: &Tensor, out: &mut Vec<u8>) -> serde_json::Result<()> {
 }
 
 /// A JSON array of floats, each in its shortest round-trip form.
-fn floats(values: impl ExactSizeIterator<Item = f32>, out: &mut Vec<u8>) {
-    // About a dozen bytes a value, so that the loop rarely grows the buffer.
-    out.reserve(values.len() * 12 + 2);
+fn floats(values: impl Iterator<Item = f32>, out: &mut Vec<u8>) {
     out.push(b'[');
     let mut digits = ryu::Buffer::new();
     for x in values {
